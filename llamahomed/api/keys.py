@@ -1,0 +1,18 @@
+"""Typed keys for what the app and each request carry (no module-level state)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from llamahome.auth import TokenClaims
+
+from llamahomed.config_store import ConfigStore
+from llamahomed.inference import InferenceService
+from llamahomed.security import Authority
+
+CONFIG = web.AppKey("config", ConfigStore)
+AUTHORITY = web.AppKey("authority", Authority)
+INFERENCE = web.AppKey("inference", InferenceService)
+STARTED_AT = web.AppKey("started_at", float)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+CLAIMS = web.RequestKey("claims", TokenClaims)

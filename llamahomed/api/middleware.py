@@ -1,0 +1,97 @@
+"""Middlewares: request id and summary log line -> error envelope -> authentication."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from llamahomed.api.keys import AUTHORITY, CLAIMS, REQUEST_ID
+from llamahomed.errors import (LlamaHomeError, MethodNotAllowed, NotFound, PayloadTooLarge,
+                               UnsupportedMediaType)
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = frozenset({"/health"})
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Accept a sane ``x-request-id`` or make one; log one summary line per request."""
+    given = request.headers.get("x-request-id", "")
+    request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    status = 500
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            route = request.match_info.route.resource
+            log.info("request", method=request.method,
+                     route=route.canonical if route is not None else request.path,
+                     status=status, duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:
+    if exc.status == 404:
+        return NotFound("no such endpoint; see the API guide for the routes")
+    if exc.status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        return MethodNotAllowed(f"method not allowed; this route accepts {', '.join(allowed)}",
+                                details={"allowed": allowed})
+    if exc.status == 413:
+        return PayloadTooLarge(f"the request body is too large: {exc.text or ''}".strip())
+    if exc.status == 415:
+        return UnsupportedMediaType(exc.text or "unsupported media type")
+    err = LlamaHomeError(exc.reason or "error")
+    err.status, err.code = exc.status, "invalid_request" if exc.status < 500 else "internal_error"
+    return err
+
+
+def render(error: LlamaHomeError, request_id: str | None) -> web.Response:
+    """The guide's envelope with the error's status and headers."""
+    headers = dict(error.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return web.json_response(error.envelope(), status=error.status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": {"code", "message", "details"}}``."""
+    try:
+        return await handler(request)
+    except LlamaHomeError as exc:
+        return render(exc, request.get(REQUEST_ID))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return render(_from_http_exception(exc), request.get(REQUEST_ID))
+    except Exception:  # noqa: BLE001 - the boundary where anything unexpected becomes a 500
+        log.exception("unhandled_error", path=request.path)
+        return render(LlamaHomeError("internal error; the daemon log has the details"),
+                      request.get(REQUEST_ID))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Default deny: every route needs a valid bearer token except the public ones."""
+    if request.path not in PUBLIC_PATHS:
+        request[CLAIMS] = request.app[AUTHORITY].check(request.headers.get("Authorization"))
+    return await handler(request)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: runs before any response's headers go out, streams included."""
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["x-request-id"] = request_id

@@ -1,0 +1,203 @@
+"""``llamahomed``: a thin shell that parses arguments, builds Settings and calls the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from llamahomed import __version__
+from llamahomed.errors import LlamaHomeError, StartupError
+from llamahomed.settings import Settings, format_size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    common.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS,
+                        help="model store directory")
+    parser = argparse.ArgumentParser(prog="llamahomed", description="LlamaHome local LLM daemon",
+                                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"llamahomed {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common])
+
+    start = command("start", "run the daemon in the foreground")
+    start.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    start.add_argument("--port", type=int, help="TCP port (default 8910; 0 = any free port)")
+    command("stop", "stop the running daemon (SIGTERM)")
+    command("status", "is the daemon running, and what has it loaded")
+
+    models = command("models", "the model store").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="installed models")
+    models.add_parser("show", help="one model's details").add_argument("id")
+    models.add_parser("import", help="add a GGUF file to the store").add_argument("path", type=Path)
+    models.add_parser("rm", help="delete a model's files").add_argument("id")
+    models.add_parser("install-default", help="install the embedded default model")
+
+    token = command("token", "bearer tokens").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", help="print a new token")
+    create.add_argument("--user", required=True, help="who the token is for")
+    create.add_argument("--expires-in", type=int, default=30 * 86400,
+                        help="lifetime in seconds (default 30 days; 0 = never)")
+    create.add_argument("--scope", action="append", choices=["inference", "admin"],
+                        help="scopes (default: inference)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name, key in (("config", "config_file"), ("models_dir", "models_dir"),
+                      ("host", "host"), ("port", "port")):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[key] = value
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise StartupError(f"invalid setting {where}: {first['msg']}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        return _COMMANDS[args.command](args, settings)
+    except (StartupError, LlamaHomeError) as exc:
+        print(f"llamahomed: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    from llamahomed.daemon import prepare, serve
+    from llamahomed.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    prepare(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _runtime(settings: Settings) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(settings.runtime_file.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(data["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+        return None
+    except PermissionError:
+        pass
+    return data
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings)
+    if runtime is None:
+        print("llamahomed is not running")
+        return 0
+    pid = int(runtime["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + settings.drain_timeout + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"stopped llamahomed (pid {pid})")
+            return 0
+        time.sleep(0.1)
+    raise StartupError(f"llamahomed (pid {pid}) did not stop in time")
+
+
+def _get(url: str, token: str | None) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own loopback URL
+        return json.loads(response.read())
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings)
+    if runtime is None:
+        print("llamahomed is not running")
+        return 3
+    host = "127.0.0.1" if runtime["host"] in ("0.0.0.0", "::") else runtime["host"]
+    base = f"http://{host}:{runtime['port']}"
+    token = settings.admin_token_file.read_text().strip() if settings.admin_token_file.exists() else None
+    try:
+        health = _get(f"{base}/health", None)
+        listing = _get(f"{base}/api/v1/models", token)
+    except (urllib.error.URLError, OSError) as exc:
+        raise StartupError(f"llamahomed (pid {runtime['pid']}) does not answer at {base}: {exc}") from exc
+    print(f"llamahomed {health['version']} running, pid {runtime['pid']}, {base}, "
+          f"up {health['uptime_s']}s")
+    for model in listing["models"]:
+        state = "loaded" if model["loaded"] else "-"
+        print(f"  {model['id']:<28} {model['quantization']:<8} {state}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from llamahomed.registry.catalog import Catalog
+    from llamahomed.registry.default_model import install_default_model
+    from llamahomed.registry.store import ModelRegistry
+
+    registry = ModelRegistry(settings.models_path, Catalog.load())
+    if args.action == "list":
+        groups = registry.models()
+        print(f"{'ID':<28} {'QUANT':<8} {'PARAMS':<7} {'CONTEXT':>8} {'SIZE':>8}  FILE")
+        for entries in groups.values():
+            for e in entries:
+                print(f"{e.id:<28} {e.quantization:<8} {e.parameters:<7} "
+                      f"{e.info.context_length or 0:>8} {format_size(e.size):>8}  {e.path.name}")
+        for path, why in registry.invalid.items():
+            print(f"(skipped {path.name}: {why})", file=sys.stderr)
+    elif args.action == "show":
+        entry = registry.resolve(args.id)
+        print(json.dumps({"id": entry.id, "name": entry.name, "version": entry.version,
+                          "parameters": entry.parameters, "context_length": entry.info.context_length,
+                          "quantization": entry.quantization, "size": entry.size,
+                          "capabilities": entry.capabilities, "architecture": entry.info.architecture,
+                          "path": str(entry.path)}, indent=2))
+    elif args.action == "import":
+        entry = registry.import_file(args.path)
+        print(f"imported {entry.path.name} as {entry.variant_id}")
+    elif args.action == "rm":
+        for path in registry.remove(args.id):
+            print(f"removed {path}")
+    elif args.action == "install-default":
+        print(install_default_model(settings.models_path))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from llamahomed.security import Authority
+
+    authority = Authority.from_settings(settings)
+    print(authority.generator.create_token(
+        user_id=args.user, expires_in=args.expires_in or None,
+        scopes=tuple(args.scope or ("inference",))))
+    return 0
+
+
+_COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
+             "models": cmd_models, "token": cmd_token}
+
+if __name__ == "__main__":
+    sys.exit(main())

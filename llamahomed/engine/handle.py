@@ -1,0 +1,247 @@
+"""The daemon's side of one worker process: start it, submit sequences, read their events."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from llamahomed.engine.protocol import HEADER, MAX_FRAME, ProtocolError, SamplingParams, decode_body, encode
+from llamahomed.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed, error_for_code
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Everything a worker needs to load its model."""
+
+    model_id: str
+    model_path: str
+    n_ctx: int
+    n_batch: int
+    n_threads: int | None
+    n_gpu_layers: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
+                "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers}
+
+
+@dataclass
+class SequenceStream:
+    """Events of one sequence, read by the request handler."""
+
+    seq_id: int
+    worker: WorkerHandle
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    finished: bool = False
+
+    async def next_event(self) -> dict[str, Any]:
+        event = await self.queue.get()
+        if event["kind"] in ("done", "error"):
+            self.finished = True
+        return event
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        while not self.finished:
+            yield await self.next_event()
+
+    async def cancel(self) -> None:
+        """Stop this sequence at the worker's next step (no-op once it finished)."""
+        if not self.finished:
+            self.finished = True
+            await self.worker.cancel(self.seq_id)
+
+
+class WorkerHandle:
+    """One worker process and its in-flight sequences."""
+
+    _seq_ids = itertools.count(1)
+
+    def __init__(self, config: LoadConfig) -> None:
+        self.config = config
+        self.info: dict[str, Any] = {}
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._streams: dict[int, SequenceStream] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=30)
+        self.alive = False
+        self.last_used = time.monotonic()
+        self.exit_reason: str | None = None
+        self.finish_reasons: collections.Counter[str] = collections.Counter()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._streams)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def start(self, timeout: float) -> None:
+        """Spawn the worker and wait until its model is loaded (or fails to)."""
+        parent, child = socket.socketpair()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "llamahomed.engine.worker", "--fd", str(child.fileno()),
+                "--config", json.dumps(self.config.to_wire()),
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        finally:
+            child.close()
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        self._tasks.append(asyncio.create_task(self._drain_stderr()))
+        try:
+            first = await asyncio.wait_for(self._read_frame(), timeout)
+        except (asyncio.TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:
+            await self.kill()
+            raise ModelLoadFailed(f"model {self.config.model_id!r} did not load: "
+                                  f"{self._why(exc)}", details={"model": self.config.model_id}) from exc
+        if first.get("ev") != "ready":
+            await self.kill()
+            message = first.get("message") or self._why(None)
+            raise ModelLoadFailed(f"model {self.config.model_id!r} failed to load: {message}",
+                                  details={"model": self.config.model_id})
+        self.info = first.get("info", {})
+        self.alive = True
+        self._tasks.append(asyncio.create_task(self._read_loop()))
+
+    def _why(self, exc: BaseException | None) -> str:
+        tail = " | ".join(line for line in self._stderr_tail if line.strip())[-500:]
+        if isinstance(exc, asyncio.TimeoutError):
+            return "timed out"
+        return tail or "the worker exited"
+
+    async def _read_frame(self) -> dict[str, Any]:
+        assert self._reader is not None
+        header = await self._reader.readexactly(HEADER.size)
+        (length,) = HEADER.unpack(header)
+        if length > MAX_FRAME:
+            raise ProtocolError("frame too large")
+        return decode_body(await self._reader.readexactly(length))
+
+    async def _drain_stderr(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self._stderr_tail.append(line)
+            log.debug("worker_stderr", model=self.config.model_id, line=line)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                frame = await self._read_frame()
+                if frame.get("ev") == "step":
+                    for event in frame.get("events", []):
+                        self._dispatch(event)
+        except (asyncio.IncompleteReadError, ProtocolError, OSError, ConnectionError):
+            pass
+        await self._on_exit()
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        stream = self._streams.get(event.get("seq", -1))
+        if stream is None:
+            return
+        if event["kind"] in ("done", "error"):
+            del self._streams[stream.seq_id]
+            self.last_used = time.monotonic()
+            self.finish_reasons[event.get("finish_reason") or event.get("code", "error")] += 1
+        stream.queue.put_nowait(event)
+
+    async def _on_exit(self) -> None:
+        """The worker is gone: fail everything still in flight with a clear error."""
+        self.alive = False
+        code = await self.process.wait() if self.process else None
+        if self.exit_reason is None:
+            self.exit_reason = f"exit code {code}"
+            log.error("worker_died", model=self.config.model_id, pid=self.pid, returncode=code,
+                      in_flight=len(self._streams))
+        for stream in list(self._streams.values()):
+            stream.queue.put_nowait({
+                "seq": stream.seq_id, "kind": "error", "code": WorkerCrashed.code,
+                "message": f"the worker for model {self.config.model_id!r} stopped "
+                           f"({self.exit_reason}) while this request was running; retry it",
+                "details": {"model": self.config.model_id}})
+        self._streams.clear()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if not self.alive or self._writer is None:
+            raise WorkerCrashed(f"the worker for model {self.config.model_id!r} is not running")
+        try:
+            self._writer.write(encode(message))
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise WorkerCrashed(f"the worker for model {self.config.model_id!r} stopped") from exc
+
+    async def submit(self, prompt: str, params: SamplingParams) -> SequenceStream:
+        seq_id = next(self._seq_ids)
+        stream = SequenceStream(seq_id, self)
+        self._streams[seq_id] = stream
+        self.last_used = time.monotonic()
+        try:
+            await self._send({"op": "submit", "seq": seq_id, "prompt": prompt,
+                              "params": params.to_wire()})
+        except LlamaHomeError:
+            self._streams.pop(seq_id, None)
+            raise
+        return stream
+
+    async def cancel(self, seq_id: int) -> None:
+        if seq_id in self._streams:
+            try:
+                await self._send({"op": "cancel", "seq": seq_id})
+            except WorkerCrashed:
+                pass
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Ask the worker to exit; kill it if it does not within ``timeout``."""
+        self.exit_reason = self.exit_reason or "unloaded"
+        if self.alive:
+            try:
+                await self._send({"op": "shutdown"})
+            except WorkerCrashed:
+                pass
+        if self.process and self.process.returncode is None:
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except asyncio.TimeoutError:
+                await self.kill()
+        await self._close()
+
+    async def kill(self) -> None:
+        self.exit_reason = self.exit_reason or "killed"
+        if self.process and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        await self._close()
+
+    async def _close(self) -> None:
+        self.alive = False
+        if self._writer is not None:
+            self._writer.close()
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                try:
+                    await asyncio.wait_for(task, 2)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    task.cancel()
+
+
+def sequence_error(event: dict[str, Any]) -> LlamaHomeError:
+    """The daemon-side exception for a worker's error event."""
+    return error_for_code(event.get("code", "internal_error"), event.get("message", "error"),
+                          event.get("details") or {})

@@ -1,0 +1,89 @@
+"""One worker per loaded model: load on first use, unload after keep-alive, restart after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from llamahomed.engine.handle import LoadConfig, WorkerHandle
+
+log = structlog.get_logger(__name__)
+
+
+class WorkerPool:
+    """Maps model ids to running workers. ``acquire`` is the only way to get one."""
+
+    def __init__(self, *, start_timeout: float, keep_alive: Callable[[], float]) -> None:
+        self._workers: dict[str, WorkerHandle] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._start_timeout = start_timeout
+        self._keep_alive = keep_alive
+        self._reaper: asyncio.Task[None] | None = None
+        self.loads = 0
+        self.crashes = 0
+        self.on_loaded: list[Callable[[WorkerHandle], None]] = []
+
+    def workers(self) -> dict[str, WorkerHandle]:
+        return {k: w for k, w in self._workers.items() if w.alive}
+
+    async def acquire(self, config: LoadConfig) -> WorkerHandle:
+        """The running worker for this model, started (or restarted) when needed."""
+        lock = self._locks.setdefault(config.model_id, asyncio.Lock())
+        async with lock:
+            worker = self._workers.get(config.model_id)
+            if worker is not None and worker.alive and worker.config == config:
+                worker.last_used = time.monotonic()
+                return worker
+            if worker is not None:
+                if not worker.alive and worker.exit_reason not in ("unloaded",):
+                    self.crashes += 1
+                await worker.stop()
+            worker = WorkerHandle(config)
+            started = time.perf_counter()
+            log.info("model_loading", model=config.model_id, n_ctx=config.n_ctx,
+                     n_gpu_layers=config.n_gpu_layers)
+            await worker.start(self._start_timeout)
+            self.loads += 1
+            log.info("model_loaded", model=config.model_id, pid=worker.pid,
+                     seconds=round(time.perf_counter() - started, 3))
+            self._workers[config.model_id] = worker
+            for callback in self.on_loaded:
+                callback(worker)
+            self._ensure_reaper()
+            return worker
+
+    async def unload(self, model_id: str) -> bool:
+        worker = self._workers.pop(model_id, None)
+        if worker is None:
+            return False
+        await worker.stop()
+        log.info("model_unloaded", model=model_id)
+        return True
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            try:
+                await self._reaper
+            except asyncio.CancelledError:
+                pass
+        for model_id in list(self._workers):
+            await self.unload(model_id)
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap())
+
+    async def _reap(self) -> None:
+        """Unload models idle for longer than keep-alive; forget workers that died."""
+        while self._workers:
+            await asyncio.sleep(min(1.0, max(0.05, self._keep_alive() / 4)))
+            now = time.monotonic()
+            for model_id, worker in list(self._workers.items()):
+                idle = now - worker.last_used
+                if worker.alive and worker.in_flight == 0 and idle >= self._keep_alive():
+                    log.info("model_idle_unload", model=model_id, idle_s=round(idle, 1))
+                    await self.unload(model_id)

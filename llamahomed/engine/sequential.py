@@ -1,0 +1,196 @@
+"""The first engine: llama-cpp-python's ``Llama``, one sequence decoding at a time.
+
+It speaks the full worker protocol (many sequences in flight, each with its id, cancel at any
+step), so the continuous-batching engine can replace it without touching the daemon. Sequences
+queue in arrival order; each step decodes one token of the sequence at the head.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamahomed.engine.detok import IncrementalText, StopMatcher
+from llamahomed.engine.protocol import SamplingParams
+
+Event = dict[str, Any]
+Emit = Callable[[list[Event]], None]
+
+
+@dataclass
+class Sequence:
+    seq_id: int
+    tokens: list[int]
+    params: SamplingParams
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
+    first_token: float = 0.0
+    generated: int = 0
+    text: IncrementalText = field(default_factory=IncrementalText)
+    stops: StopMatcher | None = None
+    stream: Iterator[int] | None = None
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": len(self.tokens), "completion_tokens": self.generated,
+                "total_tokens": len(self.tokens) + self.generated}
+
+    def timings(self) -> dict[str, float]:
+        now = time.perf_counter()
+        first = self.first_token or now
+        return {
+            "queue_ms": round((self.started - self.submitted) * 1000, 2),
+            "prefill_ms": round((first - self.started) * 1000, 2),
+            "decode_ms": round((now - first) * 1000, 2),
+        }
+
+
+class SequentialEngine:
+    """Owns one ``llama_cpp.Llama``; ``run()`` is the decode thread's loop."""
+
+    def __init__(self, llm: Any, emit: Emit) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self.llm = llm
+        self._emit = emit
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._queue: collections.deque[Sequence] = collections.deque()
+        self._cancelled: set[int] = set()
+        self._cond = threading.Condition()
+        self._stopping = False
+
+    @classmethod
+    def load(cls, config: dict[str, Any], emit: Emit) -> SequentialEngine:
+        import llama_cpp
+
+        llm = llama_cpp.Llama(
+            model_path=config["model_path"],
+            n_ctx=int(config["n_ctx"]),
+            n_batch=int(config.get("n_batch", 512)),
+            n_threads=config.get("n_threads"),
+            n_gpu_layers=int(config.get("n_gpu_layers", 0)),
+            seed=int(config.get("seed", llama_cpp.LLAMA_DEFAULT_SEED)),
+            verbose=bool(config.get("verbose", False)),
+        )
+        return cls(llm, emit)
+
+    def info(self) -> dict[str, Any]:
+        return {"n_ctx": self.llm.n_ctx(), "n_ctx_train": self.llm.n_ctx_train() if hasattr(self.llm, "n_ctx_train") else None,
+                "n_vocab": self.llm.n_vocab(), "n_threads": self.llm.n_threads,
+                "n_batch": self.llm.n_batch, "engine": "sequential"}
+
+    # -- called from the reader thread -------------------------------------------------------
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:
+        """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        n_ctx = self.llm.n_ctx()
+        if len(tokens) >= n_ctx:
+            self._emit([{"seq": seq_id, "kind": "error", "code": "context_length_exceeded",
+                         "message": f"the prompt has {len(tokens)} tokens; this model is loaded "
+                                    f"with a context of {n_ctx} tokens, which must also hold "
+                                    "at least one generated token",
+                         "details": {"prompt_tokens": len(tokens), "context_length": n_ctx}}])
+            return
+        seq = Sequence(seq_id, tokens, params, stops=StopMatcher(params.stop))
+        self._emit([{"seq": seq_id, "kind": "accepted", "prompt_tokens": len(tokens)}])
+        with self._cond:
+            self._queue.append(seq)
+            self._cond.notify()
+
+    def cancel(self, seq_id: int) -> None:
+        with self._cond:
+            self._cancelled.add(seq_id)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    # -- the decode thread --------------------------------------------------------------------
+    def run(self) -> None:
+        active: Sequence | None = None
+        while True:
+            with self._cond:
+                while not self._stopping and active is None and not self._queue:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                if active is not None and active.seq_id in self._cancelled:
+                    self._cancelled.discard(active.seq_id)
+                    self._emit([self._finish(active, "cancelled")])
+                    active = None
+                    continue
+                if active is None:
+                    active = self._queue.popleft()
+                    if active.seq_id in self._cancelled:
+                        self._cancelled.discard(active.seq_id)
+                        self._emit([self._finish(active, "cancelled")])
+                        active = None
+                        continue
+            try:
+                events, done = self._step(active)
+            except Exception as exc:  # noqa: BLE001 - a failed decode fails this sequence only
+                events, done = [{"seq": active.seq_id, "kind": "error", "code": "internal_error",
+                                 "message": f"decode failed: {exc}", "details": {}}], True
+            self._emit(events)
+            if done:
+                active = None
+
+    def _start(self, seq: Sequence) -> None:
+        params = self.llm
+        seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(31)
+        params.set_seed(seed)
+        seq.started = time.perf_counter()
+        seq.stream = self.llm.generate(
+            seq.tokens, top_k=seq.params.top_k, top_p=seq.params.top_p, min_p=seq.params.min_p,
+            temp=seq.params.temperature, repeat_penalty=seq.params.repeat_penalty, reset=True)
+
+    def _step(self, seq: Sequence) -> tuple[list[Event], bool]:
+        if seq.stream is None:
+            self._start(seq)
+        assert seq.stream is not None
+        token = next(seq.stream)
+        if not seq.first_token:
+            seq.first_token = time.perf_counter()
+        if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            return self._end(seq, "stop"), True
+        seq.generated += 1
+        piece = self.llm.detokenize([token])
+        text = seq.text.feed(piece)
+        events: list[Event] = []
+        stopped = False
+        if seq.stops is not None and text:
+            text, stopped = seq.stops.push(text)
+        if text:
+            events.append({"seq": seq.seq_id, "kind": "text", "text": text, "tokens": 1})
+        if stopped:
+            return events + [self._finish(seq, "stop")], True
+        room = self.llm.n_ctx() - len(seq.tokens) - seq.generated
+        if seq.generated >= seq.params.max_tokens or room <= 0:
+            return events + self._end(seq, "length"), True
+        return events, False
+
+    def _end(self, seq: Sequence, reason: str) -> list[Event]:
+        """Flush held-back text, then finish."""
+        tail = seq.text.flush()
+        if seq.stops is not None:
+            tail, _ = seq.stops.push(tail)
+            tail += seq.stops.flush()
+        events: list[Event] = []
+        if tail:
+            events.append({"seq": seq.seq_id, "kind": "text", "text": tail, "tokens": 0})
+        return events + [self._finish(seq, reason)]
+
+    def _finish(self, seq: Sequence, reason: str) -> Event:
+        if seq.stream is not None:
+            seq.stream.close()
+        if not seq.started:
+            seq.started = time.perf_counter()
+        return {"seq": seq.seq_id, "kind": "done", "finish_reason": reason,
+                "usage": seq.usage(), "timings": seq.timings()}

@@ -1,0 +1,93 @@
+"""The model worker process: ``python -m llamahomed.engine.worker --fd N --config JSON``.
+
+It owns one llama.cpp model. The main thread reads frames from the daemon (submit, cancel,
+shutdown); one decode thread owns the llama context and runs the engine's step loop, sending one
+frame per step. The process exits when the daemon says so or its socket closes (the daemon died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from llamahomed.engine.protocol import ProtocolError, SamplingParams, encode, recv_frame
+
+
+class Channel:
+    """The worker's end of the socketpair; sends are serialised across threads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = encode(message)
+        with self._lock:
+            self._sock.sendall(data)
+
+    def send_events(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self.send({"ev": "step", "events": events})
+
+    def recv(self) -> dict[str, Any] | None:
+        return recv_frame(self._sock)
+
+
+def _load_engine(config: dict[str, Any], channel: Channel) -> Any:
+    # Imported here so that a crash inside llama.cpp's import or load kills only this process.
+    from llamahomed.engine.sequential import SequentialEngine
+
+    return SequentialEngine.load(config, channel.send_events)
+
+
+def serve(channel: Channel, config: dict[str, Any]) -> int:
+    started = time.perf_counter()
+    try:
+        engine = _load_engine(config, channel)
+    except Exception as exc:  # noqa: BLE001 - every load failure is reported, then we exit
+        channel.send({"ev": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
+        return 3
+    info = engine.info()
+    info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    channel.send({"ev": "ready", "info": info})
+    decode = threading.Thread(target=engine.run, name="decode", daemon=True)
+    decode.start()
+    try:
+        while True:
+            message = channel.recv()
+            if message is None or message.get("op") == "shutdown":
+                break
+            op = message.get("op")
+            if op == "submit":
+                engine.submit(int(message["seq"]), str(message["prompt"]),
+                              SamplingParams.from_wire(message["params"]))
+            elif op == "cancel":
+                engine.cancel(int(message["seq"]))
+    except (ProtocolError, OSError):
+        pass
+    engine.stop()
+    decode.join(timeout=5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llamahomed-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    code = serve(Channel(sock), json.loads(args.config))
+    sock.close()
+    sys.stdout.flush()
+    # Skip interpreter teardown: llama.cpp's static destructors can be slow or noisy at exit.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

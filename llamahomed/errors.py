@@ -1,0 +1,124 @@
+"""Errors of the daemon, each carrying its HTTP status and stable envelope code.
+
+Every error a client can see is rendered by one middleware (``api/middleware.py``) as the
+API guide's envelope ``{"error": {"code", "message", "details"}}``.
+
+    LlamaHomeError                      internal_error            500
+    ├── InvalidRequest                  invalid_request           400
+    │   ├── ContextLengthExceeded       context_length_exceeded   400
+    │   └── ValidationFailed            validation_error          422
+    ├── AuthenticationFailed            authentication_error      401
+    ├── PermissionDenied                permission_denied         403
+    ├── NotFound                        not_found                 404
+    │   └── ModelNotFound               model_not_found           404
+    ├── MethodNotAllowed                method_not_allowed        405
+    ├── PayloadTooLarge                 payload_too_large         413
+    ├── UnsupportedMediaType            unsupported_media_type    415
+    ├── ModelLoadFailed                 model_load_failed         500
+    ├── WorkerCrashed                   worker_crashed            500
+    ├── ServerBusy                      server_busy               503
+    └── ShuttingDown                    shutting_down             503
+
+    StartupError                        (not an HTTP error: the CLI turns it into exit code 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LlamaHomeError(Exception):
+    """Root of every error the API can return."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+        self.headers: dict[str, str] = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        """The guide's error envelope for this error."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidRequest(LlamaHomeError):
+    status, code = 400, "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    status, code = 400, "context_length_exceeded"
+
+
+class ValidationFailed(InvalidRequest):
+    status, code = 422, "validation_error"
+
+
+class AuthenticationFailed(LlamaHomeError):
+    status, code = 401, "authentication_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details,
+                         headers={"WWW-Authenticate": 'Bearer realm="llamahome"'})
+
+
+class PermissionDenied(LlamaHomeError):
+    status, code = 403, "permission_denied"
+
+
+class NotFound(LlamaHomeError):
+    status, code = 404, "not_found"
+
+
+class ModelNotFound(NotFound):
+    status, code = 404, "model_not_found"
+
+
+class MethodNotAllowed(LlamaHomeError):
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(LlamaHomeError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(LlamaHomeError):
+    status, code = 415, "unsupported_media_type"
+
+
+class ModelLoadFailed(LlamaHomeError):
+    status, code = 500, "model_load_failed"
+
+
+class WorkerCrashed(LlamaHomeError):
+    status, code = 500, "worker_crashed"
+
+
+class ServerBusy(LlamaHomeError):
+    status, code = 503, "server_busy"
+
+
+class ShuttingDown(LlamaHomeError):
+    status, code = 503, "shutting_down"
+
+
+ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
+    LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
+    PermissionDenied, NotFound, ModelNotFound, MethodNotAllowed, PayloadTooLarge,
+    UnsupportedMediaType, ModelLoadFailed, WorkerCrashed, ServerBusy, ShuttingDown,
+)
+
+
+def error_for_code(code: str, message: str, details: dict[str, Any] | None = None) -> LlamaHomeError:
+    """Rebuild an error from its envelope code (used for errors that cross the worker pipe)."""
+    for cls in ERROR_CLASSES:
+        if cls.code == code:
+            return cls(message, details=details) if cls is not AuthenticationFailed else cls(message)
+    return LlamaHomeError(message, details=details)
+
+
+class StartupError(Exception):
+    """The daemon cannot start (port taken, unreadable config, ...). One clear line, no traceback."""

@@ -1,0 +1,1 @@
+"""Model registry: discovery and metadata of local GGUF models."""

@@ -1,0 +1,194 @@
+"""The model store: GGUF files in the models dir, read from their headers, named by the catalog."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from llamahomed.errors import InvalidRequest, ModelNotFound, NotFound
+from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
+from llamahomed.registry.gguf_meta import GGUFError, GGUFInfo, read_gguf_info
+
+log = structlog.get_logger(__name__)
+
+# Lower is preferred when a model id has several variants on disk and nothing else decides.
+_QUANT_PREFERENCE = ["Q4_K_M", "Q5_K_M", "Q4_K_S", "Q6_K", "Q8_0", "Q5_K_S", "Q4_0", "Q3_K_M",
+                     "Q3_K_L", "Q2_K", "BF16", "F16", "F32"]
+
+
+def slug(text: str) -> str:
+    """A model id from free text: lowercase, ``[a-z0-9._-]``, no leading/trailing separators."""
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._") or "model"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One GGUF file in the store."""
+
+    id: str
+    path: Path
+    info: GGUFInfo
+    catalog: CatalogModel | None = None
+    variant: CatalogVariant | None = None
+
+    @property
+    def quantization(self) -> str:
+        return self.info.quantization
+
+    @property
+    def variant_id(self) -> str:
+        return f"{self.id}:{self.quantization.lower()}"
+
+    @property
+    def name(self) -> str:
+        if self.catalog:
+            return self.catalog.name
+        return self.info.name or self.path.stem
+
+    @property
+    def version(self) -> str | None:
+        if self.catalog and self.catalog.version:
+            return self.catalog.version
+        return self.info.version_label
+
+    @property
+    def parameters(self) -> str:
+        if self.catalog and self.catalog.parameters:
+            return self.catalog.parameters
+        return self.info.parameters_label
+
+    @property
+    def size(self) -> int:
+        return self.info.file_size
+
+    @property
+    def capabilities(self) -> list[str]:
+        caps = ["text-generation"]
+        if self.info.has_chat_template:
+            caps.append("chat")
+        if self.info.pooling_type:
+            caps.append("embeddings")
+        return caps
+
+
+def _preference(entry: ModelEntry) -> tuple[int, str]:
+    quant = entry.quantization.upper()
+    rank = _QUANT_PREFERENCE.index(quant) if quant in _QUANT_PREFERENCE else len(_QUANT_PREFERENCE)
+    return rank, entry.path.name
+
+
+class ModelRegistry:
+    """Discovers ``*.gguf`` files; headers are cached by (size, mtime) so scans stay cheap."""
+
+    def __init__(self, models_dir: Path, catalog: Catalog) -> None:
+        self.models_dir = models_dir
+        self.catalog = catalog
+        self._cache: dict[Path, tuple[tuple[int, int], ModelEntry]] = {}
+        self.invalid: dict[Path, str] = {}
+
+    def scan(self) -> list[ModelEntry]:
+        """Every valid model file in the store; malformed ones land in ``invalid`` with why."""
+        entries: list[ModelEntry] = []
+        seen: set[Path] = set()
+        self.invalid = {}
+        root = self.models_dir.resolve() if self.models_dir.exists() else self.models_dir
+        for path in sorted(self.models_dir.glob("*.gguf")) if self.models_dir.is_dir() else []:
+            if path.name.startswith("."):
+                continue
+            real = path.resolve()
+            if not real.is_relative_to(root):
+                self.invalid[path] = "symlink points outside the models dir"
+                continue
+            try:
+                stat = real.stat()
+            except OSError as exc:
+                self.invalid[path] = str(exc)
+                continue
+            key = (stat.st_size, stat.st_mtime_ns)
+            seen.add(path)
+            cached = self._cache.get(path)
+            if cached and cached[0] == key:
+                entries.append(cached[1])
+                continue
+            try:
+                entry = self._entry(path, read_gguf_info(real))
+            except GGUFError as exc:
+                self.invalid[path] = str(exc)
+                log.warning("model_file_invalid", path=str(path), error=str(exc))
+                continue
+            self._cache[path] = (key, entry)
+            entries.append(entry)
+        for stale in set(self._cache) - seen:
+            del self._cache[stale]
+        return entries
+
+    def _entry(self, path: Path, info: GGUFInfo) -> ModelEntry:
+        match = self.catalog.by_file(path.name)
+        if match:
+            return ModelEntry(match[0].id, path, info, match[0], match[1])
+        return ModelEntry(slug(path.stem), path, info)
+
+    def models(self) -> dict[str, list[ModelEntry]]:
+        """Entries grouped by model id, each group in preference order."""
+        groups: dict[str, list[ModelEntry]] = {}
+        for entry in self.scan():
+            groups.setdefault(entry.id, []).append(entry)
+        return {k: sorted(v, key=_preference) for k, v in sorted(groups.items())}
+
+    def resolve(self, name: str) -> ModelEntry:
+        """The file a request's model name means: id, ``id:quant``, alias or file stem."""
+        key = name.strip().lower()
+        groups = self.models()
+        if key in groups:
+            return groups[key][0]
+        for entries in groups.values():
+            for entry in entries:
+                if key in (entry.variant_id, entry.path.stem.lower(), entry.path.name.lower()):
+                    return entry
+        known = self.catalog.lookup(key.split(":")[0]) or self.catalog.lookup(key)
+        if known is not None:
+            if known.id in groups:
+                return groups[known.id][0]
+            raise ModelNotFound(known.how_to_get(), details={"model": name, "catalog_id": known.id})
+        raise ModelNotFound(
+            f"no model named {name!r}: `llamahomed models list` shows the installed ones, "
+            "`llamahomed models import <file.gguf>` adds one",
+            details={"model": name, "available": sorted(groups)})
+
+    def import_file(self, source: Path) -> ModelEntry:
+        """Check a GGUF's header, then place it in the store (hard link when possible)."""
+        if not source.is_file():
+            raise NotFound(f"no such file: {source}")
+        try:
+            info = read_gguf_info(source)
+        except GGUFError as exc:
+            raise InvalidRequest(f"{source} is not a usable GGUF file: {exc}") from exc
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        name = source.name if source.suffix == ".gguf" else f"{source.name}.gguf"
+        target = self.models_dir / name
+        if target.exists():
+            raise InvalidRequest(f"{target} already exists in the model store")
+        tmp = self.models_dir / f".{name}.partial"
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self._entry(target, info)
+
+    def remove(self, name: str) -> list[Path]:
+        """Delete a model's files (every variant for an id, one for ``id:quant``)."""
+        key = name.strip().lower()
+        groups = self.models()
+        victims = groups.get(key) or [self.resolve(name)]
+        for entry in victims:
+            entry.path.unlink()
+        return [e.path for e in victims]

@@ -1,0 +1,144 @@
+"""Every error path answers with the guide's envelope, its status and a stable code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from tests.conftest import load_script
+
+
+def assert_envelope(body: Any, code: str) -> dict[str, Any]:
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], dict)
+    return dict(error)
+
+
+CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
+    # (name, method, path, request kwargs, status, code)
+    ("no token", "POST", "/api/v1/process", {"json": {"prompt": "x"}, "auth": None}, 401,
+     "authentication_error"),
+    ("bad token", "GET", "/api/v1/models", {"auth": "Bearer not-a-token"}, 401, "authentication_error"),
+    ("not bearer", "GET", "/api/v1/models", {"auth": "Basic dXNlcjpwYXNz"}, 401, "authentication_error"),
+    ("unknown route without token", "GET", "/nope", {"auth": None}, 401, "authentication_error"),
+    ("unknown route", "GET", "/api/v1/nope", {}, 404, "not_found"),
+    ("wrong method", "DELETE", "/api/v1/process", {}, 405, "method_not_allowed"),
+    ("body too large", "POST", "/api/v1/process", {"data": b"x" * (5 * 2**20),
+                                                   "headers": {"Content-Type": "application/json"}},
+     413, "payload_too_large"),
+    ("form body", "POST", "/api/v1/process", {"data": {"prompt": "x"}}, 415, "unsupported_media_type"),
+    ("bad json", "POST", "/api/v1/process", {"data": b"{nope",
+                                             "headers": {"Content-Type": "application/json"}},
+     400, "invalid_request"),
+    ("json not an object", "POST", "/api/v1/process", {"json": [1, 2]}, 400, "invalid_request"),
+    ("missing prompt", "POST", "/api/v1/process", {"json": {"max_tokens": 3}}, 422, "validation_error"),
+    ("unknown field", "POST", "/api/v1/stream", {"json": {"prompt": "x", "bogus": 1}}, 422,
+     "validation_error"),
+    ("bad temperature", "POST", "/api/v1/process", {"json": {"prompt": "x", "temperature": -1}}, 422,
+     "validation_error"),
+    ("max_tokens over cap", "POST", "/api/v1/process", {"json": {"prompt": "x", "max_tokens": 10**6}},
+     422, "validation_error"),
+    ("empty batch", "POST", "/api/v1/batch", {"json": {"prompts": []}}, 422, "validation_error"),
+    ("unknown model", "POST", "/api/v1/process", {"json": {"prompt": "x", "model": "no-such"}}, 404,
+     "model_not_found"),
+    ("catalog model not on disk", "POST", "/api/v1/process",
+     {"json": {"prompt": "x", "model": "llama3.3"}}, 404, "model_not_found"),
+    ("unknown model detail", "GET", "/api/v1/models/no-such", {}, 404, "model_not_found"),
+    ("prompt too long", "POST", "/api/v1/process", {"json": {"prompt": "the cat " * 400}}, 400,
+     "context_length_exceeded"),
+    ("config unknown section", "POST", "/api/v1/config", {"json": {"nope": {}}}, 422, "validation_error"),
+    ("config bad value", "POST", "/api/v1/config",
+     {"json": {"model_settings": {"temperature": "hot"}}}, 422, "validation_error"),
+]
+
+
+@pytest.mark.parametrize(("name", "method", "path", "kwargs", "status", "code"), CASES,
+                         ids=[c[0] for c in CASES])
+async def test_error_envelope(api: Any, auth: dict[str, str], name: str, method: str, path: str,
+                              kwargs: dict[str, Any], status: int, code: str) -> None:
+    kwargs = dict(kwargs)
+    headers = dict(kwargs.pop("headers", {}))
+    given = kwargs.pop("auth", auth["Authorization"])
+    if given is not None:
+        headers["Authorization"] = given
+    response = await api.request(method, path, headers=headers, **kwargs)
+    assert response.status == status, await response.text()
+    error = assert_envelope(await response.json(), code)
+    assert response.headers["x-request-id"]
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    if name == "catalog model not on disk":
+        assert "llamahomed models import" in error["message"]
+    if name == "config bad value":
+        assert error["details"]["errors"][0]["field"] == "model_settings.temperature"
+
+
+async def test_health_needs_no_token(api: Any) -> None:
+    response = await api.get("/health")
+    assert response.status == 200
+    assert (await response.json())["status"] == "ok"
+
+
+async def test_a_model_that_fails_to_load_gives_model_load_failed(
+        api: Any, auth: dict[str, str], settings: Any) -> None:
+    # A valid GGUF header for an architecture llama.cpp does not know: the header reader
+    # accepts it, llama.cpp refuses it inside the worker.
+    broken = settings.models_path / "unknown-arch.gguf"
+    load_script("make_tiny_gguf").write_tiny_llama(broken, name="unknown-arch")
+    data = bytearray(broken.read_bytes())
+    data[data.index(b"llama"): data.index(b"llama") + 5] = b"zzzzz"
+    broken.write_bytes(bytes(data))
+    response = await api.post("/api/v1/process", headers=auth,
+                              json={"prompt": "x", "model": "unknown-arch"})
+    body = await response.json()
+    assert response.status == 500, body
+    assert_envelope(body, "model_load_failed")
+    health = await api.get("/health")
+    assert health.status == 200
+
+
+async def test_a_worker_killed_mid_request_gives_worker_crashed_then_recovers(
+        api: Any, auth: dict[str, str]) -> None:
+    response = await api.post("/api/v1/stream", headers=auth,
+                              json={"prompt": "the cat", "max_tokens": 200, "stop": ["\u0000"],
+                                    "temperature": 1.0})
+    first = await response.content.readline()
+    assert b'"chunk"' in first
+    from llamahomed.api.keys import INFERENCE
+
+    worker = api.server.app[INFERENCE].pool.workers()["tiny-llama"]
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    rest = (await response.content.read()).decode().splitlines()
+    last = json.loads(rest[-1])
+    assert_envelope(last, "worker_crashed")
+    again = await api.post("/api/v1/process", headers=auth, json={"prompt": "the cat", "max_tokens": 3})
+    assert again.status == 200, await again.text()
+    assert (await again.json())["usage"]["completion_tokens"] >= 1
+
+
+async def test_a_malformed_file_in_the_store_is_skipped_not_fatal(
+        api: Any, auth: dict[str, str], settings: Any) -> None:
+    (settings.models_path / "garbage.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
+    (settings.models_path / "empty.gguf").write_bytes(b"")
+    listing = await (await api.get("/api/v1/models", headers=auth)).json()
+    assert [m["id"] for m in listing["models"]] == ["tiny-llama"]
+    response = await api.post("/api/v1/process", headers=auth, json={"prompt": "x", "model": "garbage"})
+    assert_envelope(await response.json(), "model_not_found")
+
+
+def test_every_error_class_has_a_distinct_code() -> None:
+    from llamahomed.errors import ERROR_CLASSES
+
+    codes = [cls.code for cls in ERROR_CLASSES]
+    assert len(codes) == len(set(codes))
+    assert all(400 <= cls.status < 600 for cls in ERROR_CLASSES)
+

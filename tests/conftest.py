@@ -1,0 +1,102 @@
+"""Shared fixtures: isolated dirs and environment, generated tiny models, the real app."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+TINY_MODEL_FILE = "tiny-llama.gguf"
+TINY_MODEL_ID = "tiny-llama"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import a module from scripts/ by path."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test sees the user's LLAMAHOME_* variables, dirs or config."""
+    for key in list(os.environ):
+        if key.startswith("LLAMAHOME_"):
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    monkeypatch.setenv("LLAMAHOME_STATE_DIR", str(home / "state"))
+    monkeypatch.setenv("LLAMAHOME_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("LLAMAHOME_CONFIG_FILE", str(home / "config.toml"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64-wide, 2-layer random Llama GGUF with byte-fallback SPM vocab (generated once)."""
+    path = tmp_path_factory.mktemp("tiny") / TINY_MODEL_FILE
+    load_script("make_tiny_gguf").write_tiny_llama(path, n_ctx=256)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded Gemma 3 270M Q4_K_M, assembled once per test session."""
+    from llamahomed.registry.default_model import install_default_model
+
+    return install_default_model(tmp_path_factory.mktemp("gemma"))
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, tiny_model_file: Path) -> Path:
+    """A model store holding the tiny model (hard-linked, so it costs nothing)."""
+    directory = tmp_path / "models"
+    directory.mkdir()
+    os.link(tiny_model_file, directory / TINY_MODEL_FILE)
+    return directory
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, models_dir: Path) -> Callable[..., Any]:
+    from llamahomed.settings import ModelSettings, Settings
+
+    def build(**overrides: Any) -> Settings:
+        model_settings = overrides.pop("model_settings", {})
+        base: dict[str, Any] = {
+            "models_dir": models_dir, "install_default_model": False,
+            "model_settings": ModelSettings(**{"default_model": TINY_MODEL_ID, **model_settings}),
+        }
+        return Settings(**{**base, **overrides})
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Any]) -> Any:
+    return make_settings()
+
+
+@pytest.fixture
+async def api(aiohttp_client: Callable[..., Awaitable[Any]], settings: Any) -> Any:
+    """The real app (real workers, real llama.cpp) on a real socket."""
+    from llamahomed.app import create_app
+
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def auth(api: Any, settings: Any) -> dict[str, str]:
+    """Headers with the admin token the app wrote on creation."""
+    return {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
