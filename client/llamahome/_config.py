@@ -11,9 +11,9 @@ Looked up in this order, first hit wins:
   for ``llamahome``.
 
 Each call reads the environment and files afresh; nothing is cached. The
-runtime file's ``pid`` is not probed (``os.kill(pid, 0)`` would terminate the
-process on Windows); a stale file costs one connection error, and the daemon
-rewrites it when it starts.
+runtime file's ``pid`` is not probed: on Windows ``os.kill(pid, 0)`` is no
+liveness check (signal 0 is ``CTRL_C_EVENT`` there). A stale file costs one
+connection error, and the daemon rewrites it when it starts.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("unknown route without token", "GET", "/nope", {"auth": None}, 401, "authentication_error"),
     ("unknown route", "GET", "/api/v1/nope", {}, 404, "not_found"),
     ("wrong method", "DELETE", "/api/v1/process", {}, 405, "method_not_allowed"),
-    ("body too large", "POST", "/api/v1/process", {"data": b"x" * (5 * 2**20),
+    ("body too large", "POST", "/api/v1/process", {"data": io.BytesIO(b"x" * (5 * 2**20)),
                                                    "headers": {"Content-Type": "application/json"}},
      413, "payload_too_large"),
     ("form body", "POST", "/api/v1/process", {"data": {"prompt": "x"}}, 415, "unsupported_media_type"),

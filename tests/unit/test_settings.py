@@ -100,6 +100,10 @@ while True:
     atomic_write(Path({str(target)!r}), tomli_w.dumps(doc).encode())
 """])
     try:
+        for _ in range(100):
+            if target.exists():
+                break
+            time.sleep(0.05)
         for _ in range(5):
             time.sleep(0.2)
             assert read_config_file(target)["model_settings"]["max_tokens"] >= 1
