@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import ValidationError
 
 from llamahomed import __version__
@@ -41,14 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", "is the daemon running, and what has it loaded")
 
     models = command("models", "the model store").add_subparsers(dest="action", required=True)
-    models.add_parser("list", help="installed models")
-    models.add_parser("show", help="one model's details").add_argument("id")
-    models.add_parser("import", help="add a GGUF file to the store").add_argument("path", type=Path)
-    models.add_parser("rm", help="delete a model's files").add_argument("id")
-    models.add_parser("install-default", help="install the embedded default model")
+    models.add_parser("list", help="installed models", parents=[common])
+    models.add_parser("show", help="one model's details", parents=[common]).add_argument("id")
+    models.add_parser("import", help="add a GGUF file to the store",
+                      parents=[common]).add_argument("path", type=Path)
+    models.add_parser("rm", help="delete a model's files", parents=[common]).add_argument("id")
+    models.add_parser("install-default", help="install the embedded default model", parents=[common])
 
     token = command("token", "bearer tokens").add_subparsers(dest="action", required=True)
-    create = token.add_parser("create", help="print a new token")
+    create = token.add_parser("create", help="print a new token", parents=[common])
     create.add_argument("--user", required=True, help="who the token is for")
     create.add_argument("--expires-in", type=int, default=30 * 86400,
                         help="lifetime in seconds (default 30 days; 0 = never)")
@@ -99,13 +101,16 @@ def _runtime(settings: Settings) -> dict[str, Any] | None:
         data: dict[str, Any] = json.loads(settings.runtime_file.read_text())
     except (OSError, ValueError):
         return None
+    return data if _is_daemon(int(data.get("pid", 0))) else None
+
+
+def _is_daemon(pid: int) -> bool:
+    """A live (not zombie) llamahomed process: never signal a recycled pid."""
     try:
-        os.kill(int(data["pid"]), 0)
-    except (ProcessLookupError, KeyError, ValueError):
-        return None
-    except PermissionError:
-        pass
-    return data
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and "llamahomed" in " ".join(process.cmdline())
+    except (psutil.Error, ValueError):
+        return False
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,9 +122,7 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + settings.drain_timeout + 15
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _is_daemon(pid):
             print(f"stopped llamahomed (pid {pid})")
             return 0
         time.sleep(0.1)

@@ -159,9 +159,9 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(10.0, ge=0, description="Seconds in-flight streams get on shutdown.")
     install_default_model: bool = Field(
         True, description="Install the embedded default model into the store at start when missing.")
-    model_settings: ModelSettings = Field(default_factory=ModelSettings,
+    model_settings: ModelSettings = Field(default_factory=lambda: ModelSettings(),
                                           description="Request defaults ([model_settings] in the file).")
-    system_settings: SystemSettings = Field(default_factory=SystemSettings,
+    system_settings: SystemSettings = Field(default_factory=lambda: SystemSettings(),
                                             description="Limits and resources ([system_settings]).")
 
     @classmethod

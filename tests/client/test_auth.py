@@ -94,7 +94,8 @@ def test_tampered_token_rejected() -> None:
     _payload, rest = token.split(".", 1)
     forged_payload = json.dumps({"sub": "admin"}).encode().hex()
     candidates = [
-        token[:-1] + ("A" if token[-1] != "A" else "B"),  # signature changed
+        # signature changed (not its last character: that one partly holds padding bits)
+        token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:],
         forged_payload + "." + rest,  # payload swapped
         token + "x",
         "",

@@ -76,13 +76,13 @@ async def test_the_daemon_serves_real_text_to_the_client_and_stops_cleanly(daemo
 
     # Endpoint and token come from the daemon's runtime and token files (LLAMAHOME_STATE_DIR).
     client = APIClient()
-    response = await client.process_prompt(prompt="The capital of France is", max_tokens=12,
+    response = await client.process_prompt(prompt="The Eiffel Tower is located in the city of", max_tokens=12,
                                            temperature=0)
     assert "Paris" in response.text
     assert response.usage.completion_tokens >= 1
     assert response.model == "gemma3-270m"
     pieces = [chunk.text async for chunk in client.stream_response(
-        prompt="The capital of France is", max_tokens=12, temperature=0)]
+        prompt="The Eiffel Tower is located in the city of", max_tokens=12, temperature=0)]
     assert "".join(pieces) == response.text
     results = await client.process_batch(prompts=["One, two,", "Red, green,"], max_tokens=4,
                                          batch_size=2)

@@ -1,0 +1,37 @@
+"""The import paths the API guide promises exist and export what the docs name."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PROMISED = {
+    "llamahome.client": ["APIClient"],
+    "llamahome.auth": ["TokenGenerator", "TokenValidator"],
+    "llamahome.error": ["APIError", "RateLimitError", "AuthenticationError"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PROMISED))
+def test_promised_names_are_exported(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in PROMISED[module]:
+        assert name in mod.__all__, f"{module}.{name} missing from __all__"
+        assert getattr(mod, name) is not None
+
+
+def test_the_guides_token_example_runs() -> None:
+    from llamahome.auth import TokenGenerator, TokenValidator
+
+    generator = TokenGenerator(secret_key="your-secret")
+    token = generator.create_token(user_id="user123", expires_in=3600)
+    assert TokenValidator(secret_key="your-secret").validate_token(token) is True
+    assert TokenValidator(secret_key="other-secret").validate_token(token) is False
+
+
+def test_the_daemon_and_the_client_share_one_token_implementation() -> None:
+    import llamahome.auth
+    import llamahomed.security
+
+    assert llamahomed.security.TokenValidator is llamahome.auth.TokenValidator
