@@ -145,6 +145,7 @@ class BatchedEngine:
         model_params = lib.llama_model_default_params()
         n_gpu = int(config.get("n_gpu_layers", 0))
         model_params.n_gpu_layers = 0x7FFFFFFF if n_gpu < 0 else n_gpu
+        model_params.use_extra_bufts = bool(config.get("repack", True))
         model = lib.llama_model_load_from_file(str(config["model_path"]).encode(), model_params)
         if not model:
             raise ValueError(f"llama.cpp could not load the model at {config['model_path']}")
@@ -153,6 +154,10 @@ class BatchedEngine:
         params.n_ubatch = min(n_batch, int(config.get("n_ubatch", 512)))
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = bool(config.get("kv_unified", True))
+        flash_attn = config.get("flash_attn")
+        if flash_attn is not None:
+            params.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                      else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         ctx = lib.llama_init_from_model(model, params)
         if not ctx:
             lib.llama_model_free(model)

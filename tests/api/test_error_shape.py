@@ -143,3 +143,59 @@ def test_every_error_class_has_a_distinct_code() -> None:
     assert len(codes) == len(set(codes))
     assert all(400 <= cls.status < 600 for cls in ERROR_CLASSES)
 
+
+
+async def test_changing_config_needs_the_admin_scope(api: Any, settings: Any) -> None:
+    from llamahomed.security import Authority
+
+    token = Authority.from_settings(settings).generator.create_token(
+        user_id="bob", expires_in=60, scopes=("inference",))
+    response = await api.post("/api/v1/config", headers={"Authorization": f"Bearer {token}"},
+                              json={"model_settings": {"max_tokens": 5}})
+    assert response.status == 403
+    assert_envelope(await response.json(), "permission_denied")
+    readable = await api.get("/api/v1/config", headers={"Authorization": f"Bearer {token}"})
+    assert readable.status == 200
+
+
+async def test_an_expired_token_is_refused(api: Any, settings: Any) -> None:
+    import time
+
+    from llamahome.auth import TokenGenerator
+
+    from llamahomed.security import load_or_create_secret
+
+    secret = load_or_create_secret(settings.secret_file)
+    token = TokenGenerator(secret_key=secret, clock=lambda: time.time() - 3600).create_token(
+        user_id="old", expires_in=60)
+    response = await api.get("/api/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 401
+    assert "expired" in assert_envelope(await response.json(), "authentication_error")["message"]
+
+
+async def test_an_unexpected_exception_is_a_500_envelope(aiohttp_client: Any, settings: Any) -> None:
+    # HTTP-layer logic only: a route that raises something no handler expects.
+    from llamahomed.app import create_app
+
+    app = create_app(settings)
+
+    async def broken(request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    app.router.add_get("/api/v1/broken", broken)
+    client = await aiohttp_client(app)
+    token = settings.admin_token_file.read_text().strip()
+    response = await client.get("/api/v1/broken", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 500
+    error = assert_envelope(await response.json(), "internal_error")
+    assert "boom" not in error["message"]
+
+
+def test_secret_and_admin_token_files_are_private(settings: Any) -> None:
+    import stat
+
+    from llamahomed.app import create_app
+
+    create_app(settings)
+    for path in (settings.secret_file, settings.admin_token_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
