@@ -151,7 +151,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"llamahomed {health['version']} running, pid {runtime['pid']}, {base}, "
           f"up {health['uptime_s']}s")
     for model in listing["models"]:
-        state = "loaded" if model["loaded"] else "-"
+        state = (f"loaded, {model['running']} running, {model['queued']} queued"
+                 if model["loaded"] else "-")
         print(f"  {model['id']:<28} {model['quantization']:<8} {state}")
     return 0
 

@@ -76,7 +76,8 @@ class InferenceService:
             model_id=entry.id, model_path=str(entry.path),
             n_ctx=effective_context(entry.info, system.n_ctx), n_batch=settings.n_batch,
             n_threads=system.n_threads or default_threads(),
-            n_gpu_layers=-1 if system.n_gpu_layers is None else system.n_gpu_layers)
+            n_gpu_layers=-1 if system.n_gpu_layers is None else system.n_gpu_layers,
+            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
 
     def resolve(self, model: str | None) -> ModelEntry:
         return self.registry.resolve(model or self.config.settings.model_settings.default_model)
@@ -85,6 +86,8 @@ class InferenceService:
         """Submit a prompt; returns once the worker accepted it (or raises its error)."""
         entry = self.resolve(model)
         worker = await self.pool.acquire(self.load_config(entry))
+        system = self.config.settings.system_settings
+        worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
         stream = await worker.submit(prompt, params)
         first = await stream.next_event()
         if first["kind"] == "error":

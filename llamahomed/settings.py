@@ -92,6 +92,14 @@ class SystemSettings(BaseModel):
                                   description="CPU threads per model (default: physical cores).")
     n_gpu_layers: int | None = Field(None, ge=-1,
                                      description="GPU layers (default: all when a GPU backend exists, else 0).")
+    n_slots: int = Field(4, ge=1, le=256,
+                         description="Sequences a model decodes together (continuous batching).")
+    max_queue: int = Field(64, ge=0, le=100_000,
+                           description="Requests that may wait for a slot per model; more get 503.")
+    queue_timeout: float = Field(60.0, gt=0,
+                                 description="Seconds a request may wait for a slot before a 503.")
+    engine: Literal["batched", "sequential"] = Field(
+        "sequential", description="Worker engine: continuous batching, or one sequence at a time.")
 
     @field_validator("cache_size")
     @classmethod

@@ -26,6 +26,8 @@ def describe(service: InferenceService, entry: ModelEntry, variants: list[ModelE
         "quantization": entry.quantization, "size": entry.size,
         "capabilities": entry.capabilities, "loaded": worker is not None,
     }
+    if worker is not None:
+        data.update(running=worker.admission.running, queued=worker.admission.waiting)
     if detail:
         data.update({
             "architecture": entry.info.architecture, "family": entry.catalog.family if entry.catalog else None,
@@ -37,8 +39,9 @@ def describe(service: InferenceService, entry: ModelEntry, variants: list[ModelE
                        "n_ctx": load.n_ctx},
             "variants": [{"quantization": v.quantization, "file": v.path.name, "size": v.size}
                          for v in variants],
-            "runtime": ({"pid": worker.pid, "in_flight": worker.in_flight, **worker.info}
-                        if worker is not None else None),
+            "runtime": ({"pid": worker.pid, "running": worker.admission.running,
+                         "queued": worker.admission.waiting, "slots": worker.admission.slots,
+                         **worker.info} if worker is not None else None),
         })
     return data
 

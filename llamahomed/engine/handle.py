@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from llamahomed.engine.admission import Admission
 from llamahomed.engine.protocol import HEADER, MAX_FRAME, ProtocolError, SamplingParams, decode_body, encode
 from llamahomed.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed, error_for_code
 
@@ -32,10 +33,13 @@ class LoadConfig:
     n_batch: int
     n_threads: int | None
     n_gpu_layers: int
+    n_slots: int = 1
+    engine: str = "sequential"
 
     def to_wire(self) -> dict[str, Any]:
         return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
-                "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers}
+                "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers,
+                "n_slots": self.n_slots, "engine": self.engine}
 
 
 @dataclass
@@ -69,8 +73,9 @@ class WorkerHandle:
 
     _seq_ids = itertools.count(1)
 
-    def __init__(self, config: LoadConfig) -> None:
+    def __init__(self, config: LoadConfig, *, max_queue: int = 64, queue_timeout: float = 60.0) -> None:
         self.config = config
+        self.admission = Admission(config.n_slots, max_queue, queue_timeout)
         self.info: dict[str, Any] = {}
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
@@ -157,10 +162,14 @@ class WorkerHandle:
         if stream is None:
             return
         if event["kind"] in ("done", "error"):
-            del self._streams[stream.seq_id]
-            self.last_used = time.monotonic()
-            self.finish_reasons[event.get("finish_reason") or event.get("code", "error")] += 1
+            self._finish(stream, event)
         stream.queue.put_nowait(event)
+
+    def _finish(self, stream: SequenceStream, event: dict[str, Any]) -> None:
+        self._streams.pop(stream.seq_id, None)
+        self.admission.leave(stream.seq_id)
+        self.last_used = time.monotonic()
+        self.finish_reasons[event.get("finish_reason") or event.get("code", "error")] += 1
 
     async def _on_exit(self) -> None:
         """The worker is gone: fail everything still in flight with a clear error."""
@@ -171,12 +180,12 @@ class WorkerHandle:
             log.error("worker_died", model=self.config.model_id, pid=self.pid, returncode=code,
                       in_flight=len(self._streams))
         for stream in list(self._streams.values()):
-            stream.queue.put_nowait({
-                "seq": stream.seq_id, "kind": "error", "code": WorkerCrashed.code,
-                "message": f"the worker for model {self.config.model_id!r} stopped "
-                           f"({self.exit_reason}) while this request was running; retry it",
-                "details": {"model": self.config.model_id}})
-        self._streams.clear()
+            event = {"seq": stream.seq_id, "kind": "error", "code": WorkerCrashed.code,
+                     "message": f"the worker for model {self.config.model_id!r} stopped "
+                                f"({self.exit_reason}) while this request was running; retry it",
+                     "details": {"model": self.config.model_id}}
+            self._finish(stream, event)
+            stream.queue.put_nowait(event)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if not self.alive or self._writer is None:
@@ -188,15 +197,18 @@ class WorkerHandle:
             raise WorkerCrashed(f"the worker for model {self.config.model_id!r} stopped") from exc
 
     async def submit(self, prompt: str, params: SamplingParams) -> SequenceStream:
+        """Wait for a slot (bounded queue), then hand the sequence to the worker."""
         seq_id = next(self._seq_ids)
+        self.last_used = time.monotonic()
+        await self.admission.enter(seq_id)
         stream = SequenceStream(seq_id, self)
         self._streams[seq_id] = stream
-        self.last_used = time.monotonic()
         try:
             await self._send({"op": "submit", "seq": seq_id, "prompt": prompt,
                               "params": params.to_wire()})
         except LlamaHomeError:
             self._streams.pop(seq_id, None)
+            self.admission.leave(seq_id)
             raise
         return stream
 

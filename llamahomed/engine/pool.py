@@ -84,6 +84,7 @@ class WorkerPool:
             now = time.monotonic()
             for model_id, worker in list(self._workers.items()):
                 idle = now - worker.last_used
-                if worker.alive and worker.in_flight == 0 and idle >= self._keep_alive():
+                if (worker.alive and worker.in_flight == 0 and worker.admission.waiting == 0
+                        and idle >= self._keep_alive()):
                     log.info("model_idle_unload", model=model_id, idle_s=round(idle, 1))
                     await self.unload(model_id)

@@ -41,6 +41,10 @@ class Channel:
 
 def _load_engine(config: dict[str, Any], channel: Channel) -> Any:
     # Imported here so that a crash inside llama.cpp's import or load kills only this process.
+    if config.get("engine", "batched") == "batched":
+        from llamahomed.engine.batched import BatchedEngine
+
+        return BatchedEngine.load(config, channel.send_events)
     from llamahomed.engine.sequential import SequentialEngine
 
     return SequentialEngine.load(config, channel.send_events)

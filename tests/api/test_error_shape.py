@@ -199,3 +199,27 @@ def test_secret_and_admin_token_files_are_private(settings: Any) -> None:
     create_app(settings)
     for path in (settings.secret_file, settings.admin_token_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_full_queue_is_refused_at_once_with_server_busy(
+        aiohttp_client: Any, make_settings: Any) -> None:
+    from llamahomed.app import create_app
+    from llamahomed.settings import SystemSettings
+
+    settings = make_settings(system_settings=SystemSettings(
+        engine="sequential", n_slots=1, max_queue=0, queue_timeout=5))
+    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                                                   n_ctx=4096, name="tiny-long")
+    client = await aiohttp_client(create_app(settings))
+    auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
+    body = {"model": "tiny-long", "prompt": "the cat", "max_tokens": 4000, "stop": ["\u0000"]}
+    holder = await client.post("/api/v1/stream", headers=auth, json=body)
+    assert b"chunk" in await holder.content.readline()
+    refused = await client.post("/api/v1/process", headers=auth, json=body)
+    assert refused.status == 503
+    error = assert_envelope(await refused.json(), "server_busy")
+    assert int(refused.headers["Retry-After"]) == error["details"]["retry_after"] >= 1
+    listing = await (await client.get("/api/v1/models", headers=auth)).json()
+    long_model = next(m for m in listing["models"] if m["id"] == "tiny-long")
+    assert (long_model["running"], long_model["queued"]) == (1, 0)
+    holder.close()
