@@ -87,6 +87,8 @@ class WorkerHandle:
         self.last_used = time.monotonic()
         self.exit_reason: str | None = None
         self.finish_reasons: collections.Counter[str] = collections.Counter()
+        self.tokens_generated = 0
+        self.recent_done: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
 
     @property
     def in_flight(self) -> int:
@@ -160,9 +162,16 @@ class WorkerHandle:
     def _dispatch(self, event: dict[str, Any]) -> None:
         stream = self._streams.get(event.get("seq", -1))
         if stream is None:
+            if event.get("kind") == "text":  # a step that raced a cancel still counts
+                self.tokens_generated += int(event.get("tokens", 0))
             return
-        if event["kind"] in ("done", "error"):
+        kind = event["kind"]
+        if kind == "text":
+            self.tokens_generated += int(event.get("tokens", 0))
+        elif kind in ("done", "error"):
             self._finish(stream, event)
+            if kind == "done":
+                self.recent_done.append(event)
         stream.queue.put_nowait(event)
 
     def _finish(self, stream: SequenceStream, event: dict[str, Any]) -> None:

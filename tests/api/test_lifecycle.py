@@ -51,7 +51,11 @@ async def test_a_client_that_disconnects_cancels_its_sequence(
     response = await api.post("/api/v1/stream", headers=auth,
                               json={"model": "tiny-long", "prompt": "the cat", "max_tokens": 4000,
                                     "stop": ["\u0000"], "temperature": 1.0})
-    assert b"chunk" in await response.content.readline()
+    received = 0
+    while received < 5:
+        line = await response.content.readline()
+        assert b"chunk" in line
+        received += 1
     worker = pool.workers()["tiny-long"]
     assert worker.in_flight == 1
     response.close()
@@ -61,6 +65,13 @@ async def test_a_client_that_disconnects_cancels_its_sequence(
             break
     assert worker.in_flight == 0
     assert worker.finish_reasons == {"cancelled": 1}
+    (cancelled,) = worker.recent_done
+    assert cancelled["finish_reason"] == "cancelled"
+    assert received <= cancelled["usage"]["completion_tokens"] < 4000
+    # No token is generated after the cancel: the worker's counter stays where it was.
+    generated = worker.tokens_generated
+    await asyncio.sleep(0.5)
+    assert worker.tokens_generated == generated
     follow = await api.post("/api/v1/process", headers=auth,
                             json={"model": "tiny-long", "prompt": "hi", "max_tokens": 2})
     assert follow.status == 200
