@@ -99,7 +99,7 @@ class SystemSettings(BaseModel):
     queue_timeout: float = Field(60.0, gt=0,
                                  description="Seconds a request may wait for a slot before a 503.")
     engine: Literal["batched", "sequential"] = Field(
-        "sequential", description="Worker engine: continuous batching, or one sequence at a time.")
+        "batched", description="Worker engine: continuous batching, or one sequence at a time.")
 
     @field_validator("cache_size")
     @classmethod
