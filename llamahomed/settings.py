@@ -92,7 +92,7 @@ class SystemSettings(BaseModel):
                                   description="CPU threads per model (default: physical cores).")
     n_gpu_layers: int | None = Field(None, ge=-1,
                                      description="GPU layers (default: all when a GPU backend exists, else 0).")
-    n_slots: int = Field(4, ge=1, le=256,
+    n_slots: int = Field(8, ge=1, le=256,
                          description="Sequences a model decodes together (continuous batching).")
     max_queue: int = Field(64, ge=0, le=100_000,
                            description="Requests that may wait for a slot per model; more get 503.")

@@ -18,8 +18,11 @@ NDJSON = "application/x-ndjson"
 
 
 def _final(generation: Generation, done: dict[str, Any]) -> dict[str, Any]:
-    return {"usage": done["usage"], "finish_reason": done["finish_reason"],
-            "model": generation.entry.id, "created": generation.created}
+    final = {"usage": done["usage"], "finish_reason": done["finish_reason"],
+             "model": generation.entry.id, "created": generation.created}
+    if "cache" in done:  # prompt-cache hits: prompt tokens whose KV was reused, not prefilled
+        final["cache"] = done["cache"]
+    return final
 
 
 async def _start(request: web.Request, fields: GenerationFields, prompt: str) -> Generation:

@@ -16,6 +16,9 @@ Config keys (besides ``model_path, n_ctx, n_batch, n_threads, n_gpu_layers``):
   sequence holding the most KV fails with ``server_busy``). With False each slot owns
   ``n_ctx / n_slots`` (llama.cpp may round that up to a multiple of 256).
 * ``n_ubatch`` (default ``min(n_batch, 512)``), ``prompt_cache`` (default True), ``verbose``.
+* ``flash_attn`` (default None: llama.cpp's auto, on for CPU; ``Llama`` uses False), ``repack``
+  (default True: llama.cpp's repacked CPU weights), ``swa_full`` (default True: a full-size
+  sliding-window cache, which the prompt cache can cut back; False saves memory on Gemma 3).
 
 Prompt cache: a finished sequence's tokens stay in its slot's KV; a new request takes the free
 slot with the longest common token prefix, keeps that prefix (``llama_memory_seq_rm`` from it)
@@ -112,10 +115,11 @@ class BatchedEngine:
         self.prompt_cache = bool(config.get("prompt_cache", True))
         self._n_swa = max(1, int(lib.llama_model_n_swa(model)))
         self._batch = lib.llama_batch_init(self.n_batch, 0, self.n_slots)
+        # Array views on the batch's own buffers: written in place (slices too), never copied.
         array = ctypes.c_int32 * self.n_batch
-        self._b_token = array.from_address(ctypes.addressof(self._batch.token.contents))
-        self._b_pos = array.from_address(ctypes.addressof(self._batch.pos.contents))
-        self._b_logits = (ctypes.c_int8 * self.n_batch).from_address(
+        self._b_token: Any = array.from_address(ctypes.addressof(self._batch.token.contents))
+        self._b_pos: Any = array.from_address(ctypes.addressof(self._batch.pos.contents))
+        self._b_logits: Any = (ctypes.c_int8 * self.n_batch).from_address(
             ctypes.addressof(self._batch.logits.contents))
         self._b_seq = [self._batch.seq_id[i] for i in range(self.n_batch)]
         for i in range(self.n_batch):
@@ -154,6 +158,7 @@ class BatchedEngine:
         params.n_ubatch = min(n_batch, int(config.get("n_ubatch", 512)))
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = bool(config.get("kv_unified", True))
+        params.swa_full = bool(config.get("swa_full", True))
         flash_attn = config.get("flash_attn")
         if flash_attn is not None:
             params.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
@@ -168,8 +173,9 @@ class BatchedEngine:
         return {"n_ctx": self.n_ctx, "n_ctx_seq": self.n_ctx_seq,
                 "n_ctx_train": int(self._lib.llama_model_n_ctx_train(self._model)),
                 "n_vocab": self.n_vocab, "n_threads": self.n_threads, "n_batch": self.n_batch,
-                "n_ubatch": int(self._lib.llama_n_ubatch(self._ctx)), "n_slots": self.n_slots, "kv_unified": self.kv_unified,
-                "prompt_cache": self.prompt_cache, "engine": "batched"}
+                "n_ubatch": int(self._lib.llama_n_ubatch(self._ctx)), "n_slots": self.n_slots,
+                "kv_unified": self.kv_unified, "prompt_cache": self.prompt_cache,
+                "engine": "batched"}
 
     # -- called from the reader thread -------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -239,7 +245,7 @@ class BatchedEngine:
                 self._admit(self._queue.popleft())
         if self._live:
             try:
-                events += self._step()
+                self._step(events)
             except Exception as exc:  # noqa: BLE001 - a failed step fails its sequences only
                 events += [self._fail(s, "internal_error", f"decode step failed: {exc}")
                            for s in list(self._live)]
@@ -274,21 +280,38 @@ class BatchedEngine:
             lib.llama_memory_seq_rm(mem, slot.index, -1, -1)
         return keep
 
-    def _step(self) -> list[Event]:
+    def _step(self, events: list[Event]) -> None:
         """One ``llama_decode`` over every live sequence, then sample where outputs came out."""
-        events: list[Event] = []
+        outputs = self._decode(events)
+        if outputs is None:
+            return
+        for seq in self._live:
+            seq.n_past += seq.feeding
+            seq.feeding = 0
+            seq.pending = None
+        for seq, index in outputs:
+            assert seq.sampler is not None
+            events += self._on_token(seq, seq.sampler.sample(self._ctx, index))
+
+    def _decode(self, events: list[Event]) -> list[tuple[BatchedSequence, int]] | None:
+        """Fill the batch and decode it; the outputs to sample, or None when nothing ran.
+
+        Where the KV cache has no room (``llama_decode`` returns 1 and restores the cache):
+        drop idle prompt-cache KV, else defer prefill chunks, else fail the sequence holding
+        the most KV; each retry removes something, so this never loops for ever.
+        """
         prefill = True
         while self._live:
             outputs = self._fill_batch(prefill)
             if self._batch.n_tokens == 0:
-                return events
+                return None
             rc = self._lib.llama_decode(self._ctx, self._batch)
             if rc == 0:
-                break
+                return outputs
             if rc != 1:  # aborted, invalid batch or fatal: fail what was in the batch
-                failed = [s for s in self._live if s.feeding]
-                return events + [self._fail(s, "internal_error", f"llama_decode returned {rc}")
-                                 for s in failed]
+                events += [self._fail(s, "internal_error", f"llama_decode returned {rc}")
+                           for s in [s for s in self._live if s.feeding]]
+                return None
             if self._evict_idle():
                 continue
             if prefill and any(s.pending is not None for s in self._live):
@@ -297,16 +320,7 @@ class BatchedEngine:
             victim = max(self._live, key=lambda s: s.n_past)
             events.append(self._fail(victim, "server_busy",
                                      "the shared KV cache is full; retry the request"))
-        else:
-            return events
-        for seq in self._live:
-            seq.n_past += seq.feeding
-            seq.feeding = 0
-            seq.pending = None
-        for seq, index in outputs:
-            assert seq.sampler is not None
-            events += self._on_token(seq, seq.sampler.sample(self._ctx, index))
-        return events
+        return None
 
     def _fill_batch(self, prefill: bool) -> list[tuple[BatchedSequence, int]]:
         """Write decode tokens, then prompt chunks, into the batch; the outputs to sample."""

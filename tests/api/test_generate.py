@@ -33,7 +33,7 @@ async def test_process_returns_the_guides_fields_with_real_text(api: Any, auth: 
     from llama_cpp import Llama
 
     data = await process(api, auth, prompt="the cat sat on", **GREEDY)
-    assert set(data) == {"text", "usage", "model", "created", "finish_reason"}
+    assert set(data) - {"cache"} == {"text", "usage", "model", "created", "finish_reason"}
     assert data["model"] == TINY_MODEL_ID
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["created"])
     vocab = Llama(model_path=str(tiny_model_file), vocab_only=True, verbose=False)
@@ -144,3 +144,13 @@ async def test_models_list_and_detail(api: Any, auth: dict[str, str]) -> None:
 async def test_a_model_can_be_named_by_variant_or_file(api: Any, auth: dict[str, str], alias: str) -> None:
     data = await process(api, auth, prompt="hi", model=alias, max_tokens=2)
     assert data["model"] == TINY_MODEL_ID
+
+
+async def test_a_repeated_prompt_reuses_the_prompt_cache(api: Any, auth: dict[str, str]) -> None:
+    prompt = "the cat sat on the mat and the dog sat on the log " * 3
+    first = await process(api, auth, prompt=prompt, **GREEDY)
+    lines = await stream_lines(api, auth, prompt=prompt, **GREEDY)
+    final = lines[-1]
+    assert first["cache"]["hit_tokens"] == 0
+    assert final["cache"]["hit_tokens"] > first["usage"]["prompt_tokens"] // 2
+    assert "".join(x["chunk"] for x in lines[:-1]) == first["text"]
