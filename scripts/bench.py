@@ -400,6 +400,42 @@ def run_llama_bench(bin_dir: Path, model: Path, args: argparse.Namespace) -> dic
             "cpu_info": row.get("cpu_info"), "n_threads": row.get("n_threads")}
 
 
+class PeakRSS:
+    """Samples the resident memory of a process and its children (workers) every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        import psutil
+
+        self._process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.05):
+            try:
+                procs = [self._process, *self._process.children(recursive=True)]
+                total = 0
+                for proc in procs:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=1)
+        return self.peak
+
+
 def summarize(waves: list[dict[str, Any]], clients: list[int]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name in ("llama-server", "llamahomed"):
@@ -441,7 +477,16 @@ def table(result: dict[str, Any]) -> str:
         errors = [s[name][str(c)]["errors"] for c in clients]
         if any(errors):
             lines.append(f"| failed requests, {name} (not counted in tok/s) | {cells(errors)} |")
+    rss = result.get("peak_rss_mib") or {}
+    if rss:
+        ratio = round(rss["llamahomed"] / rss["llama-server"], 3) if rss.get("llama-server") else None
+        lines.append(f"| peak RSS MiB (llamahomed = daemon + worker) | llama-server {rss.get('llama-server')} "
+                     f"| llamahomed {rss.get('llamahomed')} | ratio {ratio} |")
     bench = result.get("llama_bench") or {}
+    single = s["llamahomed"].get("1", {}).get("agg_tok_s")
+    if "avg_ts" in bench and single:
+        lines.append(f"| single stream / llama-bench tg{result['settings']['tokens']} | "
+                     f"{round(single / bench['avg_ts'], 3)} | | |")
     lines.append("")
     if "avg_ts" in bench:
         lines.append(f"llama-bench {bench['test']} (1 sequence, t={result['settings']['threads']}): "
@@ -535,6 +580,7 @@ def main() -> int:
         try:
             peer_proc, peer, peer_cmd = start_llama_server(args.bin_dir, model, args, max(clients), home)
             ours_proc, ours, ours_env = start_daemon(args, home, extra)
+            rss = {"llama-server": PeakRSS(peer_proc.pid), "llamahomed": PeakRSS(ours_proc.pid)}
             result["settings"]["llama_server_command"] = shlex.join(peer_cmd).replace(str(home), "$TMP")
             result["settings"]["daemon_env"] = {k: v.replace(str(home), "$TMP") for k, v in ours_env.items()}
             result["settings"]["daemon_system_settings"] = daemon_config(ours)
@@ -561,6 +607,7 @@ def main() -> int:
                                 waves.append(w)
                                 break
                             discarded.append(w)
+            result["peak_rss_mib"] = {name: round(r.stop() / 2**20, 1) for name, r in rss.items()}
         finally:
             stop(peer_proc)
             stop(ours_proc)
