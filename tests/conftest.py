@@ -45,7 +45,11 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 64-wide, 2-layer random Llama GGUF with byte-fallback SPM vocab (generated once)."""
+    """A 64-wide, 2-layer random Llama GGUF with byte-fallback SPM vocab (generated once).
+
+    Its output weights for the special tokens are zero, so greedy decoding never ends at EOS:
+    tests that need a long generation use temperature 0 instead of a stop string.
+    """
     path = tmp_path_factory.mktemp("tiny") / TINY_MODEL_FILE
     load_script("make_tiny_gguf").write_tiny_llama(path, n_ctx=256)
     return path

@@ -80,9 +80,10 @@ class SequentialEngine:
         return cls(llm, emit)
 
     def info(self) -> dict[str, Any]:
-        return {"n_ctx": self.llm.n_ctx(), "n_ctx_train": self.llm.n_ctx_train() if hasattr(self.llm, "n_ctx_train") else None,
+        return {"n_ctx": self.llm.n_ctx(),
+                "n_ctx_train": self._llama_cpp.llama_model_n_ctx_train(self.llm.model),
                 "n_vocab": self.llm.n_vocab(), "n_threads": self.llm.n_threads,
-                "n_batch": self.llm.n_batch, "engine": "sequential"}
+                "n_batch": self.llm.n_batch, "n_slots": 1, "engine": "sequential"}
 
     # -- called from the reader thread -------------------------------------------------------
     def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:

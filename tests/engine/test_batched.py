@@ -334,7 +334,10 @@ def test_gemma_greedy_alone_equals_concurrent(start: Start, gemma_file: Path) ->
     llama.cpp's CPU kernels are not batch-invariant (upstream issues #6583, #7052): the repacked
     Q4_K kernels take a gemm path for several rows and a gemv path for one, so logits move by up
     to ~1 between the two. Prompts whose greedy path has a near-tie (e.g. "Once upon a time")
-    can then flip; these four have margins that survive it.
+    can then flip. Which batch layout a run gets depends on when each submission reaches the
+    decode thread, so a late near-tie can flip from run to run. Exact equality is proven on the
+    f32 tiny model (batch-invariant); here the opening of every text must match its lone run and
+    sequences must never mix.
     """
     params = SamplingParams(max_tokens=32, temperature=0.0, repeat_penalty=1.0)
     jobs = {i: (p, params) for i, p in enumerate(GEMMA_PROMPTS)}
@@ -342,7 +345,9 @@ def test_gemma_greedy_alone_equals_concurrent(start: Start, gemma_file: Path) ->
     alone = run_all(start, jobs, n_slots=1, **config)
     together = run_all(start, jobs, n_slots=4, **config)
     for i in jobs:
-        assert together.text(i) == alone.text(i)
+        assert together.text(i)[:24] == alone.text(i)[:24]
+        others = [alone.text(j)[:24] for j in jobs if alone.text(j)[:24] != alone.text(i)[:24]]
+        assert not any(together.text(i).startswith(o) for o in others)
         assert together.final(i)["usage"]["completion_tokens"] == 32
 
 
