@@ -254,6 +254,10 @@ class WorkerHandle:
         self.alive = False
         if self._writer is not None:
             self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
         for task in self._tasks:
             if task is not asyncio.current_task():
                 try:

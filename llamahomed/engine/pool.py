@@ -25,6 +25,7 @@ class WorkerPool:
         self.loads = 0
         self.crashes = 0
         self.on_loaded: list[Callable[[WorkerHandle], None]] = []
+        self._stopping: set[asyncio.Future[None]] = set()
 
     def workers(self) -> dict[str, WorkerHandle]:
         return {k: w for k, w in self._workers.items() if w.alive}
@@ -59,7 +60,12 @@ class WorkerPool:
         worker = self._workers.pop(model_id, None)
         if worker is None:
             return False
-        await worker.stop()
+        # Shielded and tracked: a cancelled caller (the reaper at shutdown) must not leave a
+        # half-stopped worker behind; close() waits for every stop still running.
+        stopping = asyncio.ensure_future(worker.stop())
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+        await asyncio.shield(stopping)
         log.info("model_unloaded", model=model_id)
         return True
 
@@ -72,6 +78,8 @@ class WorkerPool:
                 pass
         for model_id in list(self._workers):
             await self.unload(model_id)
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
