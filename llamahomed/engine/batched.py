@@ -32,12 +32,12 @@ import collections
 import ctypes
 import logging
 import multiprocessing
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamahomed.engine.inbox import Inbox
 from llamahomed.engine.detok import IncrementalText, StopMatcher
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.engine.sampling import SamplerChain, resolve_seed
@@ -100,11 +100,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class BatchedEngine:
+class BatchedEngine(Inbox[BatchedSequence]):
     """Owns the model, one context and one batch; ``run()`` is the decode thread's loop."""
 
     def __init__(self, lib: Any, model: Any, ctx: Any, config: dict[str, Any], emit: Emit) -> None:
-        self._lib, self._model, self._ctx, self._emit = lib, model, ctx, emit
+        super().__init__(emit)
+        self._lib, self._model, self._ctx = lib, model, ctx
         self._mem = lib.llama_get_memory(ctx)
         self._vocab = lib.llama_model_get_vocab(model)
         self.n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
@@ -127,10 +128,6 @@ class BatchedEngine:
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
         self._slots = [Slot(i) for i in range(self.n_slots)]
         self._live: list[BatchedSequence] = []
-        self._queue: collections.deque[BatchedSequence] = collections.deque()
-        self._cancelled: set[int] = set()
-        self._cond = threading.Condition()
-        self._stopping = False
         self._closed = False
 
     @classmethod
@@ -193,29 +190,8 @@ class BatchedEngine:
     def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
         tokens = self.tokenize(prompt)
-        n_ctx = self.n_ctx_seq
-        if len(tokens) >= n_ctx:
-            self._emit([{"seq": seq_id, "kind": "error", "code": "context_length_exceeded",
-                         "message": f"the prompt has {len(tokens)} tokens; this model is loaded "
-                                    f"with a context of {n_ctx} tokens, which must also hold "
-                                    "at least one generated token",
-                         "details": {"prompt_tokens": len(tokens), "context_length": n_ctx}}])
-            return
-        seq = BatchedSequence(seq_id, tokens, params, stops=StopMatcher(params.stop))
-        self._emit([{"seq": seq_id, "kind": "accepted", "prompt_tokens": len(tokens)}])
-        with self._cond:
-            self._queue.append(seq)
-            self._cond.notify()
-
-    def cancel(self, seq_id: int) -> None:
-        with self._cond:
-            self._cancelled.add(seq_id)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        self._accept(seq_id, tokens, self.n_ctx_seq,
+                     lambda: BatchedSequence(seq_id, tokens, params, stops=StopMatcher(params.stop)))
 
     # -- the decode thread --------------------------------------------------------------------
     def run(self) -> None:

@@ -7,14 +7,13 @@ queue in arrival order; each step decodes one token of the sequence at the head.
 
 from __future__ import annotations
 
-import collections
 import random
-import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamahomed.engine.inbox import Inbox
 from llamahomed.engine.detok import IncrementalText, StopMatcher
 from llamahomed.engine.protocol import SamplingParams
 
@@ -49,20 +48,16 @@ class Sequence:
         }
 
 
-class SequentialEngine:
+class SequentialEngine(Inbox[Sequence]):
     """Owns one ``llama_cpp.Llama``; ``run()`` is the decode thread's loop."""
 
     def __init__(self, llm: Any, emit: Emit) -> None:
         import llama_cpp
 
+        super().__init__(emit)
         self._llama_cpp = llama_cpp
         self.llm = llm
-        self._emit = emit
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        self._queue: collections.deque[Sequence] = collections.deque()
-        self._cancelled: set[int] = set()
-        self._cond = threading.Condition()
-        self._stopping = False
 
     @classmethod
     def load(cls, config: dict[str, Any], emit: Emit) -> SequentialEngine:
@@ -89,29 +84,8 @@ class SequentialEngine:
     def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-        n_ctx = self.llm.n_ctx()
-        if len(tokens) >= n_ctx:
-            self._emit([{"seq": seq_id, "kind": "error", "code": "context_length_exceeded",
-                         "message": f"the prompt has {len(tokens)} tokens; this model is loaded "
-                                    f"with a context of {n_ctx} tokens, which must also hold "
-                                    "at least one generated token",
-                         "details": {"prompt_tokens": len(tokens), "context_length": n_ctx}}])
-            return
-        seq = Sequence(seq_id, tokens, params, stops=StopMatcher(params.stop))
-        self._emit([{"seq": seq_id, "kind": "accepted", "prompt_tokens": len(tokens)}])
-        with self._cond:
-            self._queue.append(seq)
-            self._cond.notify()
-
-    def cancel(self, seq_id: int) -> None:
-        with self._cond:
-            self._cancelled.add(seq_id)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        self._accept(seq_id, tokens, self.llm.n_ctx(),
+                     lambda: Sequence(seq_id, tokens, params, stops=StopMatcher(params.stop)))
 
     # -- the decode thread --------------------------------------------------------------------
     def run(self) -> None:
