@@ -7,7 +7,6 @@ from typing import Any
 from aiohttp import web
 
 from llamahomed.api.keys import INFERENCE
-from llamahomed.errors import ModelNotFound
 from llamahomed.inference import InferenceService
 from llamahomed.planner import estimate_memory
 from llamahomed.registry.store import ModelEntry
@@ -55,8 +54,6 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
-    entry = service.registry.resolve(request.match_info["model_id"])
     groups = service.registry.models()
-    if entry.id not in groups:  # pragma: no cover - resolve only returns files on disk
-        raise ModelNotFound(f"no model named {entry.id!r}")
+    entry = service.registry.resolve(request.match_info["model_id"], groups)
     return web.json_response(describe(service, entry, groups[entry.id], detail=True))

@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamahomed.engine.inbox import Inbox
-from llamahomed.engine.detok import IncrementalText, StopMatcher
+from llamahomed.engine.inbox import Inbox, SequenceState
+from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.engine.sampling import SamplerChain, resolve_seed
 
@@ -48,16 +48,9 @@ PIECE_BUFFER = 256
 
 
 @dataclass(eq=False)
-class BatchedSequence:
+class BatchedSequence(SequenceState):
     """One request: its prompt, where it stands in its slot's KV, and its stream state."""
 
-    seq_id: int
-    tokens: list[int]
-    params: SamplingParams
-    submitted: float = field(default_factory=time.perf_counter)
-    started: float = 0.0
-    first_token: float = 0.0
-    generated: int = 0
     slot: int = -1
     n_past: int = 0            # tokens of ``history`` whose KV is in the slot
     feeding: int = 0           # tokens of ``history`` in the batch being decoded
@@ -65,20 +58,6 @@ class BatchedSequence:
     cache_hit: int = 0
     history: list[int] = field(default_factory=list)
     sampler: SamplerChain | None = None
-    text: IncrementalText = field(default_factory=IncrementalText)
-    stops: StopMatcher | None = None
-
-    def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": len(self.tokens), "completion_tokens": self.generated,
-                "total_tokens": len(self.tokens) + self.generated}
-
-    def timings(self) -> dict[str, float]:
-        now = time.perf_counter()
-        started = self.started or now
-        first = self.first_token or now
-        return {"queue_ms": round((started - self.submitted) * 1000, 2),
-                "prefill_ms": round((first - started) * 1000, 2),
-                "decode_ms": round((now - first) * 1000, 2)}
 
 
 @dataclass
@@ -191,7 +170,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
         tokens = self.tokenize(prompt)
         self._accept(seq_id, tokens, self.n_ctx_seq,
-                     lambda: BatchedSequence(seq_id, tokens, params, stops=StopMatcher(params.stop)))
+                     lambda: BatchedSequence(seq_id, tokens, params, out=TextOutput(params.stop)))
 
     # -- the decode thread --------------------------------------------------------------------
     def run(self) -> None:
@@ -343,13 +322,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
             return self._end(seq, "stop")
         seq.generated += 1
         seq.history.append(token)
-        text = seq.text.feed(self._token_bytes(token))
-        events: list[Event] = []
-        stopped = False
-        if seq.stops is not None and text:
-            text, stopped = seq.stops.push(text)
-        if text:
-            events.append({"seq": seq.seq_id, "kind": "text", "text": text, "tokens": 1})
+        text, stopped = seq.out.feed(self._token_bytes(token))
+        events: list[Event] = [text_event(seq.seq_id, text, 1)] if text else []
         if stopped:
             return events + [self._finish(seq, "stop")]
         room = self.n_ctx_seq - len(seq.tokens) - seq.generated
@@ -368,13 +342,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
 
     def _end(self, seq: BatchedSequence, reason: str) -> list[Event]:
         """Flush held-back text, then finish."""
-        tail = seq.text.flush()
-        if seq.stops is not None:
-            tail, _ = seq.stops.push(tail)
-            tail += seq.stops.flush()
-        events: list[Event] = []
-        if tail:
-            events.append({"seq": seq.seq_id, "kind": "text", "text": tail, "tokens": 0})
+        tail = seq.out.flush()
+        events: list[Event] = [text_event(seq.seq_id, tail, 0)] if tail else []
         return events + [self._finish(seq, reason)]
 
     def _finish(self, seq: BatchedSequence, reason: str) -> Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+from typing import Any
 
 
 class IncrementalText:
@@ -58,3 +59,26 @@ class StopMatcher:
                     best = n
                     break
         return best
+
+
+class TextOutput:
+    """One sequence's output text: whole UTF-8 characters, with stop strings held back."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._text = IncrementalText()
+        self._stops = StopMatcher(stops)
+
+    def feed(self, piece: bytes) -> tuple[str, bool]:
+        """Text that is safe to send for this token's bytes, and whether a stop string was hit."""
+        text = self._text.feed(piece)
+        return self._stops.push(text) if text else ("", False)
+
+    def flush(self) -> str:
+        """Everything held back, at the end of the sequence (up to a stop string in it)."""
+        tail, _ = self._stops.push(self._text.flush())
+        return tail + self._stops.flush()
+
+
+def text_event(seq_id: int, text: str, tokens: int) -> dict[str, Any]:
+    """A ``text`` event of the worker protocol."""
+    return {"seq": seq_id, "kind": "text", "text": text, "tokens": tokens}

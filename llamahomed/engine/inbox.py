@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from llamahomed.engine.detok import TextOutput
+from llamahomed.engine.protocol import SamplingParams
 
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], None]
-Seq = TypeVar("Seq")
+
+
+@dataclass(eq=False)
+class SequenceState:
+    """What every engine tracks for a sequence: prompt, progress, clock, output text."""
+
+    seq_id: int
+    tokens: list[int]
+    params: SamplingParams
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
+    first_token: float = 0.0
+    generated: int = 0
+    out: TextOutput = field(default_factory=lambda: TextOutput(()))
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": len(self.tokens), "completion_tokens": self.generated,
+                "total_tokens": len(self.tokens) + self.generated}
+
+    def timings(self) -> dict[str, float]:
+        now = time.perf_counter()
+        started = self.started or now
+        first = self.first_token or now
+        return {"queue_ms": round((started - self.submitted) * 1000, 2),
+                "prefill_ms": round((first - started) * 1000, 2),
+                "decode_ms": round((now - first) * 1000, 2)}
+
+
+Seq = TypeVar("Seq", bound=SequenceState)
 
 
 def context_error(seq_id: int, prompt_tokens: int, n_ctx: int) -> Event:

@@ -22,9 +22,6 @@ class WorkerPool:
         self._start_timeout = start_timeout
         self._keep_alive = keep_alive
         self._reaper: asyncio.Task[None] | None = None
-        self.loads = 0
-        self.crashes = 0
-        self.on_loaded: list[Callable[[WorkerHandle], None]] = []
         self._stopping: set[asyncio.Future[None]] = set()
 
     def workers(self) -> dict[str, WorkerHandle]:
@@ -39,20 +36,15 @@ class WorkerPool:
                 worker.last_used = time.monotonic()
                 return worker
             if worker is not None:
-                if not worker.alive and worker.exit_reason not in ("unloaded",):
-                    self.crashes += 1
                 await worker.stop()
             worker = WorkerHandle(config)
             started = time.perf_counter()
             log.info("model_loading", model=config.model_id, n_ctx=config.n_ctx,
                      n_gpu_layers=config.n_gpu_layers)
             await worker.start(self._start_timeout)
-            self.loads += 1
             log.info("model_loaded", model=config.model_id, pid=worker.pid,
                      seconds=round(time.perf_counter() - started, 3))
             self._workers[config.model_id] = worker
-            for callback in self.on_loaded:
-                callback(worker)
             self._ensure_reaper()
             return worker
 

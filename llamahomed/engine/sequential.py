@@ -10,42 +10,20 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from llamahomed.engine.inbox import Inbox
-from llamahomed.engine.detok import IncrementalText, StopMatcher
+from llamahomed.engine.inbox import Inbox, SequenceState
+from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], None]
 
 
-@dataclass
-class Sequence:
-    seq_id: int
-    tokens: list[int]
-    params: SamplingParams
-    submitted: float = field(default_factory=time.perf_counter)
-    started: float = 0.0
-    first_token: float = 0.0
-    generated: int = 0
-    text: IncrementalText = field(default_factory=IncrementalText)
-    stops: StopMatcher | None = None
+@dataclass(eq=False)
+class Sequence(SequenceState):
     stream: Generator[int, Any, None] | None = None
-
-    def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": len(self.tokens), "completion_tokens": self.generated,
-                "total_tokens": len(self.tokens) + self.generated}
-
-    def timings(self) -> dict[str, float]:
-        now = time.perf_counter()
-        first = self.first_token or now
-        return {
-            "queue_ms": round((self.started - self.submitted) * 1000, 2),
-            "prefill_ms": round((first - self.started) * 1000, 2),
-            "decode_ms": round((now - first) * 1000, 2),
-        }
 
 
 class SequentialEngine(Inbox[Sequence]):
@@ -85,7 +63,7 @@ class SequentialEngine(Inbox[Sequence]):
         """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         self._accept(seq_id, tokens, self.llm.n_ctx(),
-                     lambda: Sequence(seq_id, tokens, params, stops=StopMatcher(params.stop)))
+                     lambda: Sequence(seq_id, tokens, params, out=TextOutput(params.stop)))
 
     # -- the decode thread --------------------------------------------------------------------
     def run(self) -> None:
@@ -136,13 +114,8 @@ class SequentialEngine(Inbox[Sequence]):
             return self._end(seq, "stop"), True
         seq.generated += 1
         piece = self.llm.detokenize([token])
-        text = seq.text.feed(piece)
-        events: list[Event] = []
-        stopped = False
-        if seq.stops is not None and text:
-            text, stopped = seq.stops.push(text)
-        if text:
-            events.append({"seq": seq.seq_id, "kind": "text", "text": text, "tokens": 1})
+        text, stopped = seq.out.feed(piece)
+        events: list[Event] = [text_event(seq.seq_id, text, 1)] if text else []
         if stopped:
             return events + [self._finish(seq, "stop")], True
         room = self.llm.n_ctx() - len(seq.tokens) - seq.generated
@@ -152,13 +125,8 @@ class SequentialEngine(Inbox[Sequence]):
 
     def _end(self, seq: Sequence, reason: str) -> list[Event]:
         """Flush held-back text, then finish."""
-        tail = seq.text.flush()
-        if seq.stops is not None:
-            tail, _ = seq.stops.push(tail)
-            tail += seq.stops.flush()
-        events: list[Event] = []
-        if tail:
-            events.append({"seq": seq.seq_id, "kind": "text", "text": tail, "tokens": 0})
+        tail = seq.out.flush()
+        events: list[Event] = [text_event(seq.seq_id, tail, 0)] if tail else []
         return events + [self._finish(seq, reason)]
 
     def _finish(self, seq: Sequence, reason: str) -> Event:

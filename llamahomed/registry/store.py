@@ -140,10 +140,13 @@ class ModelRegistry:
             groups.setdefault(entry.id, []).append(entry)
         return {k: sorted(v, key=_preference) for k, v in sorted(groups.items())}
 
-    def resolve(self, name: str) -> ModelEntry:
-        """The file a request's model name means: id, ``id:quant``, alias or file stem."""
+    def resolve(self, name: str, groups: dict[str, list[ModelEntry]] | None = None) -> ModelEntry:
+        """The file a request's model name means: id, ``id:quant``, alias or file stem.
+
+        ``groups`` is a ``models()`` result the caller already has (saves a second scan).
+        """
         key = name.strip().lower()
-        groups = self.models()
+        groups = self.models() if groups is None else groups
         if key in groups:
             return groups[key][0]
         for entries in groups.values():
@@ -188,7 +191,7 @@ class ModelRegistry:
         """Delete a model's files (every variant for an id, one for ``id:quant``)."""
         key = name.strip().lower()
         groups = self.models()
-        victims = groups.get(key) or [self.resolve(name)]
+        victims = groups.get(key) or [self.resolve(name, groups)]
         for entry in victims:
             entry.path.unlink()
         return [e.path for e in victims]
