@@ -77,7 +77,8 @@ class InferenceService:
             n_ctx=effective_context(entry.info, system.n_ctx), n_batch=settings.n_batch,
             n_threads=system.n_threads or default_threads(),
             n_gpu_layers=-1 if system.n_gpu_layers is None else system.n_gpu_layers,
-            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
+            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine,
+            state_cache_bytes=system.cache_size_bytes)
 
     def resolve(self, model: str | None) -> ModelEntry:
         return self.registry.resolve(model or self.config.settings.model_settings.default_model)

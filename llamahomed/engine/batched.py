@@ -16,14 +16,19 @@ Config keys (besides ``model_path, n_ctx, n_batch, n_threads, n_gpu_layers``):
   sequence holding the most KV fails with ``server_busy``). With False each slot owns
   ``n_ctx / n_slots`` (llama.cpp may round that up to a multiple of 256).
 * ``n_ubatch`` (default ``min(n_batch, 512)``), ``prompt_cache`` (default True), ``verbose``.
+* ``state_cache_bytes`` (default 0: off): RAM for prompt-cache prefixes evicted from the KV.
 * ``flash_attn`` (default None: llama.cpp's auto, on for CPU; ``Llama`` uses False), ``repack``
   (default True: llama.cpp's repacked CPU weights), ``swa_full`` (default True: a full-size
   sliding-window cache, which the prompt cache can cut back; False saves memory on Gemma 3).
 
 Prompt cache: a finished sequence's tokens stay in its slot's KV; a new request takes the free
-slot with the longest common token prefix, keeps that prefix (``llama_memory_seq_rm`` from it)
-and reports ``"cache": {"hit_tokens": N}`` in its ``done`` event. Where partial removal is
-refused (or an SWA cache no longer holds the window before the prefix) the slot is cleared.
+slot with the longest common token prefix and keeps that prefix (``llama_memory_seq_rm`` from
+it). A live sequence's computed prefix is shared instead where it is longer
+(``llama_memory_seq_cp``), and prefixes that a slot had to drop are kept as saved sequence
+state in RAM, up to ``state_cache_bytes`` (``system_settings.cache_size``; see
+``state_cache.py``), and restored from there. The ``done`` event reports
+``"cache": {"hit_tokens": N, "source": "slot" | "shared" | "ram" | ""}``. Where partial removal
+is refused (or an SWA cache no longer holds the window before the prefix) the slot is cleared.
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ from llamahomed.engine.inbox import Inbox, SequenceState
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.engine.sampling import SamplerChain, resolve_seed
+from llamahomed.engine.state_cache import SavedState, StateCache, common_prefix
 
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], None]
 PIECE_BUFFER = 256
+MIN_SAVED_TOKENS = 32  # shorter prefixes prefill faster than a state round trip pays back
 
 
 @dataclass(eq=False)
@@ -56,6 +63,7 @@ class BatchedSequence(SequenceState):
     feeding: int = 0           # tokens of ``history`` in the batch being decoded
     pending: int | None = None  # sampled token to feed at the next step
     cache_hit: int = 0
+    cache_source: str = ""     # where the reused prefix came from: slot, shared or ram
     history: list[int] = field(default_factory=list)
     sampler: SamplerChain | None = None
 
@@ -68,15 +76,6 @@ class Slot:
     seq: BatchedSequence | None = None
     cached: list[int] = field(default_factory=list)
     last_used: float = 0.0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class BatchedEngine(Inbox[BatchedSequence]):
@@ -93,6 +92,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self.n_threads = int(config["n_threads"])
         self.kv_unified = bool(config.get("kv_unified", True))
         self.prompt_cache = bool(config.get("prompt_cache", True))
+        state_bytes = int(config.get("state_cache_bytes", 0))
+        self._saved = StateCache(state_bytes) if self.prompt_cache and state_bytes > 0 else None
         self._n_swa = max(1, int(lib.llama_model_n_swa(model)))
         self._batch = lib.llama_batch_init(self.n_batch, 0, self.n_slots)
         # Array views on the batch's own buffers: written in place (slices too), never copied.
@@ -151,6 +152,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 "n_vocab": self.n_vocab, "n_threads": self.n_threads, "n_batch": self.n_batch,
                 "n_ubatch": int(self._lib.llama_n_ubatch(self._ctx)), "n_slots": self.n_slots,
                 "kv_unified": self.kv_unified, "prompt_cache": self.prompt_cache,
+                "state_cache_bytes": self._saved.capacity if self._saved else 0,
                 "engine": "batched"}
 
     # -- called from the reader thread -------------------------------------------------------
@@ -209,31 +211,104 @@ class BatchedEngine(Inbox[BatchedSequence]):
         return True
 
     def _admit(self, seq: BatchedSequence) -> None:
-        """Give ``seq`` the free slot whose cached tokens share its longest prefix."""
+        """Give ``seq`` a free slot, with the longest prefix of its prompt already in KV.
+
+        Three places may hold that prefix: a free slot's cached tokens (kept in place), a live
+        sequence's KV (shared with ``llama_memory_seq_cp``: the cells get a second sequence id,
+        nothing is copied) and the RAM state cache (restored with ``llama_state_seq_set_data``).
+        On a tie the cheaper one wins, in that order.
+        """
         free = [slot for slot in self._slots if slot.seq is None]
-        scored = [(_common_prefix(slot.cached, seq.tokens) if self.prompt_cache else 0,
-                   -slot.last_used, slot) for slot in free]
-        keep, _, slot = max(scored, key=lambda item: (item[0], item[1]))
-        keep = self._reuse(slot, min(keep, len(seq.tokens) - 1))
+        limit = len(seq.tokens) - 1  # the last prompt token is always decoded, for its logits
+        keep, source = 0, ""
+        if not self.prompt_cache:
+            slot = min(free, key=lambda s: s.last_used)
+            self._reuse(slot, 0)
+        else:
+            in_slot, _, _, slot = max(((min(common_prefix(s.cached, seq.tokens), limit),
+                                        not s.cached, -s.last_used, s) for s in free),
+                                      key=lambda t: t[:3])
+            donor, shared = self._best_live(seq.tokens, limit)
+            saved, restored = self._saved.best(seq.tokens) if self._saved else (None, 0)
+            restored = min(restored, limit)
+            if in_slot >= max(shared, restored):
+                keep, source = self._reuse(slot, in_slot), "slot"
+            else:
+                slot = min(free, key=lambda s: (bool(s.cached), s.last_used))
+                self._reuse(slot, 0)
+                if donor is not None and shared >= restored:
+                    self._lib.llama_memory_seq_cp(self._mem, donor.slot, slot.index, 0, shared)
+                    keep, source = shared, "shared"
+                elif saved is not None:
+                    keep, source = self._restore(slot, saved, restored), "ram"
         slot.seq, slot.cached = seq, []
         seq.slot, seq.n_past, seq.cache_hit = slot.index, keep, keep
+        seq.cache_source = source if keep else ""
         seq.history = list(seq.tokens)
         seq.started = time.perf_counter()
         seq.sampler = SamplerChain(self._lib, seq.params, self.n_vocab,
                                    resolve_seed(seq.params.seed), seq.tokens)
         self._live.append(seq)
 
+    def _best_live(self, tokens: list[int], limit: int) -> tuple[BatchedSequence | None, int]:
+        """The live sequence whose computed KV shares the longest prefix with ``tokens``."""
+        if not self.kv_unified:  # across separate KV streams llama.cpp copies whole sequences only
+            return None, 0
+        best: BatchedSequence | None = None
+        length = 0
+        for live in self._live:
+            n = min(common_prefix(live.history[:live.n_past], tokens), limit)
+            if n > length and self._window_held(live.slot, n):
+                best, length = live, n
+        return best, length
+
+    def _window_held(self, slot: int, keep: int) -> bool:
+        """Whether the slot's KV still has what positions from ``keep`` on attend to.
+
+        A sliding-window cache that is not full-size forgets positions older than the window.
+        """
+        window_start = self._lib.llama_memory_seq_pos_min(self._mem, slot)
+        return bool(0 <= window_start <= max(0, keep - self._n_swa))
+
     def _reuse(self, slot: Slot, keep: int) -> int:
-        """Cut the slot's KV back to its first ``keep`` tokens; 0 where that is not possible."""
+        """Cut the slot's KV back to its first ``keep`` tokens; 0 where that is not possible.
+
+        What the cut drops is saved to the RAM state cache first.
+        """
         lib, mem = self._lib, self._mem
-        if keep > 0:
-            window_start = lib.llama_memory_seq_pos_min(mem, slot.index)
-            if not 0 <= window_start <= max(0, keep - self._n_swa) or \
-                    not lib.llama_memory_seq_rm(mem, slot.index, keep, -1):
-                keep = 0
+        if keep < len(slot.cached):
+            self._save(slot)
+        if keep > 0 and not (self._window_held(slot.index, keep)
+                             and lib.llama_memory_seq_rm(mem, slot.index, keep, -1)):
+            keep = 0
         if keep == 0:
             lib.llama_memory_seq_rm(mem, slot.index, -1, -1)
+        slot.cached = slot.cached[:keep]
         return keep
+
+    def _save(self, slot: Slot) -> None:
+        """Copy the slot's cached KV into the RAM state cache, where it is worth keeping."""
+        cache = self._saved
+        if cache is None or len(slot.cached) < MIN_SAVED_TOKENS or cache.holds(slot.cached):
+            return
+        size = int(self._lib.llama_state_seq_get_size(self._ctx, slot.index))
+        if not 0 < size <= cache.capacity:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(self._lib.llama_state_seq_get_data(self._ctx, buffer, size, slot.index))
+        if written == size:
+            cache.put(slot.cached, buffer)
+
+    def _restore(self, slot: Slot, saved: SavedState, keep: int) -> int:
+        """Load a saved state into the (cleared) slot and cut it to ``keep`` tokens."""
+        assert self._saved is not None
+        data: Any = saved.data
+        if not self._lib.llama_state_seq_set_data(self._ctx, data, len(data), slot.index):
+            self._lib.llama_memory_seq_rm(self._mem, slot.index, -1, -1)  # no room: prefill
+            return 0
+        self._saved.touch(saved)
+        slot.cached = list(saved.tokens)
+        return self._reuse(slot, keep)
 
     def _step(self, events: list[Event]) -> None:
         """One ``llama_decode`` over every live sequence, then sample where outputs came out."""
@@ -310,8 +385,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
         """Drop the prompt-cache KV of every free slot; whether there was any."""
         held = [slot for slot in self._slots if slot.seq is None and slot.cached]
         for slot in held:
-            self._lib.llama_memory_seq_rm(self._mem, slot.index, -1, -1)
-            slot.cached, slot.last_used = [], 0.0
+            self._reuse(slot, 0)
+            slot.last_used = 0.0
         return bool(held)
 
     def _on_token(self, seq: BatchedSequence, token: int) -> list[Event]:
@@ -350,7 +425,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self._release(seq, keep_cache=True)
         return {"seq": seq.seq_id, "kind": "done", "finish_reason": reason,
                 "usage": seq.usage(), "timings": seq.timings(),
-                "cache": {"hit_tokens": seq.cache_hit}}
+                "cache": {"hit_tokens": seq.cache_hit, "source": seq.cache_source}}
 
     def _fail(self, seq: BatchedSequence, code: str, message: str) -> Event:
         self._release(seq, keep_cache=False)

@@ -154,3 +154,16 @@ async def test_a_repeated_prompt_reuses_the_prompt_cache(api: Any, auth: dict[st
     assert first["cache"]["hit_tokens"] == 0
     assert final["cache"]["hit_tokens"] > first["usage"]["prompt_tokens"] // 2
     assert "".join(x["chunk"] for x in lines[:-1]) == first["text"]
+
+
+async def test_an_evicted_prompt_comes_back_from_the_ram_cache(api: Any, auth: dict[str, str]) -> None:
+    """With one slot, prompts A, B, A: A's prefix is restored from RAM (``cache_size``)."""
+    response = await api.post("/api/v1/config", headers=auth, json={
+        "system_settings": {"n_slots": 1, "cache_size": "64MB"}})
+    assert response.status == 200, await response.text()
+    a, b = "the cat sat on the mat and the dog sat on the log " * 4, "one two three four five " * 8
+    first = await process(api, auth, prompt=a, **GREEDY)
+    await process(api, auth, prompt=b, **GREEDY)
+    again = await process(api, auth, prompt=a, **GREEDY)
+    assert again["cache"] == {"hit_tokens": first["usage"]["prompt_tokens"] - 1, "source": "ram"}
+    assert again["text"] == first["text"]

@@ -309,8 +309,8 @@ def test_prompt_cache(start: Start) -> None:
         engine.submit(seq, prompt, GREEDY)
         collector.wait([seq])
     n = collector.events(1)[0]["prompt_tokens"]
-    assert collector.final(1)["cache"] == {"hit_tokens": 0}
-    assert collector.final(2)["cache"] == {"hit_tokens": n - 1}
+    assert collector.final(1)["cache"] == {"hit_tokens": 0, "source": ""}
+    assert collector.final(2)["cache"] == {"hit_tokens": n - 1, "source": "slot"}
     assert collector.text(2) == collector.text(1)
     engine.submit(3, prompt + " and a dog", GREEDY)
     collector.wait([3])
@@ -319,7 +319,56 @@ def test_prompt_cache(start: Start) -> None:
     for seq in (1, 2):
         off.submit(seq, prompt, GREEDY)
         collector.wait([seq])
-    assert collector.final(2)["cache"] == {"hit_tokens": 0}
+    assert collector.final(2)["cache"] == {"hit_tokens": 0, "source": ""}
+
+
+def test_evicted_prefix_is_restored_from_the_ram_state_cache(start: Start) -> None:
+    """One slot, two long prompts in turn: the first comes back from RAM, same greedy text."""
+    first, second = LONG_PROMPT[:200], "a completely different story " * 8
+    engine, collector = start(n_slots=1, state_cache_bytes=64 << 20)
+    for seq, prompt in enumerate((first, second, first, second), start=1):
+        engine.submit(seq, prompt, GREEDY)
+        collector.wait([seq])
+    n = collector.events(1)[0]["prompt_tokens"]
+    assert collector.final(3)["cache"] == {"hit_tokens": n - 1, "source": "ram"}
+    assert collector.final(4)["cache"]["source"] == "ram"
+    assert collector.text(3) == collector.text(1)
+    assert collector.text(4) == collector.text(2)
+    stats = engine._saved.stats() if engine._saved else {}  # noqa: SLF001
+    assert stats["hits"] == 2 and 0 < stats["bytes"] <= stats["capacity"]
+    off, collector = start(n_slots=1)  # no RAM cache: the first prompt is prefilled again
+    for seq, prompt in enumerate((first, second, first), start=1):
+        off.submit(seq, prompt, GREEDY)
+        collector.wait([seq])
+    assert collector.final(3)["cache"]["hit_tokens"] <= 1  # the BOS token, still in the slot
+
+
+def test_state_cache_too_small_keeps_nothing(start: Start) -> None:
+    engine, collector = start(n_slots=1, state_cache_bytes=1024)
+    for seq, prompt in enumerate((LONG_PROMPT[:200], "another prompt " * 10, LONG_PROMPT[:200]), 1):
+        engine.submit(seq, prompt, GREEDY)
+        collector.wait([seq])
+    assert collector.final(3)["cache"]["hit_tokens"] <= 1  # the BOS token, still in the slot
+    assert engine._saved is not None and len(engine._saved) == 0  # noqa: SLF001
+
+
+def test_live_sequences_share_a_prefix(start: Start) -> None:
+    """A request whose prompt starts like a running one's reuses its KV cells (seq_cp)."""
+    system = LONG_PROMPT[:240]
+    long_run = SamplingParams(max_tokens=120, temperature=0.0, repeat_penalty=1.0)
+    alone = run_all(start, {2: (system + " question two", GREEDY)}, prompt_cache=False)
+    spy = DecodeSpy(delay=0.01)
+    engine, collector = start(spy=spy)
+    engine.submit(1, system + " question one", long_run)
+    with collector.cond:  # wait until the first request has its prompt in KV and is decoding
+        assert collector.cond.wait_for(lambda: len(collector.text(1)) > 0, 30)
+    engine.submit(2, system + " question two", GREEDY)
+    collector.wait([1, 2])
+    cache = collector.final(2)["cache"]
+    assert cache["source"] == "shared"
+    assert cache["hit_tokens"] >= collector.events(1)[0]["prompt_tokens"] - 4
+    assert collector.text(2) == alone.text(2)
+    assert collector.final(1)["finish_reason"] == "length"
 
 
 # -- Gemma 3 270M -------------------------------------------------------------------------------
@@ -387,5 +436,33 @@ def test_gemma_prompt_cache_on_swa_model(start: Start, gemma_file: Path) -> None
         engine.submit(seq, GEMMA_PROMPTS[0], params)
         collector.wait([seq])
     n = collector.events(1)[0]["prompt_tokens"]
-    assert collector.final(2)["cache"] == {"hit_tokens": n - 1}
+    assert collector.final(2)["cache"] == {"hit_tokens": n - 1, "source": "slot"}
     assert collector.text(2) == collector.text(1)
+
+
+@pytest.mark.gemma
+def test_gemma_ram_state_cache_and_sharing_on_swa_model(start: Start, gemma_file: Path) -> None:
+    """Gemma 3's iSWA cache round-trips through RAM and shares cells: same greedy text."""
+    system = "You are a helpful assistant. Answer briefly and truthfully. " * 3
+    params = SamplingParams(max_tokens=12, temperature=0.0, repeat_penalty=1.0)
+    alone = run_all(start, {1: (system + GEMMA_PROMPTS[0], params),
+                            2: (system + GEMMA_PROMPTS[3], params)},
+                    model_path=str(gemma_file), n_ctx=1024, n_slots=2, prompt_cache=False)
+    engine, collector = start(model_path=str(gemma_file), n_ctx=1024, n_slots=1,
+                              state_cache_bytes=256 << 20)
+    for seq, prompt in ((1, GEMMA_PROMPTS[0]), (2, "Something else entirely " * 6),
+                        (3, GEMMA_PROMPTS[0])):
+        engine.submit(seq, system + prompt, params)
+        collector.wait([seq])
+    assert collector.final(3)["cache"]["source"] == "ram"
+    assert collector.text(3) == alone.text(1)
+    spy = DecodeSpy(delay=0.02)
+    engine, collector = start(spy=spy, model_path=str(gemma_file), n_ctx=1024, n_slots=2)
+    engine.submit(1, system + GEMMA_PROMPTS[0],
+                  SamplingParams(max_tokens=40, temperature=0.0, repeat_penalty=1.0))
+    with collector.cond:
+        assert collector.cond.wait_for(lambda: len(collector.text(1)) > 0, 60)
+    engine.submit(2, system + GEMMA_PROMPTS[3], params)
+    collector.wait([1, 2])
+    assert collector.final(2)["cache"]["source"] == "shared"
+    assert collector.text(2) == alone.text(2)
