@@ -75,6 +75,7 @@ class Slot:
     index: int
     seq: BatchedSequence | None = None
     cached: list[int] = field(default_factory=list)
+    prompt_len: int = 0        # prompt tokens of the sequence that left ``cached`` behind
     last_used: float = 0.0
 
 
@@ -94,6 +95,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self.prompt_cache = bool(config.get("prompt_cache", True))
         state_bytes = int(config.get("state_cache_bytes", 0))
         self._saved = StateCache(state_bytes) if self.prompt_cache and state_bytes > 0 else None
+        self._swa = int(lib.llama_model_n_swa(model)) > 0
         self._n_swa = max(1, int(lib.llama_model_n_swa(model)))
         self._batch = lib.llama_batch_init(self.n_batch, 0, self.n_slots)
         # Array views on the batch's own buffers: written in place (slices too), never copied.
@@ -229,8 +231,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
                                         not s.cached, -s.last_used, s) for s in free),
                                       key=lambda t: t[:3])
             donor, shared = self._best_live(seq.tokens, limit)
-            saved, restored = self._saved.best(seq.tokens) if self._saved else (None, 0)
-            restored = min(restored, limit)
+            saved, restored = (self._saved.best(seq.tokens[:limit], whole=self._swa)
+                               if self._saved else (None, 0))
             if in_slot >= max(shared, restored):
                 keep, source = self._reuse(slot, in_slot), "slot"
             else:
@@ -277,7 +279,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         """
         lib, mem = self._lib, self._mem
         if keep < len(slot.cached):
-            self._save(slot)
+            self._save(slot, keep)
         if keep > 0 and not (self._window_held(slot.index, keep)
                              and lib.llama_memory_seq_rm(mem, slot.index, keep, -1)):
             keep = 0
@@ -286,11 +288,25 @@ class BatchedEngine(Inbox[BatchedSequence]):
         slot.cached = slot.cached[:keep]
         return keep
 
-    def _save(self, slot: Slot) -> None:
-        """Copy the slot's cached KV into the RAM state cache, where it is worth keeping."""
+    def _save(self, slot: Slot, keep: int) -> None:
+        """Copy the slot's cached KV into the RAM state cache, where it is worth keeping.
+
+        A sliding-window model's saved state holds only the last window of its SWA layers, so
+        it can be resumed only at its very end: there the slot is first cut back to its prompt
+        (less one token), the point a repeated or continued prompt resumes from.
+        """
         cache = self._saved
-        if cache is None or len(slot.cached) < MIN_SAVED_TOKENS or cache.holds(slot.cached):
+        if cache is None:
             return
+        n = len(slot.cached)
+        if self._swa and slot.prompt_len:
+            n = min(n, slot.prompt_len - 1)
+        if n < MIN_SAVED_TOKENS or n <= keep or cache.holds(slot.cached[:n]):
+            return
+        if n < len(slot.cached):
+            if not self._lib.llama_memory_seq_rm(self._mem, slot.index, n, -1):
+                return
+            slot.cached = slot.cached[:n]
         size = int(self._lib.llama_state_seq_get_size(self._ctx, slot.index))
         if not 0 < size <= cache.capacity:
             return
@@ -442,7 +458,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         if seq.slot < 0:
             return
         slot = self._slots[seq.slot]
-        slot.seq, slot.last_used = None, time.perf_counter()
+        slot.seq, slot.last_used, slot.prompt_len = None, time.perf_counter(), len(seq.tokens)
         if keep_cache and self.prompt_cache and seq.n_past > 0:
             slot.cached = seq.history[:seq.n_past]
         else:

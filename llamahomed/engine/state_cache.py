@@ -66,12 +66,18 @@ class StateCache:
         self.saves += 1
         return True
 
-    def best(self, tokens: list[int]) -> tuple[SavedState | None, int]:
-        """The entry sharing the longest prefix with ``tokens``, and that length."""
+    def best(self, tokens: list[int], whole: bool = False) -> tuple[SavedState | None, int]:
+        """The entry sharing the longest prefix with ``tokens``, and that length.
+
+        ``whole``: only entries that ``tokens`` start with entirely (a sliding-window model's
+        state can be resumed only at its end).
+        """
         best: SavedState | None = None
         length = 0
         for entry in self._entries.values():
             n = common_prefix(entry.tokens, tokens)
+            if whole and n < len(entry.tokens):
+                continue
             if n > length:
                 best, length = entry, n
         return best, length

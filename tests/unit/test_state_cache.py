@@ -44,3 +44,11 @@ def test_common_prefix() -> None:
     assert common_prefix([1, 2, 3], (1, 2, 4)) == 2
     assert common_prefix([], [1]) == 0
     assert common_prefix([5, 6], [5, 6, 7]) == 2
+
+
+def test_whole_matches_only_entries_the_prompt_starts_with() -> None:
+    cache = StateCache(1000)
+    cache.put([1, 2, 3, 4], b"a")
+    assert cache.best([1, 2, 3, 9])[1] == 3
+    assert cache.best([1, 2, 3, 9], whole=True) == (None, 0)
+    assert cache.best([1, 2, 3, 4, 5], whole=True)[1] == 4
