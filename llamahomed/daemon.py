@@ -11,6 +11,7 @@ import signal
 import structlog
 from aiohttp import web
 
+from llamahomed.api.guard import check_bind
 from llamahomed.app import create_app
 from llamahomed.config_store import atomic_write
 from llamahomed.errors import StartupError
@@ -33,6 +34,7 @@ def prepare(settings: Settings) -> None:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; streams in flight get ``drain_timeout`` seconds to finish."""
+    check_bind(settings)
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=settings.drain_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat as stat_mod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import structlog
 from llamahomed.errors import InvalidRequest, ModelNotFound, NotFound
 from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
 from llamahomed.registry.gguf_meta import GGUFError, GGUFInfo, read_gguf_info
+from llamahomed.registry.names import check_file_name, check_inside, check_model_id
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +111,9 @@ class ModelRegistry:
             except OSError as exc:
                 self.invalid[path] = str(exc)
                 continue
+            if not stat_mod.S_ISREG(stat.st_mode):  # a FIFO or device would block or never end
+                self.invalid[path] = "not a regular file"
+                continue
             key = (stat.st_size, stat.st_mtime_ns)
             seen.add(path)
             cached = self._cache.get(path)
@@ -145,14 +150,18 @@ class ModelRegistry:
 
         ``groups`` is a ``models()`` result the caller already has (saves a second scan).
         """
-        key = name.strip().lower()
+        key = check_model_id(name).lower()
         groups = self.models() if groups is None else groups
         if key in groups:
-            return groups[key][0]
+            return self._checked(groups[key][0])
         for entries in groups.values():
             for entry in entries:
                 if key in (entry.variant_id, entry.path.stem.lower(), entry.path.name.lower()):
-                    return entry
+                    return self._checked(entry)
+        for path, why in self.invalid.items():
+            if key in (path.stem.lower(), path.name.lower(), slug(path.stem)):
+                raise ModelNotFound(f"the model file {path.name} is not usable: {why}",
+                                    details={"model": name, "file": path.name, "reason": why})
         known = self.catalog.lookup(key.split(":")[0]) or self.catalog.lookup(key)
         if known is not None:
             if known.id in groups:
@@ -163,10 +172,16 @@ class ModelRegistry:
             "`llamahomed models import <file.gguf>` adds one",
             details={"model": name, "available": sorted(groups)})
 
+    def _checked(self, entry: ModelEntry) -> ModelEntry:
+        """The entry, if its file still resolves inside the models dir (symlinks followed)."""
+        check_inside(self.models_dir, entry.path)
+        return entry
+
     def import_file(self, source: Path) -> ModelEntry:
         """Check a GGUF's header, then place it in the store (hard link when possible)."""
         if not source.is_file():
             raise NotFound(f"no such file: {source}")
+        check_file_name(source.name if source.suffix == ".gguf" else f"{source.name}.gguf")
         try:
             info = read_gguf_info(source)
         except GGUFError as exc:
