@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 def prepare(settings: Settings) -> None:
     """Directories and the embedded default model; failures are StartupErrors."""
+    check_bind(settings, warn=False)
     for directory in (settings.state_dir, settings.models_path):
         try:
             directory.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(settings: Settings) -> None:
+def check_bind(settings: Settings, *, warn: bool = True) -> None:
     """Refuse a non-loopback bind unless ``allow_remote`` is set; warn when it is."""
     if is_loopback(settings.host):
         return
@@ -68,9 +68,10 @@ def check_bind(settings: Settings) -> None:
         raise StartupError(
             f"refusing to listen on {settings.host}: it is reachable from other machines; "
             "set allow_remote = true (LLAMAHOME_ALLOW_REMOTE=1) to allow it")
-    log.warning("remote_bind", host=settings.host,
-                message="listening beyond loopback: every request still needs a token; "
-                        "add the names clients use to allowed_hosts")
+    if warn:
+        log.warning("remote_bind", host=settings.host,
+                    message="listening beyond loopback: every request still needs a token; "
+                            "add the names clients use to allowed_hosts")
 
 
 # -- Host ----------------------------------------------------------------------------------
