@@ -39,8 +39,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             return response
         finally:
             route = request.match_info.route.resource
+            # the route pattern, never the raw path: a path may carry anything, a token included
             log.info("request", method=request.method,
-                     route=route.canonical if route is not None else request.path,
+                     route=route.canonical if route is not None else "(no route)",
                      status=status, duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
 

@@ -92,6 +92,7 @@ class ModelRegistry:
         self.catalog = catalog
         self._cache: dict[Path, tuple[tuple[int, int], ModelEntry]] = {}
         self.invalid: dict[Path, str] = {}
+        self._bad: dict[Path, tuple[tuple[int, int], str]] = {}
 
     def scan(self) -> list[ModelEntry]:
         """Every valid model file in the store; malformed ones land in ``invalid`` with why."""
@@ -120,16 +121,23 @@ class ModelRegistry:
             if cached and cached[0] == key:
                 entries.append(cached[1])
                 continue
+            known_bad = self._bad.get(path)
+            if known_bad and known_bad[0] == key:  # logged once, not on every scan
+                self.invalid[path] = known_bad[1]
+                continue
             try:
                 entry = self._entry(path, read_gguf_info(real))
             except GGUFError as exc:
                 self.invalid[path] = str(exc)
+                self._bad[path] = (key, str(exc))
                 log.warning("model_file_invalid", path=str(path), error=str(exc))
                 continue
             self._cache[path] = (key, entry)
             entries.append(entry)
         for stale in set(self._cache) - seen:
             del self._cache[stale]
+        for stale in set(self._bad) - set(self.invalid):
+            del self._bad[stale]
         return entries
 
     def _entry(self, path: Path, info: GGUFInfo) -> ModelEntry:
