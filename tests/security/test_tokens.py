@@ -189,3 +189,13 @@ def test_the_token_store_records_claims_never_tokens(settings: Any) -> None:
         assert record.expires_at == pytest.approx(record.issued_at + 3600)
     finally:
         authority.close()
+
+
+def test_signatures_are_compared_in_constant_time() -> None:
+    import inspect
+
+    from itsdangerous.signer import Signer
+
+    # Every token check ends in itsdangerous's verify_signature, which uses hmac.compare_digest;
+    # the daemon compares no secret anywhere else (revocation looks up public token ids).
+    assert "hmac.compare_digest" in inspect.getsource(Signer.verify_signature)
