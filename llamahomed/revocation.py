@@ -7,10 +7,10 @@ the id of the key that signed it. Three tables:
     revoked        jti, revoked_at, expires_at           (one token)
     revoked_users  user, before                          (every token of a user issued before)
 
-The daemon checks every request against an in-memory copy of the two revocation tables. The
-copy is reloaded when ``PRAGMA data_version`` says another connection (the ``llamahomed token``
-CLI) committed a change, so a revocation takes effect on the running daemon at its next request,
-at the cost of one cheap pragma per request (see scripts/bench_auth.py).
+The daemon checks every request: the answer for a token is cached until ``PRAGMA data_version``
+says some connection (the ``llamahomed token`` CLI) committed a change, so a revocation takes
+effect on the running daemon at its next request, at the cost of one cheap pragma per request
+and two primary-key lookups after a change (see scripts/bench_auth.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS revoked (
 CREATE TABLE IF NOT EXISTS revoked_users (
     user TEXT PRIMARY KEY, before REAL NOT NULL);
 """
+
+
+_MAX_CACHED = 100_000
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,7 @@ class TokenStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._version = -1
-        self._revoked: dict[str, float | None] = {}
-        self._users: dict[str, float] = {}
+        self._answers: dict[tuple[str, str, float], str | None] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -79,13 +81,13 @@ class TokenStore:
 
     def issued(self) -> list[IssuedToken]:
         """Every issuance record, oldest first, with whether it is revoked."""
-        self._refresh()
         rows = self._db.execute(
-            "SELECT jti, user, scopes, tier, issued_at, expires_at, key_id FROM issued "
-            "ORDER BY issued_at").fetchall()
-        return [IssuedToken(jti, user, tuple(scopes.split()), tier, iat, exp, kid,
-                            self._is_revoked(jti, user, iat))
-                for jti, user, scopes, tier, iat, exp, kid in rows]
+            "SELECT i.jti, i.user, i.scopes, i.tier, i.issued_at, i.expires_at, i.key_id, "
+            "(r.jti IS NOT NULL OR (u.before IS NOT NULL AND i.issued_at <= u.before)) "
+            "FROM issued i LEFT JOIN revoked r ON r.jti = i.jti "
+            "LEFT JOIN revoked_users u ON u.user = i.user ORDER BY i.issued_at").fetchall()
+        return [IssuedToken(jti, user, tuple(scopes.split()), tier, iat, exp, kid, bool(revoked))
+                for jti, user, scopes, tier, iat, exp, kid, revoked in rows]
 
     def get(self, token_id: str) -> IssuedToken | None:
         """The issuance record of one token id, if this store issued it."""
@@ -107,27 +109,31 @@ class TokenStore:
                          (user_id, time.time() if before is None else before))
 
     def revocation_reason(self, claims: TokenClaims) -> str | None:
-        """Why these claims are revoked, or None. Cheap: one pragma, then dict lookups."""
-        self._refresh()
-        if claims.token_id in self._revoked:
-            return "this token was revoked"
-        before = self._users.get(claims.user_id)
-        if before is not None and claims.issued_at <= before:
-            return f"every token of user {claims.user_id!r} issued before the revocation was revoked"
-        return None
+        """Why these claims are revoked, or None.
 
-    def _is_revoked(self, jti: str, user: str, issued_at: float) -> bool:
-        before = self._users.get(user)
-        return jti in self._revoked or (before is not None and issued_at <= before)
-
-    def _refresh(self) -> None:
-        """Reload the revocation tables if any connection committed since the last look."""
+        Cheap: one ``PRAGMA data_version`` per call; answers are cached per token until any
+        connection commits a change, then looked up again by primary key.
+        """
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._version:
-            return
-        self._revoked = dict(self._db.execute("SELECT jti, expires_at FROM revoked").fetchall())
-        self._users = dict(self._db.execute("SELECT user, before FROM revoked_users").fetchall())
-        self._version = version
+        if version != self._version:
+            self._answers.clear()
+            self._version = version
+        key = (claims.token_id, claims.user_id, claims.issued_at)
+        if key in self._answers:
+            return self._answers[key]
+        reason: str | None = None
+        if self._db.execute("SELECT 1 FROM revoked WHERE jti = ?", (claims.token_id,)).fetchone():
+            reason = "this token was revoked"
+        else:
+            row = self._db.execute("SELECT before FROM revoked_users WHERE user = ?",
+                                   (claims.user_id,)).fetchone()
+            if row is not None and claims.issued_at <= row[0]:
+                reason = (f"every token of user {claims.user_id!r} issued before the revocation "
+                          "was revoked")
+        if len(self._answers) >= _MAX_CACHED:
+            self._answers.clear()
+        self._answers[key] = reason
+        return reason
 
     # -- keys -----------------------------------------------------------------------------
     def key_needed_until(self, key_id: str) -> float:
