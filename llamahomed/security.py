@@ -5,8 +5,8 @@ key signs new tokens, every key verifies. ``llamahomed token rotate-secret`` put
 and keeps the older ones while a live token signed by them exists (the token store knows which
 key signed each token it issued), so rotating logs nobody out before their token expires.
 
-The running daemon notices a changed key file (its size and mtime, one ``stat`` per request) and
-a changed token store (``PRAGMA data_version``), so ``token create``, ``token revoke`` and
+The running daemon notices a changed key file (inode, size and mtime: one ``stat`` per request)
+and a changed token store (``PRAGMA data_version``), so ``token create``, ``token revoke`` and
 ``token rotate-secret`` take effect without a restart.
 """
 
@@ -97,7 +97,7 @@ class Authority:
     def __init__(self, key_file: Path, store: TokenStore) -> None:
         self.key_file = key_file
         self.store = store
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._keys: list[str] = []
         self.generator: TokenGenerator
         self.validator: TokenValidator
@@ -124,7 +124,7 @@ class Authority:
             stat = os.stat(self.key_file)
         except FileNotFoundError:
             return  # keep the keys we have; a deleted key file does not log everyone out
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a rewrite is a new inode
         if stamp == self._stamp:
             return
         keys = read_keys(self.key_file)
@@ -146,7 +146,9 @@ class Authority:
         return Rotation(key_id(key), kept, dropped)
 
     def prune_keys(self) -> list[str]:
-        """Drop older keys no live token needs any more; return their ids."""
+        """Drop older keys no live token needs any more (and revocations of expired tokens);
+        return the dropped keys' ids."""
+        self.store.prune()
         keys = self.keys
         kept, dropped = self._needed(keys[1:], drop_old=False)
         if dropped:

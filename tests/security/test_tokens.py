@@ -211,3 +211,27 @@ def test_signatures_are_compared_in_constant_time(settings: Any,
         assert compared  # the signature check went through hmac.compare_digest
     finally:
         authority.close()
+
+
+def test_the_running_app_sees_back_to_back_rotations(settings: Any) -> None:
+    daemon, cli = Authority.from_settings(settings), Authority.from_settings(settings)
+    try:
+        for _ in range(3):  # same file size each time (two keys), within one mtime tick
+            cli.issue("alice", 3600)
+            cli.rotate()
+            token = cli.issue("alice", 3600)
+            assert daemon.decode(token).user_id == "alice"
+    finally:
+        daemon.close()
+        cli.close()
+
+
+def test_revocations_of_expired_tokens_are_forgotten(settings: Any) -> None:
+    authority = Authority.from_settings(settings)
+    try:
+        token = authority.issue("alice", 0.05, ("inference",), "basic")
+        authority.store.revoke(authority.validator.decode(token).token_id)
+        time.sleep(0.1)
+        assert authority.store.prune() == 1
+    finally:
+        authority.close()
