@@ -100,7 +100,7 @@ class SystemSettings(BaseModel):
                                  description="Seconds a request may wait for a slot before a 503.")
     max_streams_per_token: int = Field(
         4, ge=1, le=10_000,
-        description="Streams one token subject (user) may have open at once; more get 429 too_many_streams.")
+        description="Streams one token user may have open at once; more get 429 too_many_streams.")
     engine: Literal["batched", "sequential"] = Field(
         "batched", description="Worker engine: continuous batching, or one sequence at a time.")
 
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to bind (loopback by default).")
     allow_remote: bool = Field(
-        False, description="Allow binding a non-loopback address (the daemon refuses to start otherwise).")
+        False, description="Allow a non-loopback bind (without it the daemon refuses to start).")
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Host header names accepted besides localhost, 127.0.0.1, [::1] and the bound "

@@ -43,7 +43,8 @@ def main() -> None:
         header = f"Bearer {token}"
         claims = authority.decode(token)
         rows = [
-            ("signature + claims (itsdangerous, SHA-256)", per_call(lambda: authority.validator.decode(token), args.n)),
+            ("signature + claims (itsdangerous, SHA-256)",
+             per_call(lambda: authority.validator.decode(token), args.n)),
             ("key file stat", per_call(lambda: os.stat(authority.key_file), args.n)),
             ("revocation check, nothing changed (PRAGMA data_version + cached answer)",
              per_call(lambda: store.revocation_reason(claims), args.n)),

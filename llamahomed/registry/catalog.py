@@ -95,6 +95,7 @@ def _model(entry: dict[str, Any]) -> CatalogModel:
         aliases=tuple(entry.get("aliases", ())), source=entry.get("source"),
         variants=tuple(CatalogVariant(
             quantization=v["quantization"], file=check_file_name(v["file"]), url=v.get("url", ""),
-            size=v.get("size"), sha256=check_digest(v["sha256"]) if v.get("sha256") else "", embedded=bool(v.get("embedded", False)),
+            size=v.get("size"), sha256=check_digest(v["sha256"]) if v.get("sha256") else "",
+            embedded=bool(v.get("embedded", False)),
             package=v.get("package")) for v in entry.get("variants", ())),
     )
