@@ -17,6 +17,7 @@ import math
 import os
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from llamahome.error import AuthenticationError as ClientAuthError
 from llamahome.error import ExpiredTokenError
 
 from llamahomed.config_store import atomic_write
-from llamahomed.errors import AuthenticationFailed, InvalidRequest
+from llamahomed.errors import AuthenticationFailed, InvalidRequest, ServerBusy
 from llamahomed.revocation import IssuedToken, TokenStore
 from llamahomed.settings import Settings
 
@@ -189,7 +190,11 @@ class Authority:
                                        error="invalid_token") from exc
         except ClientAuthError as exc:
             raise AuthenticationFailed(f"invalid token: {exc.message}", error="invalid_token") from exc
-        reason = self.store.revocation_reason(claims)
+        try:
+            reason = self.store.revocation_reason(claims)
+        except sqlite3.Error as exc:  # fail closed: never serve a token we could not check
+            raise ServerBusy(f"the token store cannot be read right now ({exc}); try again",
+                             details={"retry_after": 1}, headers={"Retry-After": "1"}) from exc
         if reason is not None:
             raise AuthenticationFailed(f"the token is revoked: {reason}", error="invalid_token",
                                        details={"token_id": claims.token_id})

@@ -235,3 +235,26 @@ def test_revocations_of_expired_tokens_are_forgotten(settings: Any) -> None:
         assert authority.store.prune() == 1
     finally:
         authority.close()
+
+
+
+async def test_an_unreadable_token_store_fails_closed(api: Any, settings: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from llamahomed.api.keys import AUTHORITY
+
+    # WAL mode means a writer never blocks the daemon's reads; a broken or vanished disk can
+    # still make a read fail, and then no token is served unchecked.
+    token = issue(settings, "alice")
+    store = api.server.app[AUTHORITY].store
+
+    def broken(claims: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "revocation_reason", broken)
+    response = await api.get(MODELS, headers=bearer(token))
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert_envelope(await response.json(), "server_busy")
+    monkeypatch.undo()
+    await accepted(api, token)
