@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from llamahomed.api import generate, models, system
+from llamahomed.api.access import auth_middleware
+from llamahomed.api.guard import guard_middleware, setup_guard
 from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
-from llamahomed.api.middleware import (add_request_id_header, auth_middleware, error_middleware,
-                                       request_id_middleware)
+from llamahomed.api.middleware import add_request_id_header, error_middleware, request_id_middleware
 from llamahomed.config_store import ConfigStore
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.inference import InferenceService, Performance
@@ -34,9 +35,10 @@ def add_routes(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run app; workers start on first use and stop in cleanup."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, guard_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
-        handler_args={"max_field_size": 16384, "max_line_size": 16384},
+        # aiohttp's own hard caps (a plain 400 beyond); max_header_bytes (431, enveloped) is lower.
+        handler_args={"max_field_size": 65536, "max_line_size": 16384},
     )
     config = ConfigStore(settings)
     app[CONFIG] = config
@@ -44,10 +46,18 @@ def create_app(settings: Settings) -> web.Application:
     authority = Authority.from_settings(settings)
     ensure_admin_token(settings, authority)
     app[AUTHORITY] = authority
+    setup_guard(app)
+    app.cleanup_ctx.append(_authority_ctx)
     app.cleanup_ctx.append(_inference_ctx)
     app.on_response_prepare.append(add_request_id_header)
     add_routes(app)
     return app
+
+
+async def _authority_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[AUTHORITY].prune_keys()
+    yield
+    app[AUTHORITY].close()
 
 
 async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ import psutil
 from pydantic import ValidationError
 
 from llamahomed import __version__
+from llamahomed.commands import token as token_command
 from llamahomed.errors import LlamaHomeError, StartupError
 from llamahomed.settings import Settings, format_size
 
@@ -49,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("rm", help="delete a model's files", parents=[common]).add_argument("id")
     models.add_parser("install-default", help="install the embedded default model", parents=[common])
 
-    token = command("token", "bearer tokens").add_subparsers(dest="action", required=True)
-    create = token.add_parser("create", help="print a new token", parents=[common])
-    create.add_argument("--user", required=True, help="who the token is for")
-    create.add_argument("--expires-in", type=int, default=30 * 86400,
-                        help="lifetime in seconds (default 30 days; 0 = never)")
-    create.add_argument("--scope", action="append", choices=["inference", "admin"],
-                        help="scopes (default: inference)")
+    token_command.add_parser(sub, common)
     return parser
 
 
@@ -190,18 +185,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from llamahomed.security import Authority
-
-    authority = Authority.from_settings(settings)
-    print(authority.generator.create_token(
-        user_id=args.user, expires_in=args.expires_in or None,
-        scopes=tuple(args.scope or ("inference",))))
-    return 0
-
-
 _COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-             "models": cmd_models, "token": cmd_token}
+             "models": cmd_models, "token": token_command.run}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,7 @@ import signal
 import structlog
 from aiohttp import web
 
+from llamahomed.api.guard import check_bind
 from llamahomed.app import create_app
 from llamahomed.config_store import atomic_write
 from llamahomed.errors import StartupError
@@ -22,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 def prepare(settings: Settings) -> None:
     """Directories and the embedded default model; failures are StartupErrors."""
+    check_bind(settings, warn=False)
     for directory in (settings.state_dir, settings.models_path):
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -33,6 +35,7 @@ def prepare(settings: Settings) -> None:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; streams in flight get ``drain_timeout`` seconds to finish."""
+    check_bind(settings)
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=settings.drain_timeout)

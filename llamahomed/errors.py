@@ -9,11 +9,15 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     │   └── ValidationFailed            validation_error          422
     ├── AuthenticationFailed            authentication_error      401
     ├── PermissionDenied                permission_denied         403
+    │   ├── HostNotAllowed              host_not_allowed          403
+    │   └── OriginNotAllowed            origin_not_allowed        403
     ├── NotFound                        not_found                 404
     │   └── ModelNotFound               model_not_found           404
     ├── MethodNotAllowed                method_not_allowed        405
     ├── PayloadTooLarge                 payload_too_large         413
     ├── UnsupportedMediaType            unsupported_media_type    415
+    ├── TooManyStreams                  too_many_streams          429
+    ├── HeadersTooLarge                 headers_too_large         431
     ├── ModelLoadFailed                 model_load_failed         500
     ├── WorkerCrashed                   worker_crashed            500
     ├── ServerBusy                      server_busy               503
@@ -58,15 +62,26 @@ class ValidationFailed(InvalidRequest):
 
 
 class AuthenticationFailed(LlamaHomeError):
+    """401 with ``WWW-Authenticate: Bearer`` (RFC 6750; ``error`` when a token was sent)."""
+
     status, code = 401, "authentication_error"
 
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details=details,
-                         headers={"WWW-Authenticate": 'Bearer realm="llamahome"'})
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None,
+                 error: str | None = None) -> None:
+        challenge = 'Bearer realm="llamahome"' + (f', error="{error}"' if error else "")
+        super().__init__(message, details=details, headers={"WWW-Authenticate": challenge})
 
 
 class PermissionDenied(LlamaHomeError):
     status, code = 403, "permission_denied"
+
+
+class HostNotAllowed(PermissionDenied):
+    status, code = 403, "host_not_allowed"
+
+
+class OriginNotAllowed(PermissionDenied):
+    status, code = 403, "origin_not_allowed"
 
 
 class NotFound(LlamaHomeError):
@@ -89,6 +104,14 @@ class UnsupportedMediaType(LlamaHomeError):
     status, code = 415, "unsupported_media_type"
 
 
+class TooManyStreams(LlamaHomeError):
+    status, code = 429, "too_many_streams"
+
+
+class HeadersTooLarge(LlamaHomeError):
+    status, code = 431, "headers_too_large"
+
+
 class ModelLoadFailed(LlamaHomeError):
     status, code = 500, "model_load_failed"
 
@@ -107,8 +130,9 @@ class ShuttingDown(LlamaHomeError):
 
 ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
     LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
-    PermissionDenied, NotFound, ModelNotFound, MethodNotAllowed, PayloadTooLarge,
-    UnsupportedMediaType, ModelLoadFailed, WorkerCrashed, ServerBusy, ShuttingDown,
+    PermissionDenied, HostNotAllowed, OriginNotAllowed, NotFound, ModelNotFound, MethodNotAllowed,
+    PayloadTooLarge, UnsupportedMediaType, TooManyStreams, HeadersTooLarge, ModelLoadFailed,
+    WorkerCrashed, ServerBusy, ShuttingDown,
 )
 
 

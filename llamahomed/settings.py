@@ -98,6 +98,9 @@ class SystemSettings(BaseModel):
                            description="Requests that may wait for a slot per model; more get 503.")
     queue_timeout: float = Field(60.0, gt=0,
                                  description="Seconds a request may wait for a slot before a 503.")
+    max_streams_per_token: int = Field(
+        4, ge=1, le=10_000,
+        description="Streams one token user may have open at once; more get 429 too_many_streams.")
     engine: Literal["batched", "sequential"] = Field(
         "batched", description="Worker engine: continuous batching, or one sequence at a time.")
 
@@ -150,6 +153,19 @@ class Settings(BaseSettings):
                                       extra="forbid", protected_namespaces=())
 
     host: str = Field("127.0.0.1", description="Address to bind (loopback by default).")
+    allow_remote: bool = Field(
+        False, description="Allow a non-loopback bind (without it the daemon refuses to start).")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides localhost, 127.0.0.1, [::1] and the bound "
+                    "address (DNS-rebinding guard); '*' accepts any.")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. 'http://localhost:3000') allowed for CORS and WebSockets; "
+                    "empty: no cross-origin browser access.")
+    metrics_public: bool = Field(False, description="Serve /metrics without a token.")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=60 * 1024,
+                                  description="Largest total size of a request's headers (431 beyond).")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 = any free port).")
     config_file: Path = Field(default_factory=default_config_file,
                               description="TOML config file (created by POST /api/v1/config).")
@@ -191,6 +207,10 @@ class Settings(BaseSettings):
     @property
     def secret_file(self) -> Path:
         return self.state_dir / "secret.key"
+
+    @property
+    def token_store_file(self) -> Path:
+        return self.state_dir / "tokens.db"
 
     @property
     def admin_token_file(self) -> Path:

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from llamahomed.api.access import requires_scope
+from llamahomed.api.guard import stream_slot
 from llamahomed.api.keys import CONFIG, INFERENCE
 from llamahomed.api.schemas import BatchRequest, GenerationFields, ProcessRequest, parse_body
 from llamahomed.engine.handle import sequence_error
@@ -48,6 +50,7 @@ async def collect(service: InferenceService, generation: Generation) -> dict[str
     raise LlamaHomeError("the sequence ended without a result")
 
 
+@requires_scope("inference")
 async def process(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ProcessRequest)
     if body.stream:
@@ -56,11 +59,18 @@ async def process(request: web.Request) -> web.StreamResponse:
     return web.json_response(await collect(request.app[INFERENCE], generation))
 
 
+@requires_scope("inference")
 async def stream(request: web.Request) -> web.StreamResponse:
     return await _stream(request, await parse_body(request, ProcessRequest))
 
 
 async def _stream(request: web.Request, body: ProcessRequest) -> web.StreamResponse:
+    """A stream holds one of its user's ``max_streams_per_token`` slots while it runs."""
+    async with stream_slot(request):
+        return await _write_stream(request, body)
+
+
+async def _write_stream(request: web.Request, body: ProcessRequest) -> web.StreamResponse:
     """NDJSON: ``{"chunk", "index"}`` lines, then ``{"done": true, ...}`` or ``{"error": ...}``.
 
     Errors found before the first byte (bad model, prompt too long) are normal error responses;
@@ -92,6 +102,7 @@ async def _stream(request: web.Request, body: ProcessRequest) -> web.StreamRespo
     return response
 
 
+@requires_scope("inference")
 async def batch(request: web.Request) -> web.StreamResponse:
     """Every prompt submitted at once; results in order, each with its usage or its error."""
     body = await parse_body(request, BatchRequest)

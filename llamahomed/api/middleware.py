@@ -1,4 +1,4 @@
-"""Middlewares: request id and summary log line -> error envelope -> authentication."""
+"""Middlewares: request id and summary log line -> error envelope (-> guard -> auth, elsewhere)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from llamahomed.api.keys import AUTHORITY, CLAIMS, REQUEST_ID
+from llamahomed.api.access import auth_middleware
+from llamahomed.api.keys import REQUEST_ID
 from llamahomed.errors import (LlamaHomeError, MethodNotAllowed, NotFound, PayloadTooLarge,
                                UnsupportedMediaType)
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["add_request_id_header", "auth_middleware", "error_middleware", "render",
+           "request_id_middleware"]
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/health"})
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -36,8 +39,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             return response
         finally:
             route = request.match_info.route.resource
+            # the route pattern, never the raw path: a path may carry anything, a token included
             log.info("request", method=request.method,
-                     route=route.canonical if route is not None else request.path,
+                     route=route.canonical if route is not None else "(no route)",
                      status=status, duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
@@ -80,14 +84,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled_error", path=request.path)
         return render(LlamaHomeError("internal error; the daemon log has the details"),
                       request.get(REQUEST_ID))
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Default deny: every route needs a valid bearer token except the public ones."""
-    if request.path not in PUBLIC_PATHS:
-        request[CLAIMS] = request.app[AUTHORITY].check(request.headers.get("Authorization"))
-    return await handler(request)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

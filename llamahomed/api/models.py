@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llamahomed.api.access import requires_scope
 from llamahomed.api.keys import INFERENCE
 from llamahomed.inference import InferenceService
 from llamahomed.planner import estimate_memory
@@ -45,6 +46,7 @@ def describe(service: InferenceService, entry: ModelEntry, variants: list[ModelE
     return data
 
 
+@requires_scope("inference")
 async def list_models(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
     groups = service.registry.models()
@@ -52,6 +54,7 @@ async def list_models(request: web.Request) -> web.Response:
                                          for entries in groups.values()]})
 
 
+@requires_scope("inference")
 async def get_model(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
     groups = service.registry.models()

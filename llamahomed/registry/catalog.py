@@ -8,6 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from llamahomed.registry.names import check_digest, check_file_name
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -92,7 +94,8 @@ def _model(entry: dict[str, Any]) -> CatalogModel:
         architecture=entry.get("architecture"), context_length=entry.get("context_length"),
         aliases=tuple(entry.get("aliases", ())), source=entry.get("source"),
         variants=tuple(CatalogVariant(
-            quantization=v["quantization"], file=v["file"], url=v.get("url", ""),
-            size=v.get("size"), sha256=v.get("sha256", ""), embedded=bool(v.get("embedded", False)),
+            quantization=v["quantization"], file=check_file_name(v["file"]), url=v.get("url", ""),
+            size=v.get("size"), sha256=check_digest(v["sha256"]) if v.get("sha256") else "",
+            embedded=bool(v.get("embedded", False)),
             package=v.get("package")) for v in entry.get("variants", ())),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat as stat_mod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import structlog
 from llamahomed.errors import InvalidRequest, ModelNotFound, NotFound
 from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
 from llamahomed.registry.gguf_meta import GGUFError, GGUFInfo, read_gguf_info
+from llamahomed.registry.names import check_file_name, check_inside, check_model_id
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +92,7 @@ class ModelRegistry:
         self.catalog = catalog
         self._cache: dict[Path, tuple[tuple[int, int], ModelEntry]] = {}
         self.invalid: dict[Path, str] = {}
+        self._bad: dict[Path, tuple[tuple[int, int], str]] = {}
 
     def scan(self) -> list[ModelEntry]:
         """Every valid model file in the store; malformed ones land in ``invalid`` with why."""
@@ -109,22 +112,32 @@ class ModelRegistry:
             except OSError as exc:
                 self.invalid[path] = str(exc)
                 continue
+            if not stat_mod.S_ISREG(stat.st_mode):  # a FIFO or device would block or never end
+                self.invalid[path] = "not a regular file"
+                continue
             key = (stat.st_size, stat.st_mtime_ns)
             seen.add(path)
             cached = self._cache.get(path)
             if cached and cached[0] == key:
                 entries.append(cached[1])
                 continue
+            known_bad = self._bad.get(path)
+            if known_bad and known_bad[0] == key:  # logged once, not on every scan
+                self.invalid[path] = known_bad[1]
+                continue
             try:
                 entry = self._entry(path, read_gguf_info(real))
             except GGUFError as exc:
                 self.invalid[path] = str(exc)
+                self._bad[path] = (key, str(exc))
                 log.warning("model_file_invalid", path=str(path), error=str(exc))
                 continue
             self._cache[path] = (key, entry)
             entries.append(entry)
         for stale in set(self._cache) - seen:
             del self._cache[stale]
+        for stale in set(self._bad) - set(self.invalid):
+            del self._bad[stale]
         return entries
 
     def _entry(self, path: Path, info: GGUFInfo) -> ModelEntry:
@@ -145,14 +158,18 @@ class ModelRegistry:
 
         ``groups`` is a ``models()`` result the caller already has (saves a second scan).
         """
-        key = name.strip().lower()
+        key = check_model_id(name).lower()
         groups = self.models() if groups is None else groups
         if key in groups:
-            return groups[key][0]
+            return self._checked(groups[key][0])
         for entries in groups.values():
             for entry in entries:
                 if key in (entry.variant_id, entry.path.stem.lower(), entry.path.name.lower()):
-                    return entry
+                    return self._checked(entry)
+        for path, why in self.invalid.items():
+            if key in (path.stem.lower(), path.name.lower(), slug(path.stem)):
+                raise ModelNotFound(f"the model file {path.name} is not usable: {why}",
+                                    details={"model": name, "file": path.name, "reason": why})
         known = self.catalog.lookup(key.split(":")[0]) or self.catalog.lookup(key)
         if known is not None:
             if known.id in groups:
@@ -163,10 +180,16 @@ class ModelRegistry:
             "`llamahomed models import <file.gguf>` adds one",
             details={"model": name, "available": sorted(groups)})
 
+    def _checked(self, entry: ModelEntry) -> ModelEntry:
+        """The entry, if its file still resolves inside the models dir (symlinks followed)."""
+        check_inside(self.models_dir, entry.path)
+        return entry
+
     def import_file(self, source: Path) -> ModelEntry:
         """Check a GGUF's header, then place it in the store (hard link when possible)."""
         if not source.is_file():
             raise NotFound(f"no such file: {source}")
+        check_file_name(source.name if source.suffix == ".gguf" else f"{source.name}.gguf")
         try:
             info = read_gguf_info(source)
         except GGUFError as exc:

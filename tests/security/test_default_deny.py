@@ -1,0 +1,114 @@
+"""Default deny, proven over every route the app has (present and future ones)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from llamahome.auth import TokenGenerator
+
+from llamahomed.api.access import ALWAYS_PUBLIC, DEFAULT_SCOPE, METRICS_PATH
+from llamahomed.app import create_app
+from tests.security.helpers import assert_envelope, bearer, issue
+
+
+def concrete(path: str) -> str:
+    """A request path for a route pattern: every ``{placeholder}`` filled in."""
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
+def routes(app: web.Application) -> list[tuple[str, str, Any]]:
+    """(method, path, handler) of every route, HEAD included."""
+    found = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or info.get("prefix")
+        assert path, f"a route with no path: {route!r}"
+        method = "GET" if route.method == "*" else route.method
+        found.append((method, concrete(path), route.handler))
+    return found
+
+
+def needed_scope(handler: Any) -> str:
+    return str(getattr(handler, "__llamahome_scope__", DEFAULT_SCOPE))
+
+
+async def future_route(request: web.Request) -> web.Response:
+    return web.json_response({"reached": True})
+
+
+def full_app(settings: Any) -> web.Application:
+    """The real app plus a route added later that says nothing about scopes (must need admin)."""
+    app = create_app(settings)
+    app.router.add_post("/api/v1/future", future_route)
+    return app
+
+
+async def test_every_non_public_route_refuses_no_token_a_bad_token_and_a_wrong_scope(
+        aiohttp_client: Any, settings: Any) -> None:
+    app = full_app(settings)
+    client = await aiohttp_client(app)
+    forged = TokenGenerator("wrong-secret").create_token("mallory", scopes=["admin", "inference"])
+    checked = 0
+    for method, path, handler in routes(app):
+        if path in ALWAYS_PUBLIC:
+            continue
+        for headers in ({}, bearer(forged), bearer("garbage")):
+            response = await client.request(method, path, headers=headers)
+            assert response.status == 401, (method, path, headers)
+            assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+            if method != "HEAD":
+                assert_envelope(await response.json(), "authentication_error")
+        scope = needed_scope(handler)
+        others = tuple(s for s in ("admin", "inference") if s != scope)
+        response = await client.request(method, path, headers=bearer(issue(settings, scopes=others)))
+        assert response.status == 403, (method, path)
+        assert f'scope="{scope}"' in response.headers["WWW-Authenticate"]
+        if method != "HEAD":
+            assert assert_envelope(await response.json(), "permission_denied")["details"] == {
+                "required_scope": scope}
+        checked += 1
+    assert checked >= 9  # the guide's routes (GET ones twice, with HEAD) and the future one
+
+
+async def test_a_route_that_declares_no_scope_needs_admin(aiohttp_client: Any, settings: Any) -> None:
+    client = await aiohttp_client(full_app(settings))
+    inference = await client.post("/api/v1/future", headers=bearer(issue(settings)))
+    assert inference.status == 403
+    admin = await client.post("/api/v1/future",
+                              headers=bearer(issue(settings, scopes=("admin", "inference"))))
+    assert admin.status == 200 and (await admin.json())["reached"] is True
+
+
+async def test_scopes_split_inference_from_admin(aiohttp_client: Any, settings: Any) -> None:
+    app = create_app(settings)
+    scopes = {(m, p): needed_scope(h) for m, p, h in routes(app)}
+    assert scopes[("POST", "/api/v1/process")] == "inference"
+    assert scopes[("POST", "/api/v1/stream")] == "inference"
+    assert scopes[("POST", "/api/v1/batch")] == "inference"
+    assert scopes[("GET", "/api/v1/models")] == "inference"
+    assert scopes[("GET", "/api/v1/config")] == "inference"
+    assert scopes[("POST", "/api/v1/config")] == "admin"
+
+
+async def test_health_is_public_and_unknown_paths_still_need_a_token(api: Any) -> None:
+    assert (await api.get("/health")).status == 200
+    assert (await api.get("/api/v1/nope")).status == 401
+    assert (await api.get("/health/../api/v1/models")).status == 401
+
+
+async def test_metrics_is_public_only_when_configured(aiohttp_client: Any, make_settings: Any) -> None:
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text="up 1\n")
+
+    for public, status in ((False, 401), (True, 200)):
+        app = create_app(make_settings(metrics_public=public))
+        if not any(r.resource is not None and r.resource.canonical == METRICS_PATH
+                   for r in app.router.routes()):
+            app.router.add_get(METRICS_PATH, metrics)  # until the metrics route exists
+        client = await aiohttp_client(app)
+        response = await client.get(METRICS_PATH)
+        assert response.status == status, public
+        await client.close()
+
