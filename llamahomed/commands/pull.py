@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llamahomed.commands._progress import ProgressLine
-from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
-from llamahomed.registry.pull import (PullProgress, choose_by_ram, pull, resolve_source,
-                                      variant_size)
-from llamahomed.registry.store import ModelRegistry
+from typing import TYPE_CHECKING
+
 from llamahomed.settings import Settings, format_size
+
+if TYPE_CHECKING:
+    from llamahomed.registry.catalog import CatalogModel, CatalogVariant
+    from llamahomed.registry.pull import PullProgress
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -34,6 +35,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from llamahomed.commands._progress import ProgressLine
+    from llamahomed.registry.catalog import Catalog
+    from llamahomed.registry.pull import choose_by_ram, pull, resolve_source, variant_size
+    from llamahomed.registry.store import ModelRegistry
+
     catalog = Catalog.load(args.catalog)
     err = sys.stderr
 
@@ -46,6 +52,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     source = resolve_source(args.name, catalog, variant=args.variant, sha256=args.sha256,
                             file_name=args.file_name, chooser=chooser)
+    target = settings.models_path / source.file
+    if target.exists():
+        print(f"{source.file} is already in the store ({target})")
+        return 0
     if not source.sha256:
         print(f"warning: no sha256 is known for {source.file}; it cannot be verified "
               "(pass --sha256 to verify it)", file=err)

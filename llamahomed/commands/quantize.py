@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from llamahomed.commands._progress import ProgressLine
-from llamahomed.registry.catalog import Catalog
-from llamahomed.registry.quantize import (QUANT_TYPES, QuantizeProgress, estimate_size, parse_type,
-                                          quantize_model)
-from llamahomed.registry.store import ModelRegistry
+from typing import TYPE_CHECKING
+
 from llamahomed.settings import Settings, format_size
+
+if TYPE_CHECKING:
+    from llamahomed.registry.quantize import QuantizeProgress
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -20,13 +20,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Quantize a model in the store with llama.cpp's quantizer; the result is a "
                     "new variant <model id>-<TYPE>.gguf beside it.")
     parser.add_argument("model", help="model id, id:quant or file name in the store")
-    parser.add_argument("type", metavar="TYPE", help=f"target type: {', '.join(QUANT_TYPES)}")
+    parser.add_argument("type", metavar="TYPE",
+                        help="target type, best quality first: F16 BF16 Q8_0 Q6_K Q5_K_M Q5_K_S "
+                             "Q5_1 Q5_0 Q4_K_M Q4_K_S IQ4_NL IQ4_XS Q4_1 Q4_0 Q3_K_L Q3_K_M Q3_K_S Q2_K")
     parser.add_argument("--threads", type=int, help="quantizer threads (default: physical cores)")
     parser.add_argument("--allow-requantize", action="store_true",
                         help="quantize an already quantized model (loses more quality)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from llamahomed.commands._progress import ProgressLine
+    from llamahomed.registry.catalog import Catalog
+    from llamahomed.registry.quantize import estimate_size, parse_type, quantize_model
+    from llamahomed.registry.store import ModelRegistry
+
     qtype = parse_type(args.type)
     registry = ModelRegistry(settings.models_path, Catalog.load())
     entry = registry.resolve(args.model)

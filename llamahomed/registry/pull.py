@@ -335,6 +335,7 @@ async def _transfer(session: aiohttp.ClientSession, state: _State, models_dir: P
             state.total = total
             state.meta_file.write_text(json.dumps({"url": url, "total": total,
                                                    "validator": _validator(response)}))
+            _report(progress, state)  # where this request starts
             await _receive(response, state, progress)
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
             aiohttp.ClientOSError, asyncio.TimeoutError) as exc:
@@ -489,7 +490,7 @@ async def _finish(state: _State, target: Path, progress: Progress | None) -> Pul
         _discard(state)
         raise DigestMismatch(
             f"{state.source.file} has sha256 {digest}, expected {expected}: the download is "
-            "corrupt or not the file the catalog names; it was deleted",
+            "corrupt or not the expected file; it was deleted",
             details={"file": state.source.file, "sha256": digest, "expected": expected})
     try:
         await asyncio.to_thread(read_gguf_info, state.part)

@@ -104,3 +104,13 @@ def test_progress_line_draws_on_a_terminal_only() -> None:
     silent.bytes("m.gguf", 1, 2)
     silent.close()
     assert quiet.getvalue() == ""
+
+
+def test_quantize_help_lists_every_type() -> None:
+    from llamahomed.cli import build_parser
+    from llamahomed.registry.quantize import QUANT_TYPES
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    text = sub.choices["quantize"].format_help()  # type: ignore[attr-defined]
+    assert all(name in text for name in QUANT_TYPES if name != "F32")
