@@ -292,6 +292,7 @@ def _open_partial(source: PullSource, target: Path) -> Iterator[_State]:
     """Open (and lock) the partial; keep it when it belongs to the same URL."""
     part, meta_file = _part_paths(target)
     handle = open(part, "ab")  # noqa: SIM115 - closed below
+    locked = False
     try:
         if fcntl is not None:
             try:
@@ -299,6 +300,7 @@ def _open_partial(source: PullSource, target: Path) -> Iterator[_State]:
             except BlockingIOError as exc:
                 raise AlreadyExists(f"another pull of {source.file} is running",
                                     details={"file": source.file}) from exc
+        locked = True
         state = _State(source, part, meta_file, handle, hashlib.sha256())
         meta = _read_meta(meta_file)
         have = os.fstat(handle.fileno()).st_size
@@ -310,7 +312,7 @@ def _open_partial(source: PullSource, target: Path) -> Iterator[_State]:
         yield state
     finally:
         handle.close()
-        if _size_of(part) == 0:  # never leave an empty partial behind
+        if locked and _size_of(part) == 0:  # never leave an empty partial behind
             part.unlink(missing_ok=True)
             meta_file.unlink(missing_ok=True)
 
@@ -346,6 +348,8 @@ async def _transfer(session: aiohttp.ClientSession, state: _State, models_dir: P
                                                    "validator": _validator(response)}))
             _report(progress, state)  # where this request starts
             await _receive(response, state, progress)
+    except aiohttp.ClientConnectorError as exc:
+        raise DownloadFailed(f"cannot reach {url}: {exc}", details={"url": url}) from exc
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
             aiohttp.ClientOSError, asyncio.TimeoutError) as exc:
         raise _interrupted(state, f"the transfer broke off: {exc or type(exc).__name__}") from exc

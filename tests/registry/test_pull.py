@@ -135,6 +135,20 @@ async def test_other_http_errors_are_download_failures(file_server: Any, tmp_pat
     assert "HTTP 503" in str(caught.value)
 
 
+async def test_unreachable_host_is_a_download_failure(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(Exception) as caught:
+        await download(PullSource(f"http://127.0.0.1:{port}/m.gguf", "m.gguf"), tmp_path,
+                       retries=0)
+    assert getattr(caught.value, "code", None) == "download_failed"
+    assert "cannot reach" in str(caught.value)
+    assert leftovers(tmp_path) == []
+
+
 async def test_not_enough_space_is_refused_before_writing(file_server: Any, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     served, server = file_server
@@ -188,6 +202,7 @@ async def test_a_second_pull_of_the_same_file_at_once_is_refused(file_server: An
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(AlreadyExists, match="another pull"):
             await download(source(server, served), tmp_path)
+        assert (tmp_path / f"{FILE}.part").exists()  # the other pull's file is left alone
     assert served.requests == []
 
 
