@@ -186,9 +186,10 @@ def _check_request(entry: ModelEntry, qtype: QuantType, target: Path, models_dir
 
 
 def _default_threads() -> int:
-    from llamahomed.planner import default_threads
+    """Physical cores: the quantizer gains nothing from hyper-threads."""
+    import psutil
 
-    return default_threads()
+    return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
 def _run_child(source: Path, partial: Path, qtype: QuantType, threads: int,
