@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,37 @@ def test_quantize_help_lists_every_type() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     text = sub.choices["quantize"].format_help()  # type: ignore[attr-defined]
     assert all(name in text for name in QUANT_TYPES if name != "F32")
+
+
+async def test_pull_draws_a_progress_bar_on_a_terminal(file_server: Any, tmp_path: Path) -> None:
+    import pty
+    import threading
+
+    served, server = file_server
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "llamahomed", "pull", str(server.make_url("/p.gguf")),
+        "--sha256", served.sha256, "--models-dir", str(tmp_path), stdout=asyncio.subprocess.PIPE,
+        stderr=slave, stdin=asyncio.subprocess.DEVNULL)
+    os.close(slave)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    assert proc.returncode == 0
+    shown = b"".join(chunks).decode()
+    assert "\rp.gguf [" in shown and "100.0%" in shown and shown.endswith("\r\n")
+    assert out.decode().startswith("pulled p.gguf")

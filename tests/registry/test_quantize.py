@@ -174,3 +174,20 @@ def test_auto_quantize_setting_defaults_off() -> None:
 
     assert SystemSettings().auto_quantize is False
     assert Settings(system_settings={"auto_quantize": True}).system_settings.auto_quantize is True
+
+
+def test_interrupt_kills_the_child_and_leaves_nothing(models_dir: Path) -> None:
+    import psutil
+
+    entry = registry(models_dir).resolve(TINY_MODEL_ID)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+    def interrupt(state: QuantizeProgress) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quantize_model(entry, parse_type("Q8_0"), models_dir, threads=1, progress=interrupt)
+    assert sorted(p.name for p in models_dir.iterdir()) == ["tiny-llama.gguf"]
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not [p for p in left if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
