@@ -1,4 +1,4 @@
-"""``pull`` against a real local HTTP server: resume, verification, errors, catalog choice."""
+"""``pull`` (registry/pull.py, registry/download.py) against a real local HTTP server: resume, verification, errors, catalog choice."""
 
 from __future__ import annotations
 
