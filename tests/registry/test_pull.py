@@ -1,4 +1,7 @@
-"""``pull`` (registry/pull.py, registry/download.py) against a real local HTTP server: resume, verification, errors, catalog choice."""
+"""``pull`` (registry/pull.py + registry/download.py) against a real local HTTP server.
+
+Resume, verification, errors, catalog choice; never the internet.
+"""
 
 from __future__ import annotations
 
