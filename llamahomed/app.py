@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.api import generate, models, system
+from llamahomed.api import generate, models, pull, system
 from llamahomed.api.access import auth_middleware
 from llamahomed.api.guard import guard_middleware, setup_guard
 from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
@@ -28,6 +28,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/batch", generate.batch)
     app.router.add_get("/api/v1/models", models.list_models)
     app.router.add_get("/api/v1/models/{model_id}", models.get_model)
+    app.router.add_post("/api/v1/models/pull", pull.pull_model)
     app.router.add_get("/api/v1/config", system.get_config)
     app.router.add_post("/api/v1/config", system.update_config)
 

@@ -18,6 +18,7 @@ import psutil
 from pydantic import ValidationError
 
 from llamahomed import __version__
+from llamahomed.commands import pull, quantize
 from llamahomed.commands import token as token_command
 from llamahomed.errors import LlamaHomeError, StartupError
 from llamahomed.settings import Settings, format_size
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("install-default", help="install the embedded default model", parents=[common])
 
     token_command.add_parser(sub, common)
+    pull.add_parser(sub, common)
+    quantize.add_parser(sub, common)
     return parser
 
 
@@ -186,7 +189,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-             "models": cmd_models, "token": token_command.run}
+             "models": cmd_models, "token": token_command.run, "pull": pull.run,
+             "quantize": quantize.run}
 
 if __name__ == "__main__":
     sys.exit(main())

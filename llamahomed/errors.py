@@ -13,6 +13,7 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     │   └── OriginNotAllowed            origin_not_allowed        403
     ├── NotFound                        not_found                 404
     │   └── ModelNotFound               model_not_found           404
+    ├── AlreadyExists                   already_exists            409
     ├── MethodNotAllowed                method_not_allowed        405
     ├── PayloadTooLarge                 payload_too_large         413
     ├── UnsupportedMediaType            unsupported_media_type    415
@@ -21,7 +22,14 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     ├── ModelLoadFailed                 model_load_failed         500
     ├── WorkerCrashed                   worker_crashed            500
     ├── ServerBusy                      server_busy               503
-    └── ShuttingDown                    shutting_down             503
+    ├── ShuttingDown                    shutting_down             503
+    ├── InsufficientStorage             insufficient_storage      507
+    ├── QuantizeFailed                  quantize_failed           500
+    └── DownloadFailed                  download_failed           502
+        ├── DownloadNotFound            download_not_found        404
+        ├── DownloadInterrupted         download_interrupted      502
+        ├── DigestMismatch              digest_mismatch           502
+        └── NotGGUF                     not_gguf                  502
 
     StartupError                        (not an HTTP error: the CLI turns it into exit code 1)
 """
@@ -128,11 +136,53 @@ class ShuttingDown(LlamaHomeError):
     status, code = 503, "shutting_down"
 
 
+class AlreadyExists(LlamaHomeError):
+    """A file the request would create is already there (or being made by another pull)."""
+
+    status, code = 409, "already_exists"
+
+
+class InsufficientStorage(LlamaHomeError):
+    """Not enough free disk space for a download or a quantized variant."""
+
+    status, code = 507, "insufficient_storage"
+
+
+class QuantizeFailed(LlamaHomeError):
+    status, code = 500, "quantize_failed"
+
+
+class DownloadFailed(LlamaHomeError):
+    """A model download failed (network, HTTP status, bad content)."""
+
+    status, code = 502, "download_failed"
+
+
+class DownloadNotFound(DownloadFailed):
+    status, code = 404, "download_not_found"
+
+
+class DownloadInterrupted(DownloadFailed):
+    """The transfer broke off; the partial file is kept and the next pull resumes it."""
+
+    status, code = 502, "download_interrupted"
+
+
+class DigestMismatch(DownloadFailed):
+    status, code = 502, "digest_mismatch"
+
+
+class NotGGUF(DownloadFailed):
+    status, code = 502, "not_gguf"
+
+
 ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
     LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
     PermissionDenied, HostNotAllowed, OriginNotAllowed, NotFound, ModelNotFound, MethodNotAllowed,
     PayloadTooLarge, UnsupportedMediaType, TooManyStreams, HeadersTooLarge, ModelLoadFailed,
     WorkerCrashed, ServerBusy, ShuttingDown,
+    AlreadyExists, InsufficientStorage, QuantizeFailed, DownloadFailed, DownloadNotFound,
+    DownloadInterrupted, DigestMismatch, NotGGUF,
 )
 
 

@@ -103,6 +103,9 @@ class SystemSettings(BaseModel):
         description="Streams one token user may have open at once; more get 429 too_many_streams.")
     engine: Literal["batched", "sequential"] = Field(
         "batched", description="Worker engine: continuous batching, or one sequence at a time.")
+    auto_quantize: bool = Field(
+        False, description="When only a too-large unquantized variant of a model is on disk, let the "
+                           "planner make a smaller one with llama.cpp's quantizer (see docs/Models.md).")
 
     @field_validator("cache_size")
     @classmethod

@@ -46,8 +46,9 @@ class CatalogModel:
                        self.variants[0] if self.variants else None)
         if variant is None:
             return f"model {self.id!r} is in the catalog but has no downloadable variant"
-        return (f"model {self.id!r} ({self.name}) is in the catalog but not on disk: download "
-                f"{variant.url} and run `llamahomed models import <file>`")
+        return (f"model {self.id!r} ({self.name}) is in the catalog but not on disk: run "
+                f"`llamahomed pull {self.id}`, or download {variant.url} and run "
+                "`llamahomed models import <file>`")
 
 
 class Catalog:

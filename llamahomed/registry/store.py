@@ -28,6 +28,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._") or "model"
 
 
+_QUANT_SUFFIX = re.compile(
+    r"[-_.](f32|f16|bf16|q[2-8]_[01k](_[sml])?|q[2-6]_k|iq[1-4]_(xxs|xs|s|m|nl))$", re.IGNORECASE)
+
+
+def model_id_for(stem: str) -> str:
+    """The model id of a file not named by the catalog: its stem less a quantization suffix.
+
+    ``tiny-llama.gguf`` and ``tiny-llama-Q8_0.gguf`` (what ``llamahomed quantize`` writes) are
+    both ``tiny-llama``: two variants of one model.
+    """
+    return slug(_QUANT_SUFFIX.sub("", stem))
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One GGUF file in the store."""
@@ -144,7 +157,9 @@ class ModelRegistry:
         match = self.catalog.by_file(path.name)
         if match:
             return ModelEntry(match[0].id, path, info, match[0], match[1])
-        return ModelEntry(slug(path.stem), path, info)
+        model_id = model_id_for(path.stem)
+        known = self.catalog.models.get(model_id)
+        return ModelEntry(model_id, path, info, known) if known else ModelEntry(model_id, path, info)
 
     def models(self) -> dict[str, list[ModelEntry]]:
         """Entries grouped by model id, each group in preference order."""
