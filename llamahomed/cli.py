@@ -18,6 +18,7 @@ import psutil
 from pydantic import ValidationError
 
 from llamahomed import __version__
+from llamahomed.commands import plan as plan_command
 from llamahomed.errors import LlamaHomeError, StartupError
 from llamahomed.settings import Settings, format_size
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lifetime in seconds (default 30 days; 0 = never)")
     create.add_argument("--scope", action="append", choices=["inference", "admin"],
                         help="scopes (default: inference)")
+    plan_command.add_parser(sub, common)
     return parser
 
 
@@ -201,7 +203,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-             "models": cmd_models, "token": cmd_token}
+             "models": cmd_models, "token": cmd_token, "plan": plan_command.run}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,6 +14,7 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     ├── MethodNotAllowed                method_not_allowed        405
     ├── PayloadTooLarge                 payload_too_large         413
     ├── UnsupportedMediaType            unsupported_media_type    415
+    ├── ModelTooLarge                   model_too_large           507
     ├── ModelLoadFailed                 model_load_failed         500
     ├── WorkerCrashed                   worker_crashed            500
     ├── ServerBusy                      server_busy               503
@@ -89,6 +90,12 @@ class UnsupportedMediaType(LlamaHomeError):
     status, code = 415, "unsupported_media_type"
 
 
+class ModelTooLarge(LlamaHomeError):
+    """No variant of the model fits this machine's free memory (the planner says what would)."""
+
+    status, code = 507, "model_too_large"
+
+
 class ModelLoadFailed(LlamaHomeError):
     status, code = 500, "model_load_failed"
 
@@ -108,7 +115,7 @@ class ShuttingDown(LlamaHomeError):
 ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
     LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
     PermissionDenied, NotFound, ModelNotFound, MethodNotAllowed, PayloadTooLarge,
-    UnsupportedMediaType, ModelLoadFailed, WorkerCrashed, ServerBusy, ShuttingDown,
+    UnsupportedMediaType, ModelTooLarge, ModelLoadFailed, WorkerCrashed, ServerBusy, ShuttingDown,
 )
 
 

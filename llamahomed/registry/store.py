@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -19,6 +19,14 @@ log = structlog.get_logger(__name__)
 # Lower is preferred when a model id has several variants on disk and nothing else decides.
 _QUANT_PREFERENCE = ["Q4_K_M", "Q5_K_M", "Q4_K_S", "Q6_K", "Q8_0", "Q5_K_S", "Q4_0", "Q3_K_M",
                      "Q3_K_L", "Q2_K", "BF16", "F16", "F32"]
+
+
+_QUANT_SUFFIX = re.compile(r"[-_.](?:i?q\d(?:_[a-z0-9]+)*|f16|f32|bf16)$", re.IGNORECASE)
+
+
+def base_id(path: Path) -> str:
+    """A model id from a file name without its quantization suffix ("foo-1b-Q4_K_M" -> "foo-1b")."""
+    return slug(_QUANT_SUFFIX.sub("", path.stem) or path.stem)
 
 
 def slug(text: str) -> str:
@@ -82,6 +90,11 @@ def _preference(entry: ModelEntry) -> tuple[int, str]:
     return rank, entry.path.name
 
 
+def _signature(entry: ModelEntry) -> tuple[object, ...]:
+    info = entry.info
+    return (info.architecture, info.name, info.block_count, info.embedding_length, info.n_params)
+
+
 class ModelRegistry:
     """Discovers ``*.gguf`` files; headers are cached by (size, mtime) so scans stay cheap."""
 
@@ -131,12 +144,28 @@ class ModelRegistry:
         match = self.catalog.by_file(path.name)
         if match:
             return ModelEntry(match[0].id, path, info, match[0], match[1])
-        return ModelEntry(slug(path.stem), path, info)
+        return ModelEntry(base_id(path), path, info)
 
     def models(self) -> dict[str, list[ModelEntry]]:
-        """Entries grouped by model id, each group in preference order."""
+        """Entries grouped by model id, each group in preference order.
+
+        Files the catalog does not know are variants of one model when their headers agree on
+        architecture, name, layer count, width and parameter count but not on quantization;
+        the group takes the smallest of their ids.
+        """
+        entries = self.scan()
+        by_header: dict[tuple[object, ...], list[ModelEntry]] = {}
+        for entry in entries:
+            if entry.catalog is None:
+                by_header.setdefault(_signature(entry), []).append(entry)
+        renamed: dict[Path, str] = {}
+        for same in by_header.values():
+            if len({e.quantization for e in same}) == len(same) > 1:
+                renamed.update({e.path: min(x.id for x in same) for e in same})
         groups: dict[str, list[ModelEntry]] = {}
-        for entry in self.scan():
+        for entry in entries:
+            if renamed.get(entry.path, entry.id) != entry.id:
+                entry = replace(entry, id=renamed[entry.path])
             groups.setdefault(entry.id, []).append(entry)
         return {k: sorted(v, key=_preference) for k, v in sorted(groups.items())}
 

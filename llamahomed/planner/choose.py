@@ -1,0 +1,390 @@
+"""Choosing a variant, GPU layers, context, KV type, batch and threads for a machine.
+
+Order of preference (docs/Planner.md):
+
+1. the best-quality variant that fits entirely on the GPU(s) (F16 KV first, then Q8_0 KV);
+2. otherwise the variant and layer count the policy prefers: ``quality`` takes the best variant
+   that runs with some layers offloaded (as many as fit), ``speed`` the option with the
+   shortest estimated time per token;
+3. otherwise the CPU, when RAM allows (best quality; ``speed``: fastest);
+4. otherwise, with no explicit context, the same at a smaller context (halving, not below
+   2048) and a smaller ubatch; and last a refusal that says what would fit.
+
+Quality is measured, not named: bits per weight from the header's real tensor sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from llamahomed.planner.estimate import DevicePart, Estimate, LoadParams, estimate
+from llamahomed.planner.measured import Measurements
+from llamahomed.planner.shape import ModelShape
+from llamahomed.planner.synthetic import LLAMA_SIZES, MIXES, llama_shape
+from llamahomed.resources import Machine
+
+Policy = Literal["quality", "speed"]
+Placement = Literal["gpu", "partial", "cpu"]
+GiB, MiB = 2**30, 2**20
+MIN_CTX = 2048
+CPU_BANDWIDTH = 50e9     # bytes/s a CPU streams weights at (decode is memory bound)
+GPU_BANDWIDTH = 1000e9
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A variant the planner may pick: a file on disk (shape from its header) or a catalog entry."""
+
+    name: str
+    quantization: str
+    size: int
+    shape: ModelShape | None = None
+    ref: Any = None  # the caller's object (ModelEntry, CatalogVariant); not used here
+    file_key: str = ""  # "<file name>|<size>" for measurements; empty if not on disk
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked for; ``None`` means "planner decides"."""
+
+    n_ctx: int = 4096
+    n_ctx_explicit: bool = False
+    policy: Policy = "quality"
+    n_gpu_layers: int | None = None
+    n_threads: int | None = None
+    n_batch: int = 512
+    kv_type: str | None = None
+    n_seq: int = 1
+    flash_attn: bool = True
+    swa_full: bool = True
+    ram_reserve: int = 1 * GiB
+    vram_reserve: int = 512 * MiB
+
+    @classmethod
+    def from_settings(cls, settings: Any, n_ctx: int | None = None) -> PlanRequest:
+        """From the daemon's Settings (fields a user set count as explicit)."""
+        system = settings.system_settings
+        batched = system.engine == "batched"
+        return cls(n_ctx=n_ctx or system.n_ctx,
+                   n_ctx_explicit=n_ctx is not None or "n_ctx" in system.model_fields_set,
+                   policy=system.plan_policy, n_gpu_layers=system.n_gpu_layers,
+                   n_threads=system.n_threads, n_batch=settings.n_batch,
+                   kv_type=system.kv_cache_type, n_seq=system.n_slots if batched else 1,
+                   flash_attn=batched, swa_full=True, ram_reserve=system.ram_reserve_bytes,
+                   vram_reserve=system.vram_reserve_bytes)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to load one variant, and whether it fits."""
+
+    candidate: Candidate
+    params: LoadParams
+    placement: Placement
+    estimate: Estimate
+    fits: bool
+    note: str = ""
+
+    @property
+    def gpu_layers(self) -> int:
+        return self.params.n_gpu_layers
+
+    def seconds_per_token(self) -> float:
+        est = self.estimate
+        return (est.cpu.weights / CPU_BANDWIDTH
+                + sum(g.weights for g in est.gpus) / GPU_BANDWIDTH)
+
+    def to_dict(self) -> dict[str, Any]:
+        shape = self.candidate.shape
+        return {"variant": self.candidate.name, "quantization": self.candidate.quantization,
+                "bits_per_weight": round(shape.bits_per_weight, 2) if shape else None,
+                "placement": self.placement, "n_gpu_layers": self.params.n_gpu_layers,
+                "n_ctx": self.params.n_ctx, "kv_type": self.params.kv_type,
+                "n_ubatch": self.params.n_ubatch, "fits": self.fits, "note": self.note,
+                "memory": self.estimate.to_dict()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The chosen option (``None``: nothing fits), what was weighed, and why."""
+
+    choice: Option | None
+    options: tuple[Option, ...]
+    reasons: tuple[str, ...]
+    n_threads: int
+    n_batch: int
+    machine: Machine
+    refusal: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory_required(self) -> int | None:
+        return self.choice.estimate.total if self.choice else None
+
+    def to_dict(self) -> dict[str, Any]:
+        choice = self.choice
+        return {"fits": choice is not None,
+                "variant": choice.candidate.name if choice else None,
+                "quantization": choice.candidate.quantization if choice else None,
+                "placement": choice.placement if choice else None,
+                "n_gpu_layers": choice.params.n_gpu_layers if choice else None,
+                "n_ctx": choice.params.n_ctx if choice else None,
+                "kv_type": choice.params.kv_type if choice else None,
+                "n_batch": self.n_batch, "n_ubatch": choice.params.n_ubatch if choice else None,
+                "n_threads": self.n_threads,
+                "memory": choice.estimate.to_dict() if choice else None,
+                "reasons": list(self.reasons), "refusal": self.refusal or None,
+                "machine": self.machine.to_dict(),
+                "options": [o.to_dict() for o in self.options]}
+
+
+def quality(candidate: Candidate) -> float:
+    """Bits per weight: more is closer to the original model."""
+    if candidate.shape is not None:
+        return candidate.shape.bits_per_weight
+    return _NOMINAL_BPW.get(candidate.quantization.upper(), 0.0)
+
+
+_NOMINAL_BPW = {"F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56,
+                "Q5_K_M": 5.7, "Q5_K_S": 5.5, "Q5_0": 5.5, "Q4_K_M": 4.85, "Q4_K_S": 4.6,
+                "Q4_0": 4.55, "IQ4_XS": 4.3, "Q3_K_L": 4.3, "Q3_K_M": 3.9, "Q3_K_S": 3.5,
+                "Q2_K": 3.35}
+
+
+def fill_shapes(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[str]]:
+    """Give header-less candidates (catalog variants) a shape scaled from a sibling's header,
+    or from a Llama of about their size."""
+    known = next((c for c in candidates if c.shape is not None), None)
+    out, notes = [], []
+    for c in candidates:
+        if c.shape is not None:
+            out.append(c)
+            continue
+        if known is not None and known.shape is not None:
+            shape = _scaled(known.shape, c.size, c.quantization)
+            notes.append(f"{c.name}: no header on disk, sizes scaled from {known.name}")
+        else:
+            shape = _guessed(c.size, c.quantization)
+            notes.append(f"{c.name}: no header on disk, shape guessed from its size")
+        out.append(replace(c, shape=shape))
+    return out, notes
+
+
+def _scaled(base: ModelShape, size: int, quantization: str) -> ModelShape:
+    f = size / max(1, base.weight_bytes)
+    return replace(base, quantization=quantization.upper(),
+                   layer_bytes=tuple(int(b * f) for b in base.layer_bytes),
+                   embedding_bytes=int(base.embedding_bytes * f),
+                   output_bytes=int(base.output_bytes * f),
+                   largest_matrix=int(base.largest_matrix * f))
+
+
+def _guessed(size: int, quantization: str) -> ModelShape:
+    quant = quantization.upper() if quantization.upper() in MIXES else "Q4_K_M"
+    shapes = [llama_shape(s, quant) for s in LLAMA_SIZES]
+    best = min(shapes, key=lambda s: abs(s.weight_bytes - size))
+    return _scaled(best, size, quantization)
+
+
+class _Fitter:
+    """Evaluates options against one machine."""
+
+    def __init__(self, machine: Machine, req: PlanRequest, measurements: Measurements | None):
+        self.machine, self.req, self.measurements = machine, req, measurements
+        self.backend = machine.gpus[0].backend if machine.gpus else "cpu"
+        free = [max(0, g.free - req.vram_reserve) for g in machine.gpus]
+        self.gpu_budget = free
+        self.ram_budget = max(0, machine.ram_available - req.ram_reserve)
+        self.fractions = tuple(float(f) for f in free) if any(free) else (1.0,)
+
+    def evaluate(self, c: Candidate, p: LoadParams, placement: Placement) -> Option:
+        assert c.shape is not None
+        est = estimate(c.shape, p, backend=self.backend, gpu_fractions=self.fractions)
+        est = self._measured(c, p, est)
+        fits, note = self._fits(est)
+        return Option(c, p, placement, est, fits, note)
+
+    def _measured(self, c: Candidate, p: LoadParams, est: Estimate) -> Estimate:
+        if self.measurements is None or not c.file_key:
+            return est
+        seen = self.measurements.get(f"{c.file_key}|{p.key()}")
+        if not seen:
+            return est
+        cpu = sum(seen.get("CPU", {}).values())
+        gpus = [sum(v.values()) for k, v in sorted(seen.items()) if k != "CPU"]
+        if len(gpus) != len(est.gpus):
+            return est
+        return Estimate(DevicePart(cpu, 0, 0, est.cpu.overhead),
+                        tuple(DevicePart(b, 0, 0, g.overhead) for b, g in zip(gpus, est.gpus)),
+                        measured=True)
+
+    def _fits(self, est: Estimate) -> tuple[bool, str]:
+        m = self.machine
+        if m.apple and est.gpus:  # one pool: the GPU share is bounded, and both come from RAM
+            if est.vram > self.gpu_budget[0]:
+                return False, f"needs {_gib(est.vram)} of the {_gib(self.gpu_budget[0])} GPU budget"
+            if est.total > self.ram_budget:
+                return False, f"needs {_gib(est.total)} of {_gib(self.ram_budget)} unified memory"
+            return True, ""
+        for i, part in enumerate(est.gpus):
+            if part.total > self.gpu_budget[i]:
+                return False, f"GPU {i} needs {_gib(part.total)}, {_gib(self.gpu_budget[i])} free"
+        if est.cpu.total > self.ram_budget:
+            return False, f"needs {_gib(est.cpu.total)} RAM, {_gib(self.ram_budget)} available"
+        return True, ""
+
+    def options_for(self, c: Candidate, n_ctx: int, n_ubatch: int) -> list[Option]:
+        """Full offload, the most layers that fit, and CPU, for each KV type worth trying."""
+        assert c.shape is not None
+        req, n_layer = self.req, c.shape.n_layer
+        kv_types = [req.kv_type] if req.kv_type else (["f16", "q8_0"] if req.flash_attn else ["f16"])
+        base = LoadParams(n_ctx=n_ctx, n_ubatch=n_ubatch, n_seq=req.n_seq,
+                          flash_attn=req.flash_attn, swa_full=req.swa_full)
+        out: list[Option] = []
+        for kv in kv_types:
+            p = replace(base, kv_type=kv)
+            if req.n_gpu_layers is not None:
+                ngl = n_layer + 1 if req.n_gpu_layers < 0 else min(req.n_gpu_layers, n_layer + 1)
+                ngl = ngl if self.machine.gpus else 0
+                kind: Placement = "cpu" if ngl == 0 else "gpu" if ngl > n_layer else "partial"
+                out.append(self.evaluate(c, replace(p, n_gpu_layers=ngl), kind))
+                continue
+            if self.machine.gpus:
+                full = self.evaluate(c, replace(p, n_gpu_layers=n_layer + 1), "gpu")
+                out.append(full)
+                if not full.fits:
+                    partial = self._most_layers(c, p, n_layer)
+                    if partial is not None:
+                        out.append(partial)
+            if kv == "f16":  # a quantized KV cache only helps when it buys GPU layers
+                out.append(self.evaluate(c, p, "cpu"))
+        return out
+
+    def _most_layers(self, c: Candidate, p: LoadParams, n_layer: int) -> Option | None:
+        lo, hi, best = 1, n_layer, None
+        while lo <= hi:  # memory grows with layers: binary search the largest that fits
+            mid = (lo + hi) // 2
+            opt = self.evaluate(c, replace(p, n_gpu_layers=mid), "partial")
+            if opt.fits:
+                best, lo = opt, mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def _pick(options: list[Option], policy: Policy) -> tuple[Option | None, str]:
+    fitting = [o for o in options if o.fits]
+    for kv in ("f16", "q8_0", "q4_0"):
+        full = [o for o in fitting if o.placement == "gpu" and o.params.kv_type == kv]
+        if full:
+            best = max(full, key=lambda o: quality(o.candidate))
+            return best, (f"{best.candidate.quantization} is the best quality that fits "
+                          f"entirely on the GPU" + ("" if kv == "f16" else f" (with a {kv} KV cache)"))
+    for placement in ("partial", "cpu"):
+        group = [o for o in fitting if o.placement == placement]
+        if not group:
+            continue
+        if policy == "speed":
+            best = min(group, key=lambda o: (o.seconds_per_token(), -quality(o.candidate)))
+            why = "the fastest estimated decode among the options that fit (policy speed)"
+        else:
+            best = max(group, key=lambda o: (quality(o.candidate), o.params.n_gpu_layers,
+                                             o.params.kv_type == "f16"))
+            why = "the best quality that fits (policy quality)"
+        where = (f"{best.params.n_gpu_layers} of {best.candidate.shape.n_layer if best.candidate.shape else '?'}"
+                 " layers on the GPU" if placement == "partial" else "on the CPU")
+        return best, f"{best.candidate.quantization} {where}: {why}"
+    return None, ""
+
+
+def plan(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest,
+         measurements: Measurements | None = None) -> Plan:
+    """Weigh every variant on ``machine`` and choose; never raises for a model that does not fit
+    (the plan then has no choice and a ``refusal`` saying what would fit)."""
+    if not candidates:
+        raise ValueError("plan() needs at least one candidate")
+    cands, notes = fill_shapes(candidates)
+    reasons = list(machine.notes) + notes
+    fitter = _Fitter(machine, req, measurements)
+    trained = min((c.shape.context_train for c in cands if c.shape and c.shape.context_train),
+                  default=req.n_ctx)
+    n_ctx = max(64, min(req.n_ctx, trained))
+    if n_ctx < req.n_ctx:
+        reasons.append(f"n_ctx {n_ctx}: the model was trained for {trained} tokens "
+                       f"(asked for {req.n_ctx})")
+    levels = [(n_ctx, min(req.n_batch, 512))]
+    if not req.n_ctx_explicit:
+        ctx = n_ctx
+        while ctx // 2 >= MIN_CTX:
+            ctx //= 2
+            levels.append((ctx, min(req.n_batch, 512)))
+    levels += [(levels[-1][0], ub) for ub in (256, 128) if ub < levels[-1][1]]
+    weighed: list[Option] = []
+    choice: Option | None = None
+    for ctx, ubatch in levels:
+        options = [o for c in cands for o in fitter.options_for(c, ctx, ubatch)]
+        weighed += options
+        choice, why = _pick(options, req.policy)
+        if choice is not None:
+            reasons.append(why)
+            if (ctx, ubatch) != levels[0]:
+                reasons.append(f"nothing fits at n_ctx {levels[0][0]}: using n_ctx {ctx}, "
+                               f"n_ubatch {ubatch}")
+            break
+    threads = _threads(machine, req, choice, reasons)
+    n_batch = max(req.n_batch, choice.params.n_ubatch) if choice else req.n_batch
+    if choice is not None:
+        reasons += _explain(choice, req, fitter)
+        return Plan(choice, tuple(weighed), tuple(reasons), threads, n_batch, machine)
+    smallest = min(weighed, key=lambda o: o.estimate.total)
+    refusal = (f"no variant fits this machine: the smallest option, "
+               f"{smallest.candidate.quantization} on the {smallest.placement} at n_ctx "
+               f"{smallest.params.n_ctx}, needs {_gib(smallest.estimate.total)} "
+               f"({smallest.note}). Free memory or use a smaller quantization "
+               f"(`llamahomed quantize`) or a smaller model")
+    details = {"needed_bytes": smallest.estimate.total, "ram_budget_bytes": fitter.ram_budget,
+               "gpu_budget_bytes": fitter.gpu_budget,
+               "variants": sorted({c.quantization for c in cands})}
+    return Plan(None, tuple(weighed), tuple(reasons), threads, n_batch, machine, refusal, details)
+
+
+def _threads(machine: Machine, req: PlanRequest, choice: Option | None, reasons: list[str]) -> int:
+    if req.n_threads:
+        reasons.append(f"n_threads {req.n_threads}: set in the settings")
+        return req.n_threads
+    threads = machine.cpu_physical
+    busy = int(machine.load_average[0])
+    if busy and busy >= machine.cpu_physical // 2 and machine.cpu_physical > 1:
+        threads = max(1, machine.cpu_physical - busy)
+        reasons.append(f"n_threads {threads}: {machine.cpu_physical} physical cores, load "
+                       f"average {machine.load_average[0]:.1f}")
+    else:
+        reasons.append(f"n_threads {threads}: one per physical core")
+    return threads
+
+
+def _explain(choice: Option, req: PlanRequest, fitter: _Fitter) -> list[str]:
+    out = []
+    if req.n_gpu_layers is not None:
+        out.append(f"n_gpu_layers {req.n_gpu_layers}: set in the settings")
+    if req.kv_type:
+        out.append(f"KV cache {req.kv_type}: set in the settings")
+    if req.n_ctx_explicit:
+        out.append(f"n_ctx {choice.params.n_ctx}: set in the settings")
+    if choice.estimate.measured:
+        out.append("memory from what llama.cpp allocated at an earlier load with these settings")
+    if fitter.machine.apple and choice.estimate.gpus:
+        out.append(f"unified memory: the GPU may use {_gib(fitter.gpu_budget[0])}")
+    return out
+
+
+def choose_variant(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest) -> Candidate | None:
+    """The variant ``plan`` would load on ``machine`` (``None`` when none fits)."""
+    result = plan(candidates, machine, req)
+    return result.choice.candidate if result.choice else None
