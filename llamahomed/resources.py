@@ -105,12 +105,11 @@ def read_nvml(load: Callable[[], Any] = _import_nvml) -> tuple[list[GPU], str | 
             handle = nvml.nvmlDeviceGetHandleByIndex(i)
             mem = nvml.nvmlDeviceGetMemoryInfo(handle)
             name = nvml.nvmlDeviceGetName(handle)
+            util = _optional(nvml.nvmlDeviceGetUtilizationRates, handle, "gpu")
+            temp = _optional(nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
             gpus.append(GPU(index=i, name=name.decode() if isinstance(name, bytes) else str(name),
                             backend="cuda", total=int(mem.total), free=int(mem.free),
-                            used=int(mem.used), utilization=_optional(
-                                lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu),
-                            temperature=_optional(lambda h=handle: nvml.nvmlDeviceGetTemperature(
-                                h, nvml.NVML_TEMPERATURE_GPU))))
+                            used=int(mem.used), utilization=util, temperature=temp))
     except Exception as exc:  # noqa: BLE001
         return [], f"NVML error while reading GPUs ({type(exc).__name__}: {exc})"
     finally:
@@ -121,9 +120,12 @@ def read_nvml(load: Callable[[], Any] = _import_nvml) -> tuple[list[GPU], str | 
     return gpus, None if gpus else "NVML found no NVIDIA GPU"
 
 
-def _optional(read: Callable[[], Any]) -> int | None:
+def _optional(read: Callable[..., Any], handle: Any, arg: Any) -> int | None:
+    """``read(handle, arg)`` as an int (for utilization: its ``arg`` attribute), else None."""
     try:
-        return int(read())
+        if isinstance(arg, str):
+            return int(getattr(read(handle), arg))
+        return int(read(handle, arg))
     except Exception:  # noqa: BLE001 - some GPUs do not report utilization or temperature
         return None
 

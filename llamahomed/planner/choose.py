@@ -2,12 +2,13 @@
 
 Order of preference (docs/Planner.md):
 
-1. the best-quality variant that fits entirely on the GPU(s) (F16 KV first, then Q8_0 KV);
-2. otherwise the variant and layer count the policy prefers: ``quality`` takes the best variant
-   that runs with some layers offloaded (as many as fit), ``speed`` the option with the
-   shortest estimated time per token;
-3. otherwise the CPU, when RAM allows (best quality; ``speed``: fastest);
-4. otherwise, with no explicit context, the same at a smaller context (halving, not below
+1. the best-quality variant that fits entirely on the GPU(s), with an F16 KV cache if it fits
+   with one, else Q8_0 (only where flash attention is on, which a quantized V cache needs);
+2. otherwise the variant and layer count the policy prefers, among partial offloads and the
+   CPU (when RAM allows): ``quality`` takes the best variant that fits, with as many GPU layers
+   as fit; ``speed`` the option with the shortest estimated time per token (weights streamed
+   from RAM at ~50 GB/s, from VRAM at ~1 TB/s);
+3. otherwise, with no explicit context, the same at a smaller context (halving, not below
    2048) and a smaller ubatch; and last a refusal that says what would fit.
 
 Quality is measured, not named: bits per weight from the header's real tensor sizes.
@@ -280,26 +281,26 @@ def _gib(n: int) -> str:
 
 def _pick(options: list[Option], policy: Policy) -> tuple[Option | None, str]:
     fitting = [o for o in options if o.fits]
-    for kv in ("f16", "q8_0", "q4_0"):
-        full = [o for o in fitting if o.placement == "gpu" and o.params.kv_type == kv]
-        if full:
-            best = max(full, key=lambda o: quality(o.candidate))
-            return best, (f"{best.candidate.quantization} is the best quality that fits "
-                          f"entirely on the GPU" + ("" if kv == "f16" else f" (with a {kv} KV cache)"))
-    for placement in ("partial", "cpu"):
-        group = [o for o in fitting if o.placement == placement]
-        if not group:
-            continue
-        if policy == "speed":
-            best = min(group, key=lambda o: (o.seconds_per_token(), -quality(o.candidate)))
-            why = "the fastest estimated decode among the options that fit (policy speed)"
-        else:
-            best = max(group, key=lambda o: (quality(o.candidate), o.params.n_gpu_layers,
-                                             o.params.kv_type == "f16"))
-            why = "the best quality that fits (policy quality)"
-        where = (f"{best.params.n_gpu_layers} of {best.candidate.shape.n_layer if best.candidate.shape else '?'}"
-                 " layers on the GPU" if placement == "partial" else "on the CPU")
-        return best, f"{best.candidate.quantization} {where}: {why}"
+    full = [o for o in fitting if o.placement == "gpu"]
+    if full:  # best weights first; an F16 KV cache when that variant fits with one
+        best = max(full, key=lambda o: (quality(o.candidate), o.params.kv_type == "f16"))
+        kv = best.params.kv_type
+        return best, (f"{best.candidate.quantization} is the best quality that fits entirely "
+                      f"on the GPU" + ("" if kv == "f16" else f" (with a {kv} KV cache)"))
+    rest = [o for o in fitting if o.placement != "gpu"]
+    if not rest:
+        return None, ""
+    if policy == "speed":
+        best = min(rest, key=lambda o: (o.seconds_per_token(), -quality(o.candidate)))
+        why = "the fastest estimated decode among the options that fit (policy speed)"
+    else:
+        best = max(rest, key=lambda o: (quality(o.candidate), o.params.n_gpu_layers,
+                                        o.params.kv_type == "f16"))
+        why = "the best quality that fits, with as many GPU layers as fit (policy quality)"
+    n_layer = best.candidate.shape.n_layer if best.candidate.shape else 0
+    where = (f"{best.params.n_gpu_layers} of {n_layer} layers on the GPU"
+             if best.placement == "partial" else "on the CPU")
+    return best, f"{best.candidate.quantization} {where}: {why}"
     return None, ""
 
 
@@ -376,7 +377,7 @@ def _explain(choice: Option, req: PlanRequest, fitter: _Fitter) -> list[str]:
     if req.kv_type:
         out.append(f"KV cache {req.kv_type}: set in the settings")
     if req.n_ctx_explicit:
-        out.append(f"n_ctx {choice.params.n_ctx}: set in the settings")
+        out.append(f"n_ctx {choice.params.n_ctx}: asked for explicitly")
     if choice.estimate.measured:
         out.append("memory from what llama.cpp allocated at an earlier load with these settings")
     if fitter.machine.apple and choice.estimate.gpus:
