@@ -241,6 +241,7 @@ class _Fitter:
         assert c.shape is not None
         req, n_layer = self.req, c.shape.n_layer
         kv_types = [req.kv_type] if req.kv_type else (["f16", "q8_0"] if req.flash_attn else ["f16"])
+        kv_types = [kv for kv in kv_types if kv_type_ok(c.shape, kv)] or ["f16"]
         base = LoadParams(n_ctx=n_ctx, n_ubatch=n_ubatch, n_seq=req.n_seq,
                           flash_attn=req.flash_attn, swa_full=req.swa_full)
         out: list[Option] = []
@@ -259,7 +260,7 @@ class _Fitter:
                     partial = self._most_layers(c, p, n_layer)
                     if partial is not None:
                         out.append(partial)
-            if kv == "f16":  # a quantized KV cache only helps when it buys GPU layers
+            if kv == kv_types[0]:  # auto: a quantized KV cache only helps if it buys GPU layers
                 out.append(self.evaluate(c, p, "cpu"))
         return out
 
@@ -273,6 +274,11 @@ class _Fitter:
             else:
                 hi = mid - 1
         return best
+
+
+def kv_type_ok(shape: ModelShape, kv: str) -> bool:
+    """A quantized KV cache needs head sizes that are whole blocks of 32 values."""
+    return kv in ("f16", "f32") or (shape.key_length % 32 == 0 and shape.value_length % 32 == 0)
 
 
 def _gib(n: int) -> str:
@@ -374,8 +380,12 @@ def _explain(choice: Option, req: PlanRequest, fitter: _Fitter) -> list[str]:
     out = []
     if req.n_gpu_layers is not None:
         out.append(f"n_gpu_layers {req.n_gpu_layers}: set in the settings")
-    if req.kv_type:
+    if req.kv_type and choice.params.kv_type == req.kv_type:
         out.append(f"KV cache {req.kv_type}: set in the settings")
+    elif req.kv_type:
+        out.append(f"KV cache f16, not {req.kv_type} as set: the model's head size "
+                   f"({choice.candidate.shape.key_length if choice.candidate.shape else '?'}) "
+                   "is not a whole number of 32-value blocks")
     if req.n_ctx_explicit:
         out.append(f"n_ctx {choice.params.n_ctx}: asked for explicitly")
     if choice.estimate.measured:
