@@ -102,6 +102,7 @@ class InferenceService:
             model_id=entry.id, model_path=str(entry.path), n_ctx=params.n_ctx,
             n_batch=result.n_batch, n_threads=result.n_threads,
             n_gpu_layers=params.n_gpu_layers, n_ubatch=params.n_ubatch, kv_type=params.kv_type,
+            swa_full=params.swa_full,
             n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
 
     def select(self, model: str | None) -> tuple[ModelEntry, LoadConfig]:
@@ -158,4 +159,5 @@ def load_params(config: LoadConfig) -> LoadParams:
     """The planner's view of a worker's load settings (the key of its measurements)."""
     return LoadParams(n_ctx=config.n_ctx, n_gpu_layers=config.n_gpu_layers,
                       n_ubatch=min(config.n_ubatch, config.n_batch), n_seq=config.n_slots,
-                      kv_type=config.kv_type, flash_attn=config.engine == "batched")
+                      kv_type=config.kv_type, flash_attn=config.engine == "batched",
+                      swa_full=config.swa_full)

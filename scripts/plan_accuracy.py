@@ -34,7 +34,7 @@ from llamahomed.planner.measured import capture_buffers, parse_buffers
 from llamahomed.engine.batched import BatchedEngine
 proc = psutil.Process(); before = proc.memory_info().rss
 cfg = dict(model_path=sys.argv[1], n_ctx=int(sys.argv[2]), n_batch=512, n_threads=2,
-           n_gpu_layers=0, n_slots=int(sys.argv[3]))
+           n_gpu_layers=0, n_slots=int(sys.argv[3]), swa_full=sys.argv[4] == "1")
 with capture_buffers() as lines:
     engine = BatchedEngine.load(cfg, lambda events: None)
 print(json.dumps({"buffers": parse_buffers(lines), "rss": proc.memory_info().rss - before}))
@@ -55,42 +55,47 @@ TINY_SIZES = [
 GEMMA_CONTEXTS = [2048, 8192, 32768]
 
 
-def measure(path: Path, n_ctx: int) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(n_ctx), str(N_SLOTS)],
+def measure(path: Path, n_ctx: int, swa_full: bool = True) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(n_ctx), str(N_SLOTS),
+                          "1" if swa_full else "0"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
-def row(label: str, path: Path, n_ctx: int) -> dict[str, object]:
+def row(label: str, path: Path, n_ctx: int, swa_full: bool = True) -> dict[str, object]:
     shape = ModelShape.from_info(read_gguf_info(path))
-    est = estimate(shape, LoadParams(n_ctx=n_ctx, n_seq=N_SLOTS, flash_attn=True, swa_full=True))
-    got = measure(path, n_ctx)
+    est = estimate(shape, LoadParams(n_ctx=n_ctx, n_seq=N_SLOTS, flash_attn=True,
+                                     swa_full=swa_full))
+    got = measure(path, n_ctx, swa_full)
     buffers = got["buffers"]
     assert isinstance(buffers, dict)
     real = sum(sum(parts.values()) for parts in buffers.values())
+    if not swa_full and any(shape.swa_layers):
+        label += " (SWA window cache)"
     return {"model": label, "n_ctx": n_ctx, "file_mib": path.stat().st_size / MiB,
             "estimate_mib": est.cpu.buffers / MiB, "measured_mib": real / MiB,
             "error_pct": 100 * (est.cpu.buffers - real) / real,
             "rss_mib": int(got["rss"]) / MiB}  # type: ignore[call-overload]
 
 
-def cases(workdir: Path, models_dir: Path | None) -> list[tuple[str, Path, int]]:
+def cases(workdir: Path, models_dir: Path | None) -> list[tuple[str, Path, int, bool]]:
     sys.path.insert(0, str(ROOT / "scripts"))
     from make_tiny_gguf import write_tiny_llama
 
-    out: list[tuple[str, Path, int]] = []
+    out: list[tuple[str, Path, int, bool]] = []
     for label, kwargs, contexts in TINY_SIZES:
         path = workdir / f"{label.replace(' ', '_')}.gguf"
         write_tiny_llama(path, **kwargs)  # type: ignore[arg-type]
-        out += [(label, path, c) for c in contexts]
+        out += [(label, path, c, True) for c in contexts]
     if models_dir is None:
         from llamahomed.registry.default_model import install_default_model
 
         gemma = install_default_model(workdir)
     else:
         gemma = models_dir / "gemma-3-270m-q4_k_m.gguf"
-    out += [("gemma-3-270m Q4_K_M", gemma, c) for c in GEMMA_CONTEXTS]
+    out += [("gemma-3-270m Q4_K_M", gemma, c, True) for c in GEMMA_CONTEXTS]
+    out += [("gemma-3-270m Q4_K_M", gemma, 32768, False)]
     return out
 
 
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON rows")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [row(label, path, n_ctx) for label, path, n_ctx in cases(Path(tmp), args.models_dir)]
+        rows = [row(*case) for case in cases(Path(tmp), args.models_dir)]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

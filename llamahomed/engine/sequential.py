@@ -50,6 +50,7 @@ class SequentialEngine(Inbox[Sequence]):
             n_threads=config.get("n_threads"),
             n_gpu_layers=int(config.get("n_gpu_layers", 0)),
             n_ubatch=int(config.get("n_ubatch", 512)),
+            swa_full=bool(config.get("swa_full", True)),
             type_k=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
             type_v=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
             seed=int(config.get("seed", llama_cpp.LLAMA_DEFAULT_SEED)),

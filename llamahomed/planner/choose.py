@@ -103,7 +103,8 @@ class Option:
                 "bits_per_weight": round(shape.bits_per_weight, 2) if shape else None,
                 "placement": self.placement, "n_gpu_layers": self.params.n_gpu_layers,
                 "n_ctx": self.params.n_ctx, "kv_type": self.params.kv_type,
-                "n_ubatch": self.params.n_ubatch, "fits": self.fits, "note": self.note,
+                "n_ubatch": self.params.n_ubatch, "swa_full": self.params.swa_full,
+                "fits": self.fits, "note": self.note,
                 "memory": self.estimate.to_dict()}
 
 
@@ -134,6 +135,7 @@ class Plan:
                 "n_ctx": choice.params.n_ctx if choice else None,
                 "kv_type": choice.params.kv_type if choice else None,
                 "n_batch": self.n_batch, "n_ubatch": choice.params.n_ubatch if choice else None,
+                "swa_full": choice.params.swa_full if choice else None,
                 "n_threads": self.n_threads,
                 "memory": choice.estimate.to_dict() if choice else None,
                 "reasons": list(self.reasons), "refusal": self.refusal or None,
@@ -236,14 +238,14 @@ class _Fitter:
             return False, f"needs {_gib(est.cpu.total)} RAM, {_gib(self.ram_budget)} available"
         return True, ""
 
-    def options_for(self, c: Candidate, n_ctx: int, n_ubatch: int) -> list[Option]:
+    def options_for(self, c: Candidate, n_ctx: int, n_ubatch: int, swa_full: bool) -> list[Option]:
         """Full offload, the most layers that fit, and CPU, for each KV type worth trying."""
         assert c.shape is not None
         req, n_layer = self.req, c.shape.n_layer
         kv_types = [req.kv_type] if req.kv_type else (["f16", "q8_0"] if req.flash_attn else ["f16"])
         kv_types = [kv for kv in kv_types if kv_type_ok(c.shape, kv)] or ["f16"]
         base = LoadParams(n_ctx=n_ctx, n_ubatch=n_ubatch, n_seq=req.n_seq,
-                          flash_attn=req.flash_attn, swa_full=req.swa_full)
+                          flash_attn=req.flash_attn, swa_full=swa_full)
         out: list[Option] = []
         for kv in kv_types:
             p = replace(base, kv_type=kv)
@@ -325,24 +327,29 @@ def plan(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest,
     if n_ctx < req.n_ctx:
         reasons.append(f"n_ctx {n_ctx}: the model was trained for {trained} tokens "
                        f"(asked for {req.n_ctx})")
-    levels = [(n_ctx, min(req.n_batch, 512))]
+    ubatch = min(req.n_batch, 512)
+    swa = any(any(c.shape.swa_layers) for c in cands if c.shape) and req.swa_full
+    # Fallbacks, in order: a window-sized SWA cache, smaller contexts, smaller ubatches.
+    levels = [(n_ctx, ubatch, req.swa_full)] + ([(n_ctx, ubatch, False)] if swa else [])
     if not req.n_ctx_explicit:
         ctx = n_ctx
         while ctx // 2 >= MIN_CTX:
             ctx //= 2
-            levels.append((ctx, min(req.n_batch, 512)))
-    levels += [(levels[-1][0], ub) for ub in (256, 128) if ub < levels[-1][1]]
+            levels.append((ctx, ubatch, not swa and req.swa_full))
+    levels += [(levels[-1][0], ub, levels[-1][2]) for ub in (256, 128) if ub < ubatch]
     weighed: list[Option] = []
     choice: Option | None = None
-    for ctx, ubatch in levels:
-        options = [o for c in cands for o in fitter.options_for(c, ctx, ubatch)]
+    for ctx, ub, swa_full in levels:
+        options = [o for c in cands for o in fitter.options_for(c, ctx, ub, swa_full)]
         weighed += options
         choice, why = _pick(options, req.policy)
         if choice is not None:
             reasons.append(why)
-            if (ctx, ubatch) != levels[0]:
-                reasons.append(f"nothing fits at n_ctx {levels[0][0]}: using n_ctx {ctx}, "
-                               f"n_ubatch {ubatch}")
+            if swa_full != req.swa_full:
+                reasons.append("sliding-window layers keep only their window (not a full-size "
+                               "SWA cache): less memory, less prompt-cache reuse")
+            if (ctx, ub) != levels[0][:2]:
+                reasons.append(f"nothing fits at n_ctx {n_ctx}: using n_ctx {ctx}, n_ubatch {ub}")
             break
     threads = _threads(machine, req, choice, reasons)
     n_batch = max(req.n_batch, choice.params.n_ubatch) if choice else req.n_batch

@@ -7,7 +7,7 @@ layers are split across GPUs in proportion to their free memory) and what it all
 * weights: the real tensor bytes of every layer (GGUF header), embedding, output head;
 * KV cache: per layer ``cells x n_head_kv x (key_length + value_length) x bytes(kv type)``,
   cells = n_ctx padded to 256; sliding-window layers keep only ``window + n_ubatch`` cells
-  unless the full-size SWA cache is on (the batched engine's default, for its prompt cache);
+  (one window per sequence) unless the full-size SWA cache is on (the batched engine's default, for its prompt cache);
 * output buffer: ``n_vocab x 4 x n_seq`` bytes of logits on the host;
 * compute buffers: the worst-case ubatch graph. The logits of a full ubatch
   (``4 x n_ubatch x n_vocab``) dominate, plus activations; without flash attention the
@@ -110,8 +110,9 @@ def kv_layer_bytes(shape: ModelShape, layer: int, p: LoadParams) -> int:
     """KV cache bytes of one layer."""
     cells = _pad(p.n_ctx)
     if shape.swa_layers[layer] and not p.swa_full:
-        per_seq = 1 if p.kv_unified else p.n_seq
-        cells = min(cells, _pad(shape.sliding_window * per_seq + p.n_ubatch))
+        # llama.cpp: a unified cache keeps a window for each of the n_seq sequences
+        seqs = p.n_seq if p.kv_unified else 1
+        cells = min(cells, _pad(shape.sliding_window * seqs + p.n_ubatch))
     width = shape.n_head_kv[layer] * (shape.key_length + shape.value_length)
     return int(cells * width * KV_TYPE_BYTES[p.kv_type])
 

@@ -8,6 +8,7 @@ better-quality option in the same tier (entirely on the GPU, or else partial/CPU
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,23 @@ def test_plan_to_dict_is_json_shaped() -> None:
     data = json.loads(json.dumps(result.to_dict()))
     assert data["fits"] is True and data["variant"] == "llama-1B:F16"
     assert data["options"] and data["machine"]["simulated"] is True
+
+
+def test_a_sliding_window_model_drops_its_full_size_swa_cache_before_its_context(
+        gemma_file: Path) -> None:
+    from llamahomed.planner import ModelShape
+    from llamahomed.registry.gguf_meta import read_gguf_info
+
+    gemma = Candidate("gemma", "Q4_K_M", 0, ModelShape.from_info(read_gguf_info(gemma_file)))
+    req = PlanRequest(n_ctx=32768, n_seq=8)
+    params = LoadParams(n_ctx=32768, n_seq=8)
+    full = estimate(gemma.shape, params).total  # type: ignore[arg-type]
+    window = estimate(gemma.shape, dataclasses.replace(params, swa_full=False)).total  # type: ignore[arg-type]
+    assert window < full
+    machine = simulated_machine(ram=(full + window) // 2 + req.ram_reserve)
+    result = plan([gemma], machine, req)
+    assert result.choice is not None
+    assert result.choice.params.n_ctx == 32768 and result.choice.params.swa_full is False
+    assert any("keep only their window" in r for r in result.reasons)
+    roomy = plan([gemma], simulated_machine(ram=full + req.ram_reserve + 2**20), req).choice
+    assert roomy is not None and roomy.params.swa_full is True

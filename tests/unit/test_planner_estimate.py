@@ -93,8 +93,8 @@ def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates_tiny(
     assert abs(row["error_pct"]) <= 10, row
 
 
-@pytest.mark.parametrize("n_ctx", [2048, 32768])
+@pytest.mark.parametrize(("n_ctx", "swa_full"), [(2048, True), (32768, True), (32768, False)])
 def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates_gemma(
-        accuracy: Any, gemma_file: Path, n_ctx: int) -> None:
-    row = accuracy.row("gemma", gemma_file, n_ctx)
+        accuracy: Any, gemma_file: Path, n_ctx: int, swa_full: bool) -> None:
+    row = accuracy.row("gemma", gemma_file, n_ctx, swa_full)
     assert abs(row["error_pct"]) <= 10, row
