@@ -12,8 +12,12 @@ Apple silicon has one memory pool: the GPU (Metal) may use a bounded share of RA
 from __future__ import annotations
 
 import ctypes
+import functools
+import json
 import os
 import platform
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -165,13 +169,35 @@ def read_llama_devices(load: Callable[[], Any] = _llama_lib) -> tuple[list[GPU],
         if kind not in (_DEV_TYPE_GPU, _DEV_TYPE_IGPU):
             continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        memory(dev, ctypes.byref(free), ctypes.byref(total))
         dev_name = (name(dev) or b"").decode(errors="replace")
+        if not dev_name.upper().startswith("CUDA"):  # CUDA: NVML reads it without a context
+            memory(dev, ctypes.byref(free), ctypes.byref(total))
         backend = "metal" if dev_name.lower().startswith("metal") else dev_name.rstrip("0123456789").lower()
         gpus.append(GPU(index=len(gpus), name=(desc(dev) or b"").decode(errors="replace") or dev_name,
                         backend=backend or "gpu", total=int(total.value), free=int(free.value),
                         used=int(total.value - free.value), unified=backend == "metal"))
     return gpus, None if gpus else "this llama.cpp build has no GPU backend (CPU only)"
+
+
+@functools.lru_cache(maxsize=1)
+def llama_devices_isolated(timeout: float = 60.0) -> tuple[list[GPU], str | None]:
+    """``read_llama_devices`` in a child process, once per process (cached).
+
+    The daemon keeps llama.cpp out of its own process (a crash there would take the daemon
+    down, and a GPU backend would hold memory there); the device list does not change while it
+    runs. Free memory of GPUs comes from NVML (CUDA) or the unified-memory budget (Metal).
+    """
+    code = ("import json; from dataclasses import asdict; "
+            "from llamahomed.resources import read_llama_devices; "
+            "gpus, why = read_llama_devices(); "
+            "print(json.dumps({'gpus': [asdict(g) for g in gpus], 'why': why}))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=timeout, check=True)
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        return [GPU(**g) for g in data["gpus"]], data["why"]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return [], f"llama.cpp device list unavailable ({type(exc).__name__})"
 
 
 # --- the whole machine ----------------------------------------------------------------------------
@@ -181,8 +207,10 @@ def _is_apple_silicon() -> bool:
 
 
 def read_machine(*, nvml: Callable[[], Any] = _import_nvml,
-                 llama: Callable[[], Any] | None = _llama_lib) -> Machine:
-    """Read this machine now. ``nvml``/``llama`` load the bindings (tests inject failures)."""
+                 llama: Callable[[], tuple[list[GPU], str | None]] | None = llama_devices_isolated,
+                 ) -> Machine:
+    """Read this machine now: psutil and NVML each time, llama.cpp's device list from ``llama``
+    (default: read once in a child process). Tests pass stand-ins to simulate failures."""
     mem = psutil.virtual_memory()
     try:
         load = tuple(float(x) for x in os.getloadavg())
@@ -192,7 +220,7 @@ def read_machine(*, nvml: Callable[[], Any] = _import_nvml,
     gpus, why = read_nvml(nvml)
     llama_gpus: list[GPU] = []
     if llama is not None:
-        llama_gpus, llama_why = read_llama_devices(llama)
+        llama_gpus, llama_why = llama()
     else:
         llama_why = "llama.cpp device list not read"
     cuda_in_llama = any(g.backend == "cuda" for g in llama_gpus)
@@ -209,7 +237,8 @@ def read_machine(*, nvml: Callable[[], Any] = _import_nvml,
         if apple:
             budget = apple_gpu_budget(mem.total)
             others = [replace(g, unified=True, total=min(g.total or budget, budget),
-                              free=min(g.free or budget, budget)) for g in others]
+                              free=min(g.total or budget, budget, int(mem.available)))
+                      for g in others]
         gpus = others
         notes.append(f"using llama.cpp's {others[0].backend} device(s)")
     elif not gpus:

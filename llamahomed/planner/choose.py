@@ -373,11 +373,10 @@ def _threads(machine: Machine, req: PlanRequest, choice: Option | None, reasons:
         reasons.append(f"n_threads {req.n_threads}: set in the settings")
         return req.n_threads
     threads = machine.cpu_physical
-    busy = int(machine.load_average[0])
-    if busy and busy >= machine.cpu_physical // 2 and machine.cpu_physical > 1:
-        threads = max(1, machine.cpu_physical - busy)
-        reasons.append(f"n_threads {threads}: {machine.cpu_physical} physical cores, load "
-                       f"average {machine.load_average[0]:.1f}")
+    load = machine.load_average[0]
+    if load >= machine.cpu_logical:  # said, not acted on: the load may be our own model
+        reasons.append(f"n_threads {threads}: one per physical core (the machine is busy: "
+                       f"load average {load:.1f} on {machine.cpu_logical} logical cores)")
     else:
         reasons.append(f"n_threads {threads}: one per physical core")
     return threads

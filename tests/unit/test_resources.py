@@ -130,3 +130,28 @@ def test_simulated_machines_have_the_gpus_asked_for() -> None:
     data = machine.to_dict()
     assert data["simulated"] is True and len(data["gpus"]) == 2
     assert isinstance(machine.gpus[0], GPU)
+
+
+def test_cuda_gpus_seen_by_both_nvml_and_llama_cpp_are_planned_for() -> None:
+    cuda = GPU(0, "NVIDIA H100 80GB HBM3", "cuda", 0, 0)
+    machine = read_machine(nvml=nvml_with([H100]), llama=lambda: ([cuda], None))
+    assert [g.name for g in machine.gpus] == ["NVIDIA H100 80GB HBM3"]
+    assert machine.gpus[0].free == 79 * GiB  # memory from NVML
+    result = plan([Candidate("q4", "Q4_K_M", 0, llama_shape("8B", "Q4_K_M"))], machine,
+                  PlanRequest(n_ctx=8192))
+    assert result.choice is not None and result.choice.placement == "gpu"
+
+
+def test_other_llama_cpp_backends_are_used_when_there_is_no_nvidia_gpu() -> None:
+    vulkan = GPU(0, "AMD Radeon RX 7900", "vulkan", 16 * GiB, 15 * GiB)
+    machine = read_machine(nvml=failing_nvml, llama=lambda: ([vulkan], None))
+    assert [g.backend for g in machine.gpus] == ["vulkan"] and machine.gpus[0].free == 15 * GiB
+    assert any("vulkan" in note for note in machine.notes)
+
+
+def test_the_daemon_reads_llama_cpps_devices_in_a_child_process() -> None:
+    from llamahomed.resources import llama_devices_isolated
+
+    gpus, why = llama_devices_isolated()
+    assert (gpus, why) == read_llama_devices()  # the same answer as reading it here
+    assert llama_devices_isolated() is llama_devices_isolated()  # read once, then cached
