@@ -2,7 +2,8 @@
 """Estimate vs what llama.cpp really allocates, for every model that loads on this machine.
 
 For each case a fresh process loads the model the way the daemon's batched worker does
-(``n_slots`` 8, unified KV, full-size SWA cache, n_ubatch 512, flash attention auto, CPU), and
+(``n_slots`` 8, unified KV, full-size SWA cache, n_ubatch 512, flash attention auto, CPU; a few
+rows also through the sequential engine's ``Llama``, flash attention off), and
 sums the buffers llama.cpp reports (model, KV, output, compute). The planner's estimate of those
 buffers comes from the GGUF header alone. RSS growth over the load is shown for information.
 
@@ -32,11 +33,13 @@ _CHILD = r"""
 import json, sys, psutil
 from llamahomed.planner.measured import capture_buffers, parse_buffers
 from llamahomed.engine.batched import BatchedEngine
+from llamahomed.engine.sequential import SequentialEngine
+engine = BatchedEngine if sys.argv[5] == "batched" else SequentialEngine
 proc = psutil.Process(); before = proc.memory_info().rss
 cfg = dict(model_path=sys.argv[1], n_ctx=int(sys.argv[2]), n_batch=512, n_threads=2,
            n_gpu_layers=0, n_slots=int(sys.argv[3]), swa_full=sys.argv[4] == "1")
 with capture_buffers() as lines:
-    engine = BatchedEngine.load(cfg, lambda events: None)
+    loaded = engine.load(cfg, lambda events: None)
 print(json.dumps({"buffers": parse_buffers(lines), "rss": proc.memory_info().rss - before}))
 """
 
@@ -55,47 +58,57 @@ TINY_SIZES = [
 GEMMA_CONTEXTS = [2048, 8192, 32768]
 
 
-def measure(path: Path, n_ctx: int, swa_full: bool = True) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(n_ctx), str(N_SLOTS),
-                          "1" if swa_full else "0"],
+def measure(path: Path, n_ctx: int, swa_full: bool = True,
+            engine: str = "batched") -> dict[str, object]:
+    slots = N_SLOTS if engine == "batched" else 1
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(n_ctx), str(slots),
+                          "1" if swa_full else "0", engine],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
-def row(label: str, path: Path, n_ctx: int, swa_full: bool = True) -> dict[str, object]:
+def row(label: str, path: Path, n_ctx: int, swa_full: bool = True,
+        engine: str = "batched") -> dict[str, object]:
+    """One comparison; ``engine="sequential"`` loads through ``Llama`` (flash attention off)."""
     shape = ModelShape.from_info(read_gguf_info(path))
-    est = estimate(shape, LoadParams(n_ctx=n_ctx, n_seq=N_SLOTS, flash_attn=True,
-                                     swa_full=swa_full))
-    got = measure(path, n_ctx, swa_full)
+    batched = engine == "batched"
+    est = estimate(shape, LoadParams(n_ctx=n_ctx, n_seq=N_SLOTS if batched else 1,
+                                     flash_attn=batched, swa_full=swa_full))
+    got = measure(path, n_ctx, swa_full, engine)
     buffers = got["buffers"]
     assert isinstance(buffers, dict)
     real = sum(sum(parts.values()) for parts in buffers.values())
     if not swa_full and any(shape.swa_layers):
         label += " (SWA window cache)"
+    if not batched:
+        label += " (sequential, no flash attn)"
     return {"model": label, "n_ctx": n_ctx, "file_mib": path.stat().st_size / MiB,
             "estimate_mib": est.cpu.buffers / MiB, "measured_mib": real / MiB,
             "error_pct": 100 * (est.cpu.buffers - real) / real,
             "rss_mib": int(got["rss"]) / MiB}  # type: ignore[call-overload]
 
 
-def cases(workdir: Path, models_dir: Path | None) -> list[tuple[str, Path, int, bool]]:
+def cases(workdir: Path, models_dir: Path | None) -> list[tuple[str, Path, int, bool, str]]:
     sys.path.insert(0, str(ROOT / "scripts"))
     from make_tiny_gguf import write_tiny_llama
 
-    out: list[tuple[str, Path, int, bool]] = []
+    out: list[tuple[str, Path, int, bool, str]] = []
     for label, kwargs, contexts in TINY_SIZES:
         path = workdir / f"{label.replace(' ', '_')}.gguf"
         write_tiny_llama(path, **kwargs)  # type: ignore[arg-type]
-        out += [(label, path, c, True) for c in contexts]
+        out += [(label, path, c, True, "batched") for c in contexts]
+        if label.startswith("tiny 8x512"):
+            out.append((label, path, contexts[-1], True, "sequential"))
     if models_dir is None:
         from llamahomed.registry.default_model import install_default_model
 
         gemma = install_default_model(workdir)
     else:
         gemma = models_dir / "gemma-3-270m-q4_k_m.gguf"
-    out += [("gemma-3-270m Q4_K_M", gemma, c, True) for c in GEMMA_CONTEXTS]
-    out += [("gemma-3-270m Q4_K_M", gemma, 32768, False)]
+    out += [("gemma-3-270m Q4_K_M", gemma, c, True, "batched") for c in GEMMA_CONTEXTS]
+    out += [("gemma-3-270m Q4_K_M", gemma, 32768, False, "batched"),
+            ("gemma-3-270m Q4_K_M", gemma, 8192, True, "sequential")]
     return out
 
 

@@ -11,7 +11,7 @@ layers are split across GPUs in proportion to their free memory) and what it all
 * output buffer: ``n_vocab x 4 x n_seq`` bytes of logits on the host;
 * compute buffers: the worst-case ubatch graph. The logits of a full ubatch
   (``4 x n_ubatch x n_vocab``) dominate, plus activations; without flash attention the
-  attention scores grow with the context;
+  attention scores grow with the context (on the CPU they share memory with the logits);
 * runtime overhead outside those buffers (CPU: threads and graph metadata; CUDA: context,
   cuBLAS handles and its memory pool).
 
@@ -167,13 +167,14 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
         cpu_weights += shape.output_bytes - shape.embedding_bytes
     cpu_kv = sum(kv_layer_bytes(shape, i, p) for i in cpu_layers)
     if ngl == 0 and backend in ("cpu", "metal"):
-        cpu_compute = logits + _activations(shape, tokens) + _scores(shape, p, tokens, "cpu")
+        # The graph allocator reuses the scores' memory for the logits: the larger one counts.
+        cpu_compute = max(logits, _scores(shape, p, tokens, "cpu")) + _activations(shape, tokens)
         cpu = DevicePart(cpu_weights, cpu_kv, cpu_compute + output_buffer, CPU_RUNTIME)
         return Estimate(cpu)
 
     # Partial or full offload: the CPU keeps a graph for its layers (and the head if there).
-    cpu_compute = (0 if out_on_gpu else logits) + (
-        _activations(shape, tokens) + _scores(shape, p, tokens, "cpu") if first_gpu else 0)
+    cpu_compute = max(0 if out_on_gpu else logits, _scores(shape, p, tokens, "cpu") if first_gpu else 0)
+    cpu_compute += _activations(shape, tokens) if first_gpu else 0
     cpu = DevicePart(cpu_weights, cpu_kv, cpu_compute + output_buffer, CPU_RUNTIME)
     if ngl == 0:  # a GPU build with no layers offloaded still runs the head's matmul there
         head = shape.output_bytes if not shape.output_tied else shape.embedding_bytes

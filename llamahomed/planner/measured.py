@@ -25,7 +25,6 @@ from llamahomed.config_store import atomic_write
 log = structlog.get_logger(__name__)
 
 _BUFFER = re.compile(r"(\S+)\s+(model|KV|output|compute)\s+buffer size\s*=\s*([\d.]+)\s*MiB")
-_HOST = ("CPU", "CUDA_Host", "Vulkan_Host", "SYCL_Host")
 
 
 def parse_buffers(lines: list[str]) -> dict[str, dict[str, int]]:
@@ -33,7 +32,8 @@ def parse_buffers(lines: list[str]) -> dict[str, dict[str, int]]:
     devices: dict[str, dict[str, int]] = {}
     for line in lines:
         for dev, kind, mib in _BUFFER.findall(line):
-            device = "CPU" if dev.startswith(_HOST) else dev
+            # host buffers (CPU_Mapped, CPU_REPACK, CUDA_Host, ...) are RAM; Metal_Mapped is Metal
+            device = "CPU" if dev.startswith("CPU") or dev.endswith("_Host") else dev.split("_")[0]
             parts = devices.setdefault(device, {})
             parts[kind] = parts.get(kind, 0) + int(float(mib) * 2**20)
     return devices

@@ -64,9 +64,12 @@ def test_llama_cpp_buffer_lines_are_parsed_per_device() -> None:
              "llama_kv_cache:        CUDA0 KV buffer size =    12.00 MiB\n",
              "llama_context:  CUDA_Host  output buffer size =     8.00 MiB\n",
              "sched_reserve:      CUDA0 compute buffer size =   514.50 MiB\n",
-             "llama_kv_cache: size =   12.00 MiB (  4096 cells,   3 layers,  8/1 seqs)\n"]
+             "llama_kv_cache: size =   12.00 MiB (  4096 cells,   3 layers,  8/1 seqs)\n",
+             "load_tensors:   CPU_REPACK model buffer size =    12.00 MiB\n",
+             "load_tensors: Metal_Mapped model buffer size =   100.00 MiB\n"]
     buffers = parse_buffers(lines)
-    assert buffers == {"CPU": {"model": int(235.16 * MiB), "output": 8 * MiB},
+    assert buffers == {"CPU": {"model": int(235.16 * MiB) + 12 * MiB, "output": 8 * MiB},
+                       "Metal": {"model": 100 * MiB},
                        "CUDA0": {"model": 1000 * MiB, "KV": 12 * MiB, "compute": int(514.5 * MiB)}}
 
 
@@ -93,8 +96,11 @@ def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates_tiny(
     assert abs(row["error_pct"]) <= 10, row
 
 
-@pytest.mark.parametrize(("n_ctx", "swa_full"), [(2048, True), (32768, True), (32768, False)])
+@pytest.mark.parametrize(("n_ctx", "swa_full", "engine"), [
+    (2048, True, "batched"), (32768, True, "batched"), (32768, False, "batched"),
+    (8192, True, "sequential"),
+])
 def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates_gemma(
-        accuracy: Any, gemma_file: Path, n_ctx: int, swa_full: bool) -> None:
-    row = accuracy.row("gemma", gemma_file, n_ctx, swa_full)
+        accuracy: Any, gemma_file: Path, n_ctx: int, swa_full: bool, engine: str) -> None:
+    row = accuracy.row("gemma", gemma_file, n_ctx, swa_full, engine)
     assert abs(row["error_pct"]) <= 10, row
