@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from llamahomed.planner.choose import (Candidate, Option, Plan, PlanRequest, choose_variant, plan,
-                                       quality)
+from llamahomed.planner.candidates import Candidate, quality
+from llamahomed.planner.choose import Option, Plan, PlanRequest, choose_variant, plan
 from llamahomed.planner.estimate import DevicePart, Estimate, LoadParams, estimate, kv_cache_bytes
 from llamahomed.planner.measured import Measurements, capture_buffers, parse_buffers
 from llamahomed.planner.shape import ModelShape
