@@ -248,8 +248,8 @@ def _pick(options: list[Option], policy: Policy) -> tuple[Option | None, str]:
     n_layer = best.candidate.shape.n_layer if best.candidate.shape else 0
     where = (f"{best.params.n_gpu_layers} of {n_layer} layers on the GPU"
              if best.placement == "partial" else "on the CPU")
-    return best, f"{best.candidate.quantization} {where}: {why}"
-    return None, ""
+    kv = "" if best.params.kv_type == "f16" else f" with a {best.params.kv_type} KV cache"
+    return best, f"{best.candidate.quantization} {where}{kv}: {why}"
 
 
 def plan(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest,

@@ -104,3 +104,16 @@ def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates_gemma(
         accuracy: Any, gemma_file: Path, n_ctx: int, swa_full: bool, engine: str) -> None:
     row = accuracy.row("gemma", gemma_file, n_ctx, swa_full, engine)
     assert abs(row["error_pct"]) <= 10, row
+
+
+def test_measurements_persist_and_a_corrupt_file_is_ignored(tmp_path: Path) -> None:
+    from llamahomed.planner import Measurements
+
+    path = tmp_path / "state" / "allocations.json"
+    store = Measurements(path)
+    key = Measurements.key("m.gguf", 123, LoadParams(n_ctx=4096).key())
+    assert store.get(key) is None
+    store.record(key, {"CPU": {"model": 5 * MiB, "KV": MiB}})
+    assert Measurements(path).get(key) == {"CPU": {"model": 5 * MiB, "KV": MiB}}
+    path.write_text("{not json")
+    assert Measurements(path).get(key) is None
