@@ -300,12 +300,30 @@ def plan(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest,
     refusal = (f"no variant fits this machine: the smallest option, "
                f"{smallest.candidate.quantization} on the {smallest.placement} at n_ctx "
                f"{smallest.params.n_ctx}, needs {_gib(smallest.estimate.total)} "
-               f"({smallest.note}). Free memory or use a smaller quantization "
-               f"(`llamahomed quantize`) or a smaller model")
-    details = {"needed_bytes": smallest.estimate.total, "ram_budget_bytes": fitter.ram_budget,
-               "gpu_budget_bytes": fitter.gpu_budget,
-               "variants": sorted({c.quantization for c in cands})}
+               f"({smallest.note}). ")
+    details: dict[str, Any] = {
+        "needed_bytes": smallest.estimate.total, "ram_budget_bytes": fitter.ram_budget,
+        "gpu_budget_bytes": fitter.gpu_budget, "variants": sorted({c.quantization for c in cands})}
+    shorter = _fits_shorter(cands, fitter, smallest.params, req.policy) if req.n_ctx_explicit else None
+    if shorter is not None:
+        refusal += (f"It would fit with n_ctx {shorter.params.n_ctx} ({shorter.candidate.quantization}"
+                    f" on the {shorter.placement}). ")
+        details["fits_with_n_ctx"] = shorter.params.n_ctx
+    refusal += "Or free memory, use a smaller quantization (`llamahomed quantize`) or a smaller model"
     return Plan(None, tuple(weighed), tuple(reasons), threads, n_batch, machine, refusal, details)
+
+
+def _fits_shorter(cands: list[Candidate], fitter: _Fitter, p: LoadParams,
+                  policy: Policy) -> Option | None:
+    """The largest halved context (down to 256) at which something fits, if any."""
+    ctx = p.n_ctx // 2
+    while ctx >= 256:
+        options = [o for c in cands for o in fitter.options_for(c, ctx, p.n_ubatch, p.swa_full)]
+        choice, _ = _pick(options, policy)
+        if choice is not None:
+            return choice
+        ctx //= 2
+    return None
 
 
 def _threads(machine: Machine, req: PlanRequest, choice: Option | None, reasons: list[str]) -> int:

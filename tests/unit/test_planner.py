@@ -137,6 +137,9 @@ def test_without_an_explicit_context_a_smaller_one_is_tried_before_refusing() ->
     assert any("nothing fits at n_ctx 131072" in r for r in result.reasons)
     explicit = plan(cands, machine, dataclasses.replace(big, n_ctx_explicit=True))
     assert explicit.choice is None
+    shorter = explicit.details["fits_with_n_ctx"]
+    assert f"It would fit with n_ctx {shorter}" in explicit.refusal
+    assert plan(cands, machine, dataclasses.replace(big, n_ctx=shorter, n_ctx_explicit=True)).choice
 
 
 def test_speed_policy_prefers_more_of_the_model_on_the_gpu() -> None:
