@@ -151,7 +151,7 @@ class ModelRegistry:
 
         Files the catalog does not know are variants of one model when their headers agree on
         architecture, name, layer count, width and parameter count but not on quantization;
-        the group takes the smallest of their ids.
+        the group takes the id that matches their ``general.name``, else the smallest.
         """
         entries = self.scan()
         by_header: dict[tuple[object, ...], list[ModelEntry]] = {}
@@ -161,7 +161,9 @@ class ModelRegistry:
         renamed: dict[Path, str] = {}
         for same in by_header.values():
             if len({e.quantization for e in same}) == len(same) > 1:
-                renamed.update({e.path: min(x.id for x in same) for e in same})
+                ids, named = {e.id for e in same}, slug(same[0].info.name or "")
+                group_id = named if named in ids else min(ids)
+                renamed.update({e.path: group_id for e in same})
         groups: dict[str, list[ModelEntry]] = {}
         for entry in entries:
             if renamed.get(entry.path, entry.id) != entry.id:
