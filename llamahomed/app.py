@@ -15,6 +15,7 @@ from llamahomed.api.middleware import add_request_id_header, error_middleware, r
 from llamahomed.config_store import ConfigStore
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.inference import InferenceService, Performance
+from llamahomed.planner import Measurements
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelRegistry
 from llamahomed.security import Authority, ensure_admin_token
@@ -68,7 +69,8 @@ async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = WorkerPool(start_timeout=settings.worker_start_timeout,
                       keep_alive=lambda: config.settings.system_settings.keep_alive)
     performance = Performance(settings.measurements_file)
-    app[INFERENCE] = InferenceService(config, registry, pool, performance)
+    app[INFERENCE] = InferenceService(config, registry, pool, performance,
+                                      Measurements(settings.state_dir / "allocations.json"))
     yield
     await pool.close()
     performance.save()

@@ -18,6 +18,7 @@ import psutil
 from pydantic import ValidationError
 
 from llamahomed import __version__
+from llamahomed.commands import plan as plan_command
 from llamahomed.commands import pull, quantize
 from llamahomed.commands import token as token_command
 from llamahomed.errors import LlamaHomeError, StartupError
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_command.add_parser(sub, common)
     pull.add_parser(sub, common)
     quantize.add_parser(sub, common)
+    plan_command.add_parser(sub, common)
     return parser
 
 
@@ -190,7 +192,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 _COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
              "models": cmd_models, "token": token_command.run, "pull": pull.run,
-             "quantize": quantize.run}
+             "quantize": quantize.run, "plan": plan_command.run}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,6 +19,7 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     ├── UnsupportedMediaType            unsupported_media_type    415
     ├── TooManyStreams                  too_many_streams          429
     ├── HeadersTooLarge                 headers_too_large         431
+    ├── ModelTooLarge                   model_too_large           507
     ├── ModelLoadFailed                 model_load_failed         500
     ├── WorkerCrashed                   worker_crashed            500
     ├── ServerBusy                      server_busy               503
@@ -118,6 +119,10 @@ class TooManyStreams(LlamaHomeError):
 
 class HeadersTooLarge(LlamaHomeError):
     status, code = 431, "headers_too_large"
+class ModelTooLarge(LlamaHomeError):
+    """No variant of the model fits this machine's free memory (the planner says what would)."""
+
+    status, code = 507, "model_too_large"
 
 
 class ModelLoadFailed(LlamaHomeError):
@@ -180,7 +185,7 @@ ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
     LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
     PermissionDenied, HostNotAllowed, OriginNotAllowed, NotFound, ModelNotFound, MethodNotAllowed,
     PayloadTooLarge, UnsupportedMediaType, TooManyStreams, HeadersTooLarge, ModelLoadFailed,
-    WorkerCrashed, ServerBusy, ShuttingDown,
+    WorkerCrashed, ServerBusy, ShuttingDown, ModelTooLarge,
     AlreadyExists, InsufficientStorage, QuantizeFailed, DownloadFailed, DownloadNotFound,
     DownloadInterrupted, DigestMismatch, NotGGUF,
 )

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from llamahomed.config_store import ConfigStore, atomic_write
-from llamahomed.engine.handle import LoadConfig, SequenceStream, sequence_error
+from llamahomed.engine.handle import LoadConfig, SequenceStream, WorkerHandle, sequence_error
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.engine.protocol import SamplingParams
-from llamahomed.planner import default_threads, effective_context
+from llamahomed.errors import ModelTooLarge
+from llamahomed.planner import LoadParams, Measurements, Plan, PlanRequest, candidates_from_entries, plan
 from llamahomed.registry.store import ModelEntry, ModelRegistry
+from llamahomed.resources import Machine, read_machine
 
 log = structlog.get_logger(__name__)
 
@@ -63,30 +67,81 @@ class InferenceService:
     """What the handlers call. Holds no request state of its own."""
 
     def __init__(self, config: ConfigStore, registry: ModelRegistry, pool: WorkerPool,
-                 performance: Performance) -> None:
+                 performance: Performance, measurements: Measurements | None = None,
+                 machine: Callable[[], Machine] = read_machine) -> None:
         self.config = config
         self.registry = registry
         self.pool = pool
         self.performance = performance
+        self.measurements = measurements
+        self.read_machine = machine
+        self._planned: dict[int, str] = {}  # worker pid -> the plan request it was loaded for
 
-    def load_config(self, entry: ModelEntry) -> LoadConfig:
-        settings = self.config.settings
-        system = settings.system_settings
+    def candidates(self, model: str | None) -> list[ModelEntry]:
+        """The files a model name may load: every variant for an id, one for ``id:quant``."""
+        name = model or self.config.settings.model_settings.default_model
+        groups = self.registry.models()
+        key = name.strip().lower()
+        return groups[key] if key in groups else [self.registry.resolve(name, groups)]
+
+    def plan(self, entries: list[ModelEntry], machine: Machine | None = None,
+             n_ctx: int | None = None) -> Plan:
+        """Plan a load of one of ``entries`` on this machine now (loads nothing)."""
+        request = PlanRequest.from_settings(self.config.settings, n_ctx)
+        return plan(candidates_from_entries(entries), machine or self.read_machine(), request,
+                    self.measurements)
+
+    def load_config(self, entry: ModelEntry, result: Plan | None = None) -> LoadConfig:
+        """How the worker loads ``entry``: the plan's choice, for this file."""
+        result = result or self.plan([entry])
+        if result.choice is None:
+            raise ModelTooLarge(result.refusal, details={"model": entry.id, **result.details})
+        system = self.config.settings.system_settings
+        params = result.choice.params
         return LoadConfig(
-            model_id=entry.id, model_path=str(entry.path),
-            n_ctx=effective_context(entry.info, system.n_ctx), n_batch=settings.n_batch,
-            n_threads=system.n_threads or default_threads(),
-            n_gpu_layers=-1 if system.n_gpu_layers is None else system.n_gpu_layers,
-            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine,
-            state_cache_bytes=system.cache_size_bytes)
+            model_id=entry.id, model_path=str(entry.path), n_ctx=params.n_ctx,
+            n_batch=result.n_batch, n_threads=result.n_threads,
+            n_gpu_layers=params.n_gpu_layers, n_ubatch=params.n_ubatch, kv_type=params.kv_type,
+            swa_full=params.swa_full, state_cache_bytes=system.cache_size_bytes,
+            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
+
+    def select(self, model: str | None) -> tuple[ModelEntry, LoadConfig]:
+        """The variant and load settings a request gets. A model that is already loaded keeps
+        its settings (re-planning would see its own memory as taken and reload it smaller)."""
+        entries = self.candidates(model)
+        running = self.pool.workers().get(entries[0].id)
+        request = PlanRequest.from_settings(self.config.settings)
+        if running is not None and self._planned.get(running.pid or 0) == repr(request):
+            for entry in entries:
+                if str(entry.path) == running.config.model_path:
+                    return entry, running.config
+        result = self.plan(entries)
+        if result.choice is None:
+            raise ModelTooLarge(result.refusal, details={"model": entries[0].id, **result.details})
+        entry = result.choice.candidate.ref
+        log.info("load_planned", model=entry.id, variant=entry.variant_id,
+                 placement=result.choice.placement, n_gpu_layers=result.choice.params.n_gpu_layers,
+                 n_ctx=result.choice.params.n_ctx, reasons=list(result.reasons))
+        return entry, self.load_config(entry, result)
 
     def resolve(self, model: str | None) -> ModelEntry:
-        return self.registry.resolve(model or self.config.settings.model_settings.default_model)
+        return self.select(model)[0]
+
+    def _record_allocation(self, entry: ModelEntry, worker: WorkerHandle) -> None:
+        """Keep what llama.cpp allocated at this load, for the next plan with these settings."""
+        if (worker.pid or 0) in self._planned:
+            return
+        self._planned[worker.pid or 0] = repr(PlanRequest.from_settings(self.config.settings))
+        buffers = worker.info.get("buffers")
+        if self.measurements is not None and buffers:
+            self.measurements.record(
+            Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
     async def start(self, model: str | None, prompt: str, params: SamplingParams) -> Generation:
         """Submit a prompt; returns once the worker accepted it (or raises its error)."""
-        entry = self.resolve(model)
-        worker = await self.pool.acquire(self.load_config(entry))
+        entry, load = await asyncio.to_thread(self.select, model)
+        worker = await self.pool.acquire(load)
+        self._record_allocation(entry, worker)
         system = self.config.settings.system_settings
         worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
         stream = await worker.submit(prompt, params)
@@ -98,3 +153,11 @@ class InferenceService:
 
     def finished(self, generation: Generation, done: dict[str, Any]) -> None:
         self.performance.record(generation.entry, done)
+
+
+def load_params(config: LoadConfig) -> LoadParams:
+    """The planner's view of a worker's load settings (the key of its measurements)."""
+    return LoadParams(n_ctx=config.n_ctx, n_gpu_layers=config.n_gpu_layers,
+                      n_ubatch=min(config.n_ubatch, config.n_batch), n_seq=config.n_slots,
+                      kv_type=config.kv_type, flash_attn=config.engine == "batched",
+                      swa_full=config.swa_full)

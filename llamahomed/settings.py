@@ -106,8 +106,15 @@ class SystemSettings(BaseModel):
     auto_quantize: bool = Field(
         False, description="When only a too-large unquantized variant of a model is on disk, let the "
                            "planner make a smaller one with llama.cpp's quantizer (see docs/Models.md).")
+    plan_policy: Literal["quality", "speed"] = Field(
+        "quality", description="When a model does not fit entirely on the GPU: keep the best "
+        "quantization with fewer GPU layers (quality) or take the fastest option (speed).")
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = Field(
+        None, description="KV cache type (default: f16, q8_0 when that lets a model fit on the GPU).")
+    ram_reserve: str = Field("1GiB", description="RAM the planner leaves free for everything else.")
+    vram_reserve: str = Field("512MiB", description="Memory the planner leaves free on each GPU.")
 
-    @field_validator("cache_size")
+    @field_validator("cache_size", "ram_reserve", "vram_reserve")
     @classmethod
     def _check_size(cls, value: str) -> str:
         parse_size(value)
@@ -116,6 +123,14 @@ class SystemSettings(BaseModel):
     @property
     def cache_size_bytes(self) -> int:
         return parse_size(self.cache_size)
+
+    @property
+    def ram_reserve_bytes(self) -> int:
+        return parse_size(self.ram_reserve)
+
+    @property
+    def vram_reserve_bytes(self) -> int:
+        return parse_size(self.vram_reserve)
 
 
 def default_config_file() -> Path:

@@ -79,6 +79,14 @@ class Slot:
     last_used: float = 0.0
 
 
+def kv_ggml_type(lib: Any, name: str) -> int:
+    """The ggml type id of a KV cache type name ("f16", "q8_0", "q4_0")."""
+    value = getattr(lib, f"GGML_TYPE_{name.upper()}", None)
+    if value is None:
+        raise ValueError(f"unknown KV cache type {name!r}")
+    return int(value)
+
+
 class BatchedEngine(Inbox[BatchedSequence]):
     """Owns the model, one context and one batch; ``run()`` is the decode thread's loop."""
 
@@ -137,6 +145,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         params.n_ubatch = min(n_batch, int(config.get("n_ubatch", 512)))
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = bool(config.get("kv_unified", True))
+        params.type_k = params.type_v = kv_ggml_type(lib, str(config.get("kv_type", "f16")))
         params.swa_full = bool(config.get("swa_full", True))
         flash_attn = config.get("flash_attn")
         if flash_attn is not None:

@@ -36,11 +36,15 @@ class LoadConfig:
     n_slots: int = 1
     engine: str = "sequential"
     state_cache_bytes: int = 0
+    n_ubatch: int = 512
+    kv_type: str = "f16"
+    swa_full: bool = True
 
     def to_wire(self) -> dict[str, Any]:
         return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
                 "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers,
-                "n_slots": self.n_slots, "engine": self.engine,
+                "n_slots": self.n_slots, "engine": self.engine, "n_ubatch": self.n_ubatch,
+                "kv_type": self.kv_type, "swa_full": self.swa_full,
                 "state_cache_bytes": self.state_cache_bytes}
 
 

@@ -41,12 +41,18 @@ class SequentialEngine(Inbox[Sequence]):
     def load(cls, config: dict[str, Any], emit: Emit) -> SequentialEngine:
         import llama_cpp
 
+        from llamahomed.engine.batched import kv_ggml_type
+
         llm = llama_cpp.Llama(
             model_path=config["model_path"],
             n_ctx=int(config["n_ctx"]),
             n_batch=int(config.get("n_batch", 512)),
             n_threads=config.get("n_threads"),
             n_gpu_layers=int(config.get("n_gpu_layers", 0)),
+            n_ubatch=int(config.get("n_ubatch", 512)),
+            swa_full=bool(config.get("swa_full", True)),
+            type_k=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
+            type_v=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
             seed=int(config.get("seed", llama_cpp.LLAMA_DEFAULT_SEED)),
             verbose=bool(config.get("verbose", False)),
         )

@@ -53,11 +53,15 @@ def _load_engine(config: dict[str, Any], channel: Channel) -> Any:
 def serve(channel: Channel, config: dict[str, Any]) -> int:
     started = time.perf_counter()
     try:
-        engine = _load_engine(config, channel)
+        from llamahomed.planner.measured import capture_buffers, parse_buffers
+
+        with capture_buffers() as lines:  # what llama.cpp allocates, for the planner
+            engine = _load_engine(config, channel)
     except Exception as exc:  # noqa: BLE001 - every load failure is reported, then we exit
         channel.send({"ev": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
         return 3
     info = engine.info()
+    info["buffers"] = parse_buffers(lines)
     info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
     channel.send({"ev": "ready", "info": info})
     decode = threading.Thread(target=engine.run, name="decode", daemon=True)

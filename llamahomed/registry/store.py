@@ -6,7 +6,7 @@ import os
 import re
 import shutil
 import stat as stat_mod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -38,7 +38,7 @@ def model_id_for(stem: str) -> str:
     ``tiny-llama.gguf`` and ``tiny-llama-Q8_0.gguf`` (what ``llamahomed quantize`` writes) are
     both ``tiny-llama``: two variants of one model.
     """
-    return slug(_QUANT_SUFFIX.sub("", stem))
+    return slug(_QUANT_SUFFIX.sub("", stem) or stem)
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,11 @@ def _preference(entry: ModelEntry) -> tuple[int, str]:
     quant = entry.quantization.upper()
     rank = _QUANT_PREFERENCE.index(quant) if quant in _QUANT_PREFERENCE else len(_QUANT_PREFERENCE)
     return rank, entry.path.name
+
+
+def _signature(entry: ModelEntry) -> tuple[object, ...]:
+    info = entry.info
+    return (info.architecture, info.name, info.block_count, info.embedding_length, info.n_params)
 
 
 class ModelRegistry:
@@ -162,9 +167,27 @@ class ModelRegistry:
         return ModelEntry(model_id, path, info, known) if known else ModelEntry(model_id, path, info)
 
     def models(self) -> dict[str, list[ModelEntry]]:
-        """Entries grouped by model id, each group in preference order."""
+        """Entries grouped by model id, each group in preference order.
+
+        Files the catalog does not know are variants of one model when their headers agree on
+        architecture, name, layer count, width and parameter count but not on quantization;
+        the group takes the id that matches their ``general.name``, else the smallest.
+        """
+        entries = self.scan()
+        by_header: dict[tuple[object, ...], list[ModelEntry]] = {}
+        for entry in entries:
+            if entry.catalog is None:
+                by_header.setdefault(_signature(entry), []).append(entry)
+        renamed: dict[Path, str] = {}
+        for same in by_header.values():
+            if len({e.quantization for e in same}) == len(same) > 1:
+                ids, named = {e.id for e in same}, slug(same[0].info.name or "")
+                group_id = named if named in ids else min(ids)
+                renamed.update({e.path: group_id for e in same})
         groups: dict[str, list[ModelEntry]] = {}
-        for entry in self.scan():
+        for entry in entries:
+            if renamed.get(entry.path, entry.id) != entry.id:
+                entry = replace(entry, id=renamed[entry.path])
             groups.setdefault(entry.id, []).append(entry)
         return {k: sorted(v, key=_preference) for k, v in sorted(groups.items())}
 
