@@ -1,10 +1,12 @@
 """The transport-free half of every client: building requests, parsing replies.
 
-``BaseClient`` turns each API operation into a :class:`Call` (a ready
-:class:`Request` plus the function that parses the decoded JSON reply) or, for
-streams, a :class:`Request` whose NDJSON lines :class:`NDJSONDecoder` and
-:func:`parse_stream_line` read. The async client (and a sync one later) only
-sends requests and feeds bytes back here, so no method body is written twice.
+``BaseClient`` turns each API operation into a :class:`Call` (ready
+:class:`Request` objects plus the function that parses their decoded JSON
+replies) or, for streams, a :class:`Request` whose bytes a :class:`StreamParser`
+reads. Its ``_*_call`` builders carry each operation's one signature and
+docstring; the async client (:mod:`llamahome.client`) and the sync client
+(:mod:`llamahome._sync`) turn each builder into a public method that only sends
+(:func:`llamahome.client.async_method`), so no method body is written twice.
 """
 
 from __future__ import annotations
@@ -13,21 +15,35 @@ import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 from . import _config
 from ._version import __version__
-from .error import APIError, _error_from_item, error_from_response
-from .types import ModelInfo, ProcessResponse, Usage
+from .error import (
+    APIConnectionError,
+    APIError,
+    CircuitBreaker,
+    RetryHandler,
+    _error_from_item,
+    error_from_response,
+)
+from .types import ModelInfo, ProcessResponse, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "API_PREFIX",
     "USER_AGENT",
     "BaseClient",
     "Call",
+    "GenerationOptions",
     "NDJSONDecoder",
     "Request",
+    "SamplingOptions",
     "StreamEnd",
+    "StreamInfo",
+    "StreamParser",
     "StreamText",
     "decode_response",
     "parse_stream_line",
@@ -62,10 +78,14 @@ class Request:
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
-    """A request and the parser for its decoded JSON reply."""
+    """Requests sent one after another, and the parser of their decoded JSON replies."""
 
-    request: Request
-    parse: Callable[[Any], T]
+    requests: Sequence[Request]
+    parse: Callable[[list[Any]], T]
+
+    @classmethod
+    def one(cls, request: Request, parse: Callable[[Any], T]) -> Call[T]:
+        return cls((request,), lambda replies: parse(replies[0]))
 
 
 @dataclass(frozen=True)
@@ -232,13 +252,98 @@ def _check_chunk_size(chunk_size: int | None) -> None:
         raise ValueError("chunk_size must be a positive number of characters, or None")
 
 
+class StreamParser:
+    """Turns the bytes of a ``/api/v1/stream`` reply into :class:`StreamChunk` objects.
+
+    :meth:`feed` takes the bytes as they arrive, ``b""`` meaning the body
+    ended; an ``error`` line raises its mapped :class:`APIError`, and a body
+    that ends before the final ``{"done": true}`` line raises
+    :class:`~llamahome.error.APIConnectionError`. ``end`` holds the final line.
+    """
+
+    def __init__(self, chunk_size: int | None) -> None:
+        self._decoder = NDJSONDecoder()
+        self._chunk_size = chunk_size
+        self._index = 0
+        self._error: APIError | None = None
+        self.end: StreamEnd | None = None
+
+    def feed(self, data: bytes) -> list[StreamChunk]:
+        if self._error is not None:
+            raise self._error
+        chunks: list[StreamChunk] = []
+        for line in self._decoder.feed(data) if data else self._decoder.close():
+            try:
+                event = parse_stream_line(line)
+            except APIError as exc:
+                if not chunks:
+                    raise
+                self._error = exc  # raised on the next feed, after the text before it
+                return chunks
+            if isinstance(event, StreamEnd):
+                self.end = event
+                return chunks
+            if event is None:
+                continue
+            for text in split_text(event.text, self._chunk_size):
+                chunks.append(StreamChunk(text, self._index))
+                self._index += 1
+        if not data:
+            raise APIConnectionError("the stream ended before its final line")
+        return chunks
+
+
+class StreamInfo:
+    """What a finished stream reports; ``None`` until its final line arrived."""
+
+    def __init__(self, parser: StreamParser) -> None:
+        self._parser = parser
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._parser.end.usage if self._parser.end else None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._parser.end.finish_reason if self._parser.end else None
+
+    @property
+    def model(self) -> str | None:
+        return self._parser.end.model if self._parser.end else None
+
+    @property
+    def created(self) -> str | None:
+        return self._parser.end.created if self._parser.end else None
+
+
+class SamplingOptions(TypedDict, total=False):
+    """Optional generation fields; left out, the daemon's configured defaults apply.
+
+    Keyword arguments not listed here are sent as body fields as they are.
+    """
+
+    top_p: float
+    top_k: int
+    min_p: float
+    stop: str | Sequence[str]
+    seed: int
+    repeat_penalty: float
+
+
+class GenerationOptions(SamplingOptions, total=False):
+    max_tokens: int
+    temperature: float
+
+
 class BaseClient:
     """Configuration plus one request builder per API operation.
 
     ``api_key`` and ``endpoint`` default to what :mod:`llamahome._config`
     finds (environment, then the daemon's state directory). ``timeout`` is in
     seconds: the whole request for ordinary calls; for streams, the connection
-    and each wait between two reads.
+    and each wait between two reads. Failed requests are repeated by
+    ``retry`` (default ``RetryHandler(max_retries)``) when that is safe, and go
+    through ``circuit_breaker`` when one is given.
     """
 
     def __init__(
@@ -247,6 +352,9 @@ class BaseClient:
         endpoint: str | None = None,
         *,
         timeout: float = 600.0,
+        max_retries: int = 2,
+        retry: RetryHandler | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
         endpoint = (endpoint or _config.default_endpoint()).rstrip("/")
         parts = urllib.parse.urlsplit(endpoint)
@@ -257,6 +365,8 @@ class BaseClient:
         self.api_key: str | None = api_key if api_key is not None else _config.default_api_key()
         self.endpoint: str = endpoint
         self.timeout: float = float(timeout)
+        self.retry: RetryHandler = retry if retry is not None else RetryHandler(max_retries)
+        self.circuit_breaker: CircuitBreaker | None = circuit_breaker
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.endpoint!r})"
@@ -285,71 +395,144 @@ class BaseClient:
         return Request(method, self.endpoint + path, headers, body, stream)
 
     @staticmethod
-    def _generation_fields(
-        model: str | None,
-        max_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        top_k: int | None,
-        stop: str | Sequence[str] | None,
-        seed: int | None,
-        repeat_penalty: float | None,
-        extra: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "model": model,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "stop": stop if stop is None or isinstance(stop, str) else list(stop),
-            "seed": seed,
-            "repeat_penalty": repeat_penalty,
-            **extra,
-        }
+    def _fields(model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
+        fields = {"model": model, **options}
+        stop = fields.get("stop")
+        if stop is not None and not isinstance(stop, str):
+            fields["stop"] = list(stop)
         return drop_none(fields)
 
-    def _process_call(self, prompt: str, fields: Mapping[str, Any]) -> Call[ProcessResponse]:
+    # -- one builder per operation: its signature and docstring are the public method's ----
+
+    def _process_call(
+        self,
+        /,
+        prompt: str,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **options: Unpack[SamplingOptions],
+    ) -> Call[ProcessResponse]:
+        """Generate a completion for ``prompt`` (``POST /api/v1/process``).
+
+        Options left as ``None`` are not sent, so the daemon's defaults apply;
+        ``options`` are the sampling fields of :class:`SamplingOptions`.
+        """
+        fields = self._fields(model, {"max_tokens": max_tokens, "temperature": temperature,
+                                      **options})
         request = self._request("POST", f"{API_PREFIX}/process", {"prompt": prompt, **fields})
-        return Call(request, _parser(ProcessResponse.from_dict, "process"))
+        return Call.one(request, _parser(ProcessResponse.from_dict, "process"))
 
     def _stream_request(
-        self, prompt: str, chunk_size: int | None, fields: Mapping[str, Any]
-    ) -> Request:
-        _check_chunk_size(chunk_size)
-        return self._request(
-            "POST", f"{API_PREFIX}/stream", {"prompt": prompt, **fields}, stream=True
-        )
+        self,
+        /,
+        prompt: str,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        *,
+        chunk_size: int | None = None,
+        **options: Unpack[SamplingOptions],
+    ) -> tuple[Request, int | None]:
+        """Stream a completion (``POST /api/v1/stream``) as :class:`StreamChunk` objects.
 
-    def _batch_calls(
-        self, prompts: Sequence[str], batch_size: int, fields: Mapping[str, Any]
-    ) -> list[Call[list[BatchItem]]]:
+        Nothing is sent until iteration (or ``with``) starts. ``chunk_size``
+        caps the characters in one yielded chunk; longer chunks from the daemon
+        are split, ``None`` yields them as sent.
+        """
+        _check_chunk_size(chunk_size)
+        fields = self._fields(model, {"max_tokens": max_tokens, "temperature": temperature,
+                                      **options})
+        body = {"prompt": prompt, **fields}
+        return self._request("POST", f"{API_PREFIX}/stream", body, stream=True), chunk_size
+
+    def _batch_requests(
+        self, prompts: Sequence[str], model: str | None, batch_size: int,
+        options: Mapping[str, Any],
+    ) -> tuple[list[Request], list[int]]:
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of strings, not one string")
         if isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError("batch_size must be a positive integer")
-        calls = []
+        fields = self._fields(model, options)
+        requests, sizes = [], []
         for start in range(0, len(prompts), batch_size):
             group = list(prompts[start : start + batch_size])
-            request = self._request("POST", f"{API_PREFIX}/batch", {"prompts": group, **fields})
-            calls.append(Call(request, _parser(_batch_results(len(group)), "batch")))
-        return calls
+            body = {"prompts": group, **fields}
+            requests.append(self._request("POST", f"{API_PREFIX}/batch", body))
+            sizes.append(len(group))
+        return requests, sizes
 
-    def _list_models_call(self) -> Call[list[ModelInfo]]:
-        return Call(self._request("GET", f"{API_PREFIX}/models"), _parser(_models, "models"))
+    def _batch_settled_call(
+        self,
+        /,
+        prompts: Sequence[str],
+        model: str | None = None,
+        batch_size: int = 8,
+        **options: Unpack[GenerationOptions],
+    ) -> Call[list[ProcessResponse | APIError]]:
+        """Like :meth:`process_batch`, but a failed item's :class:`APIError` takes its place.
 
-    def _get_model_call(self, model_id: str) -> Call[ModelInfo]:
+        A failure of a whole group request (HTTP error, connection) still raises.
+        """
+        requests, sizes = self._batch_requests(prompts, model, batch_size, options)
+
+        def parse(replies: list[Any]) -> list[BatchItem]:
+            items: list[BatchItem] = []
+            for reply, size in zip(replies, sizes):
+                items.extend(_parser(_batch_results(size), "batch")(reply))
+            return items
+
+        return Call(requests, parse)
+
+    def _batch_call(
+        self,
+        /,
+        prompts: Sequence[str],
+        model: str | None = None,
+        batch_size: int = 8,
+        **options: Unpack[GenerationOptions],
+    ) -> Call[list[ProcessResponse]]:
+        """Generate a completion for each prompt (``POST /api/v1/batch``), in order.
+
+        Prompts go in groups of ``batch_size``, one group after another; the
+        daemon decodes a group's prompts together. A failed item raises its
+        :class:`APIError` (use :meth:`process_batch_settled` to get errors in
+        place instead).
+        """
+        settled = self._batch_settled_call(prompts, model, batch_size, **options)
+
+        def parse(replies: list[Any]) -> list[ProcessResponse]:
+            results: list[ProcessResponse] = []
+            for item in settled.parse(replies):
+                if isinstance(item, APIError):
+                    raise item
+                results.append(item)
+            return results
+
+        return Call(settled.requests, parse)
+
+    def _list_models_call(self, /) -> Call[list[ModelInfo]]:
+        """The models the daemon can serve (``GET /api/v1/models``)."""
+        return Call.one(self._request("GET", f"{API_PREFIX}/models"), _parser(_models, "models"))
+
+    def _get_model_call(self, /, model_id: str) -> Call[ModelInfo]:
+        """One model's details (``GET /api/v1/models/{model_id}``)."""
         if not model_id:
             raise ValueError("model_id must not be empty")
         path = f"{API_PREFIX}/models/{urllib.parse.quote(model_id, safe='')}"
-        return Call(self._request("GET", path), _parser(ModelInfo.from_dict, "model"))
+        return Call.one(self._request("GET", path), _parser(ModelInfo.from_dict, "model"))
 
-    def _get_config_call(self) -> Call[dict[str, Any]]:
-        return Call(self._request("GET", f"{API_PREFIX}/config"), _parser(_as_dict, "config"))
+    def _get_config_call(self, /) -> Call[dict[str, Any]]:
+        """The daemon's settings (``GET /api/v1/config``)."""
+        request = self._request("GET", f"{API_PREFIX}/config")
+        return Call.one(request, _parser(_as_dict, "config"))
 
-    def _update_config_call(self, changes: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    def _update_config_call(self, /, changes: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """Change settings (``POST /api/v1/config``); returns the daemon's whole new config."""
         request = self._request("POST", f"{API_PREFIX}/config", dict(changes))
-        return Call(request, _parser(_as_dict, "config"))
+        return Call.one(request, _parser(_as_dict, "config"))
 
-    def _health_call(self) -> Call[dict[str, Any]]:
-        return Call(self._request("GET", "/health"), _parser(_as_dict, "health"))
+    def _health_call(self, /) -> Call[dict[str, Any]]:
+        """The daemon's health report (``GET /health``)."""
+        return Call.one(self._request("GET", "/health"), _parser(_as_dict, "health"))
