@@ -14,6 +14,7 @@ from llamahomed.engine.handle import LoadConfig, SequenceStream, sequence_error
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.planner import default_threads, effective_context
+from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelEntry, ModelRegistry
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,21 @@ class InferenceService:
         self.registry = registry
         self.pool = pool
         self.performance = performance
+
+    @classmethod
+    def create(cls, config: ConfigStore) -> InferenceService:
+        """The registry, worker pool and measurements for ``config`` (the daemon's and
+        ``llamahome.server.LlamaServer``'s one way to build them); ``close()`` when done."""
+        settings = config.settings
+        pool = WorkerPool(start_timeout=settings.worker_start_timeout,
+                          keep_alive=lambda: config.settings.system_settings.keep_alive)
+        return cls(config, ModelRegistry(settings.models_path, Catalog.load()), pool,
+                   Performance(settings.measurements_file))
+
+    async def close(self) -> None:
+        """Stop every worker and save the speed measurements."""
+        await self.pool.close()
+        self.performance.save()
 
     def load_config(self, entry: ModelEntry) -> LoadConfig:
         settings = self.config.settings
