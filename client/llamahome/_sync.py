@@ -151,7 +151,10 @@ class SyncResponseStream(StreamInfo):
             while not self._pending:
                 if self._parser.end is not None or self.closed:
                     raise StopIteration
-                self._pending = self._parser.feed(self._open().read_chunk())
+                response = self._open()
+                self._pending = self._parser.feed(response.read_chunk())
+                if self._parser.end is not None:
+                    response.finish()
         except BaseException:
             self.close()
             raise

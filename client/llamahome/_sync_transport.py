@@ -89,6 +89,16 @@ class SyncResponse:
             self.close()
         return data
 
+    def finish(self) -> None:
+        """Read what is left of the body (after a stream's last line: its end), so that the
+        connection can be reused, then close."""
+        try:
+            with _translated(self.url):
+                self._response.read()
+        except APIConnectionError:
+            pass
+        self.close()
+
     def read_all(self) -> bytes:
         """The whole body; the response is closed afterwards."""
         try:

@@ -68,6 +68,16 @@ class OpenResponse:
         with _translated(self.url):
             return await self._response.content.readany()
 
+    async def finish(self) -> None:
+        """Read what is left of the body (after a stream's last line: its end), so that the
+        connection can be reused, then close."""
+        try:
+            with _translated(self.url):
+                await self._response.read()
+        except APIConnectionError:
+            pass
+        await self.aclose()
+
     async def read_all(self) -> bytes:
         """The whole body; the response is closed afterwards."""
         try:

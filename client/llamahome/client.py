@@ -289,5 +289,6 @@ async def _generate(state: _StreamState) -> AsyncGenerator[StreamChunk, None]:
         while state.parser.end is None:
             for chunk in state.parser.feed(await response.read_chunk()):
                 yield chunk
+        await response.finish()
     finally:
         await state.release()
