@@ -14,6 +14,7 @@ import inspect
 import json
 import subprocess
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -33,6 +34,7 @@ def main(path: str) -> int:
     for block in job["blocks"]:
         where = f"{job['doc']}:{block['line']}"
         print(f"--- {where} ({block['language']})", flush=True)
+        started = time.perf_counter()
         try:
             if block["language"] == "python":
                 run_python(block["code"], namespace, where)
@@ -43,6 +45,7 @@ def main(path: str) -> int:
             traceback.print_exc()
             print(f"FAILED {where}", file=sys.stderr, flush=True)
             return 1
+        print(f"--- {where} took {time.perf_counter() - started:.2f} s", flush=True)
     return 0
 
 
