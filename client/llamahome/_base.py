@@ -11,11 +11,12 @@ docstring; the async client (:mod:`llamahome.client`) and the sync client
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar
 
 from . import _config
 from ._version import __version__
@@ -48,6 +49,7 @@ __all__ = [
     "decode_response",
     "parse_stream_line",
     "split_text",
+    "stream_method",
 ]
 
 USER_AGENT = f"llamahome-python/{__version__}"
@@ -57,6 +59,9 @@ NDJSON_TYPE = "application/x-ndjson"
 INVALID_RESPONSE = "invalid_response"
 
 T = TypeVar("T")
+P = ParamSpec("P")
+S = TypeVar("S")
+C = TypeVar("C", bound="BaseClient")
 BatchItem = ProcessResponse | APIError
 
 
@@ -335,13 +340,28 @@ class GenerationOptions(SamplingOptions, total=False):
     temperature: float
 
 
+def stream_method(
+    build: Callable[Concatenate[BaseClient, P], tuple[Request, int | None]],
+    stream: Callable[[C, Request, int | None], S],
+) -> Callable[Concatenate[C, P], S]:
+    """A client's streaming method: the builder's request wrapped in the client's stream type
+    (which sends it when iterated)."""
+
+    @functools.wraps(build)
+    def method(self: C, /, *args: P.args, **kwargs: P.kwargs) -> S:
+        return stream(self, *build(self, *args, **kwargs))
+
+    return method
+
+
 class BaseClient:
     """Configuration plus one request builder per API operation.
 
     ``api_key`` and ``endpoint`` default to what :mod:`llamahome._config`
     finds (environment, then the daemon's state directory). ``timeout`` is in
     seconds: the whole request for ordinary calls; for streams, the connection
-    and each wait between two reads. Failed requests are repeated by
+    and each wait between two reads. ``pool_size`` is how many connections
+    are kept open for reuse (see each client). Failed requests are repeated by
     ``retry`` (default ``RetryHandler(max_retries)``) when that is safe, and go
     through ``circuit_breaker`` when one is given.
     """
@@ -353,6 +373,7 @@ class BaseClient:
         *,
         timeout: float = 600.0,
         max_retries: int = 2,
+        pool_size: int | None = None,
         retry: RetryHandler | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
@@ -362,11 +383,19 @@ class BaseClient:
             raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
         if not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
+        if pool_size is not None and (isinstance(pool_size, bool) or pool_size < 1):
+            raise ValueError("pool_size must be a positive integer")
         self.api_key: str | None = api_key if api_key is not None else _config.default_api_key()
         self.endpoint: str = endpoint
         self.timeout: float = float(timeout)
+        self.pool_size: int | None = pool_size
         self.retry: RetryHandler = retry if retry is not None else RetryHandler(max_retries)
         self.circuit_breaker: CircuitBreaker | None = circuit_breaker
+        self._open_transport()
+
+    def _open_transport(self) -> None:
+        """Make ``self._transport``: the one thing each client kind does its own way."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.endpoint!r})"

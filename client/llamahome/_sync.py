@@ -10,12 +10,18 @@ import contextlib
 import copy
 import functools
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Concatenate, ParamSpec, TypeVar
 
-from ._base import BaseClient, Call, Request, StreamInfo, StreamParser, decode_response
+from ._base import (
+    BaseClient,
+    Call,
+    Request,
+    StreamInfo,
+    StreamParser,
+    decode_response,
+    stream_method,
+)
 from ._sync_transport import SyncResponse, SyncTransport
-from .error import CircuitBreaker, RetryHandler
 from .types import StreamChunk
 
 __all__ = ["SyncClient", "SyncResponseStream"]
@@ -37,16 +43,55 @@ def sync_method(
     return method
 
 
-def sync_stream_method(
-    build: Callable[Concatenate[BaseClient, P], tuple[Request, int | None]],
-) -> Callable[Concatenate[SyncClient, P], SyncResponseStream]:
-    """The sync client's streaming method: a :class:`SyncResponseStream`."""
+class SyncResponseStream(StreamInfo):
+    """An iterator of :class:`StreamChunk`; ``close()`` or leaving ``with`` stops it early."""
 
-    @functools.wraps(build)
-    def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> SyncResponseStream:
-        return SyncResponseStream(self, *build(self, *args, **kwargs))
+    def __init__(self, client: SyncClient, request: Request, chunk_size: int | None) -> None:
+        super().__init__(StreamParser(chunk_size))
+        self._client = client
+        self._request = request
+        self._response: SyncResponse | None = None
+        self._pending: list[StreamChunk] = []
+        self.closed = False
 
-    return method
+    def __repr__(self) -> str:
+        return f"<SyncResponseStream {self._request.url} closed={self.closed}>"
+
+    def __iter__(self) -> SyncResponseStream:
+        return self
+
+    def __next__(self) -> StreamChunk:
+        try:
+            while not self._pending:
+                if self._parser.end is not None or self.closed:
+                    raise StopIteration
+                response = self._open()
+                self._pending = self._parser.feed(response.read_chunk())
+                if self._parser.end is not None:
+                    response.finish()
+        except BaseException:
+            self.close()
+            raise
+        return self._pending.pop(0)
+
+    def _open(self) -> SyncResponse:
+        if self._response is None:
+            self._response = self._client._send(self._request)
+        return self._response
+
+    def __enter__(self) -> SyncResponseStream:
+        self._open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the stream and close its HTTP response. Idempotent."""
+        self.closed = True
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
 
 
 class SyncClient(BaseClient):
@@ -57,30 +102,15 @@ class SyncClient(BaseClient):
     share between threads.
     """
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        endpoint: str | None = None,
-        *,
-        timeout: float = 600.0,
-        max_retries: int = 2,
-        pool_size: int = 10,
-        retry: RetryHandler | None = None,
-        circuit_breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(api_key, endpoint, timeout=timeout, max_retries=max_retries,
-                         retry=retry, circuit_breaker=circuit_breaker)
-        self._transport = SyncTransport(self.timeout, pool_size)
+    _transport: SyncTransport
+
+    def _open_transport(self) -> None:
+        self._transport = SyncTransport(self.timeout, self.pool_size or 10)
 
     def __enter__(self: _ClientT) -> _ClientT:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -126,60 +156,4 @@ class SyncClient(BaseClient):
     get_config = sync_method(BaseClient._get_config_call)
     update_config = sync_method(BaseClient._update_config_call)
     health = sync_method(BaseClient._health_call)
-    stream_response = sync_stream_method(BaseClient._stream_request)
-
-
-class SyncResponseStream(StreamInfo):
-    """An iterator of :class:`StreamChunk`; ``close()`` or leaving ``with`` stops it early."""
-
-    def __init__(self, client: SyncClient, request: Request, chunk_size: int | None) -> None:
-        super().__init__(StreamParser(chunk_size))
-        self._client = client
-        self._request = request
-        self._response: SyncResponse | None = None
-        self._pending: list[StreamChunk] = []
-        self.closed = False
-
-    def __repr__(self) -> str:
-        return f"<SyncResponseStream {self._request.url} closed={self.closed}>"
-
-    def __iter__(self) -> SyncResponseStream:
-        return self
-
-    def __next__(self) -> StreamChunk:
-        try:
-            while not self._pending:
-                if self._parser.end is not None or self.closed:
-                    raise StopIteration
-                response = self._open()
-                self._pending = self._parser.feed(response.read_chunk())
-                if self._parser.end is not None:
-                    response.finish()
-        except BaseException:
-            self.close()
-            raise
-        return self._pending.pop(0)
-
-    def _open(self) -> SyncResponse:
-        if self._response is None:
-            self._response = self._client._send(self._request)
-        return self._response
-
-    def __enter__(self) -> SyncResponseStream:
-        self._open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the stream and close its HTTP response. Idempotent."""
-        self.closed = True
-        response, self._response = self._response, None
-        if response is not None:
-            response.close()
+    stream_response = stream_method(BaseClient._stream_request, SyncResponseStream)

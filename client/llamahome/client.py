@@ -31,10 +31,17 @@ import contextlib
 import copy
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from ._base import BaseClient, Call, Request, StreamInfo, StreamParser, decode_response
+from ._base import (
+    BaseClient,
+    Call,
+    Request,
+    StreamInfo,
+    StreamParser,
+    decode_response,
+    stream_method,
+)
 from ._sync import SyncClient, SyncResponseStream
 from ._transport import AiohttpTransport, OpenResponse
 from .error import CircuitBreaker, RetryHandler
@@ -69,16 +76,85 @@ def async_method(
     return method
 
 
-def stream_method(
-    build: Callable[Concatenate[BaseClient, P], tuple[Request, int | None]],
-) -> Callable[Concatenate[APIClient, P], ResponseStream]:
-    """The async client's streaming method: a :class:`ResponseStream` that sends when iterated."""
+class ResponseStream(StreamInfo):
+    """An async iterator of :class:`StreamChunk` for one streamed completion.
 
-    @functools.wraps(build)
-    def method(self: APIClient, /, *args: P.args, **kwargs: P.kwargs) -> ResponseStream:
-        return ResponseStream(self, *build(self, *args, **kwargs))
+    ``usage``, ``finish_reason``, ``model`` and ``created`` are set when the
+    final line arrives. ``aclose()`` (or leaving ``async with``) before the end
+    closes the HTTP response, so the daemon sees the disconnect and stops
+    generating. Breaking out of ``async for`` without closing also closes it:
+    the stream is then dropped, and asyncio finalizes the async generator
+    inside it on the next loop iteration. Explicit ``aclose()`` or
+    ``async with`` is still the prompt, deterministic way. Opening the stream
+    is retried like any call; once the first byte arrived, nothing is.
+    """
 
-    return method
+    def __init__(self, client: APIClient, request: Request, chunk_size: int | None) -> None:
+        self._state = _StreamState(client, request, StreamParser(chunk_size))
+        super().__init__(self._state.parser)
+        self._chunks: AsyncGenerator[StreamChunk, None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ResponseStream {self._state.request.url} closed={self._state.closed}>"
+
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        if self._chunks is None:
+            self._chunks = _generate(self._state)
+        return await self._chunks.__anext__()
+
+    async def __aenter__(self) -> ResponseStream:
+        await self._state.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream and close its HTTP response. Idempotent."""
+        self._state.closed = True
+        if self._chunks is not None:
+            await self._chunks.aclose()
+        await self._state.release()
+
+
+class _StreamState:
+    """What a stream's generator works on; kept apart from :class:`ResponseStream`
+    so that the generator does not reference the stream (no cycle: dropping the
+    stream finalizes the generator at once)."""
+
+    def __init__(self, client: APIClient, request: Request, parser: StreamParser) -> None:
+        self.client = client
+        self.request = request
+        self.parser = parser
+        self.response: OpenResponse | None = None
+        self.closed = False
+
+    async def start(self) -> OpenResponse:
+        if self.closed:
+            raise RuntimeError("the stream is closed")
+        if self.response is None:
+            self.response = await self.client._send(self.request)
+        return self.response
+
+    async def release(self) -> None:
+        self.closed = True
+        response, self.response = self.response, None
+        if response is not None:
+            await response.aclose()
+
+
+async def _generate(state: _StreamState) -> AsyncGenerator[StreamChunk, None]:
+    try:
+        response = await state.start()
+        while state.parser.end is None:
+            for chunk in state.parser.feed(await response.read_chunk()):
+                yield chunk
+        await response.finish()
+    finally:
+        await state.release()
 
 
 class APIClient(BaseClient):
@@ -89,23 +165,19 @@ class APIClient(BaseClient):
     daemon's ``daemon.json``, then ``http://127.0.0.1:8910``. ``timeout`` (s)
     bounds a whole request, or for streams the connect and each gap between
     reads. ``max_retries`` / ``retry`` and ``circuit_breaker`` are described in
-    :mod:`llamahome.error`. Failures raise :class:`~llamahome.error.APIError`
-    subclasses.
+    :mod:`llamahome.error`. With ``pool_size`` set, up to that many connections
+    stay open across calls (see :class:`PooledClient`); without, each call
+    outside ``async with`` / :meth:`session` has its own. Failures raise
+    :class:`~llamahome.error.APIError` subclasses.
     """
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        endpoint: str | None = None,
-        *,
-        timeout: float = 600.0,
-        max_retries: int = 2,
-        retry: RetryHandler | None = None,
-        circuit_breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(api_key, endpoint, timeout=timeout, max_retries=max_retries,
-                         retry=retry, circuit_breaker=circuit_breaker)
-        self._transport = AiohttpTransport(self.timeout)
+    _transport: AiohttpTransport
+    idle_timeout: float = 30.0
+    """With ``pool_size``: seconds without calls after which the pool closes itself."""
+
+    def _open_transport(self) -> None:
+        self._transport = AiohttpTransport(self.timeout, pool_size=self.pool_size,
+                                           idle_timeout=self.idle_timeout)
 
     # -- connection handling --------------------------------------------------
 
@@ -113,12 +185,7 @@ class APIClient(BaseClient):
         self._transport.enter()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._transport.exit()
 
     async def close(self) -> None:
@@ -172,7 +239,7 @@ class APIClient(BaseClient):
     get_config = async_method(BaseClient._get_config_call)
     update_config = async_method(BaseClient._update_config_call)
     health = async_method(BaseClient._health_call)
-    stream_response = stream_method(BaseClient._stream_request)
+    stream_response = stream_method(BaseClient._stream_request, ResponseStream)
 
 
 class LlamaClient(APIClient):
@@ -199,96 +266,6 @@ class PooledClient(APIClient):
         retry: RetryHandler | None = None,
         circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
-        if isinstance(pool_size, bool) or pool_size < 1:
-            raise ValueError("pool_size must be a positive integer")
+        self.idle_timeout = idle_timeout
         super().__init__(api_key, endpoint, timeout=timeout, max_retries=max_retries,
-                         retry=retry, circuit_breaker=circuit_breaker)
-        self.pool_size = pool_size
-        self._transport = AiohttpTransport(self.timeout, pool_size=pool_size,
-                                           idle_timeout=idle_timeout)
-
-
-class ResponseStream(StreamInfo):
-    """An async iterator of :class:`StreamChunk` for one streamed completion.
-
-    ``usage``, ``finish_reason``, ``model`` and ``created`` are set when the
-    final line arrives. ``aclose()`` (or leaving ``async with``) before the end
-    closes the HTTP response, so the daemon sees the disconnect and stops
-    generating. Breaking out of ``async for`` without closing also closes it:
-    the stream is then dropped, and asyncio finalizes the async generator
-    inside it on the next loop iteration. Explicit ``aclose()`` or
-    ``async with`` is still the prompt, deterministic way. Opening the stream
-    is retried like any call; once the first byte arrived, nothing is.
-    """
-
-    def __init__(self, client: APIClient, request: Request, chunk_size: int | None) -> None:
-        self._state = _StreamState(client, request, StreamParser(chunk_size))
-        super().__init__(self._state.parser)
-        self._chunks: AsyncGenerator[StreamChunk, None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<ResponseStream {self._state.request.url} closed={self._state.closed}>"
-
-    def __aiter__(self) -> ResponseStream:
-        return self
-
-    async def __anext__(self) -> StreamChunk:
-        if self._chunks is None:
-            self._chunks = _generate(self._state)
-        return await self._chunks.__anext__()
-
-    async def __aenter__(self) -> ResponseStream:
-        await self._state.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop the stream and close its HTTP response. Idempotent."""
-        self._state.closed = True
-        if self._chunks is not None:
-            await self._chunks.aclose()
-        await self._state.release()
-
-
-class _StreamState:
-    """What a stream's generator works on; kept apart from :class:`ResponseStream`
-    so that the generator does not reference the stream (no cycle: dropping the
-    stream finalizes the generator at once)."""
-
-    def __init__(self, client: APIClient, request: Request, parser: StreamParser) -> None:
-        self.client = client
-        self.request = request
-        self.parser = parser
-        self.response: OpenResponse | None = None
-        self.closed = False
-
-    async def start(self) -> OpenResponse:
-        if self.closed:
-            raise RuntimeError("the stream is closed")
-        if self.response is None:
-            self.response = await self.client._send(self.request)
-        return self.response
-
-    async def release(self) -> None:
-        self.closed = True
-        response, self.response = self.response, None
-        if response is not None:
-            await response.aclose()
-
-
-async def _generate(state: _StreamState) -> AsyncGenerator[StreamChunk, None]:
-    try:
-        response = await state.start()
-        while state.parser.end is None:
-            for chunk in state.parser.feed(await response.read_chunk()):
-                yield chunk
-        await response.finish()
-    finally:
-        await state.release()
+                         pool_size=pool_size, retry=retry, circuit_breaker=circuit_breaker)
