@@ -73,7 +73,7 @@ def test_runner_shares_python_state_allows_top_level_await_and_runs_bash(tmp_pat
         {"language": "bash", "line": 12, "code": "test \"$(cat out.txt)\" = 42\n"},
     ])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("--- docs/T.md:") == 4
+    assert result.stdout.count(" took ") == 4
 
 
 def test_runner_names_the_failing_block_and_stops(tmp_path: Path) -> None:
