@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from llamahome import error as errors
-from llamahome._base import NDJSONDecoder
+from llamahome._decoding import NDJSONDecoder
 from llamahome.client import APIClient, ResponseStream
 from llamahome.types import ModelInfo, ProcessResponse, StreamChunk, Usage
 
