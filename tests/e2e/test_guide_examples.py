@@ -56,7 +56,7 @@ async def test_quick_start_authentication_and_simple_request(env: RunningDaemon)
     )
     print(response.text)
     assert response.usage.completion_tokens == 100  # the tiny model never stops early
-    assert response.model == "llama3-3" or response.model.startswith("llama3")
+    assert response.model == "llama3.3"  # the installed file llama3.3.gguf
     assert response.created.endswith("Z")
 
 
