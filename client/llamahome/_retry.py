@@ -116,50 +116,48 @@ class RetryHandler:
         self, call: Callable[[], Awaitable[T]], *, breaker: CircuitBreaker | None = None
     ) -> T:
         """Await ``call()`` until it succeeds or fails in a way not worth repeating."""
-        attempt = 0
+        attempt = _Attempt(self, breaker)
         while True:
-            if breaker is not None:
-                breaker.before_call()
-            try:
-                result = await call()
-            except BaseException as exc:
-                delay = self._failed(exc, attempt, breaker)
-                if delay is None:
-                    raise
-            else:
-                return self._succeeded(result, breaker)
-            attempt += 1
-            await asyncio.sleep(delay)
+            with attempt:
+                return await call()
+            await asyncio.sleep(attempt.delay)
 
     def run_sync(self, call: Callable[[], T], *, breaker: CircuitBreaker | None = None) -> T:
         """:meth:`run` for blocking code: ``call()`` is a plain function."""
-        attempt = 0
+        attempt = _Attempt(self, breaker)
         while True:
-            if breaker is not None:
-                breaker.before_call()
-            try:
-                result = call()
-            except BaseException as exc:
-                delay = self._failed(exc, attempt, breaker)
-                if delay is None:
-                    raise
-            else:
-                return self._succeeded(result, breaker)
-            attempt += 1
-            time.sleep(delay)
+            with attempt:
+                return call()
+            time.sleep(attempt.delay)
 
-    def _failed(
-        self, exc: BaseException, attempt: int, breaker: CircuitBreaker | None
-    ) -> float | None:
-        if breaker is not None:
-            breaker.record(exc)
-        return self.delay_for(exc, attempt)
 
-    @staticmethod
-    def _succeeded(result: T, breaker: CircuitBreaker | None) -> T:
-        if breaker is not None:
-            breaker.record(None)
-        return result
+class _Attempt:
+    """One try of :meth:`RetryHandler.run`: asks the breaker first, records the outcome after,
+    and swallows a failure worth repeating (leaving the wait in ``delay``)."""
+
+    def __init__(self, handler: RetryHandler, breaker: CircuitBreaker | None) -> None:
+        self.handler = handler
+        self.breaker = breaker
+        self.number = 0
+        self.delay = 0.0
+
+    def __enter__(self) -> None:
+        if self.breaker is not None:
+            self.breaker.before_call()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if self.breaker is not None:
+            self.breaker.record(exc)
+        if exc is None:
+            return False
+        delay = self.handler.delay_for(exc, self.number)
+        if delay is None:
+            return False
+        self.number += 1
+        self.delay = delay
+        return True
 
 
 class CircuitBreaker:
