@@ -13,11 +13,7 @@ from llamahomed.api.guard import guard_middleware, setup_guard
 from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
 from llamahomed.api.middleware import add_request_id_header, error_middleware, request_id_middleware
 from llamahomed.config_store import ConfigStore
-from llamahomed.engine.pool import WorkerPool
-from llamahomed.inference import InferenceService, Performance
-from llamahomed.planner import Measurements
-from llamahomed.registry.catalog import Catalog
-from llamahomed.registry.store import ModelRegistry
+from llamahomed.inference import InferenceService
 from llamahomed.security import Authority, ensure_admin_token
 from llamahomed.settings import Settings
 
@@ -63,14 +59,6 @@ async def _authority_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    settings = config.settings
-    registry = ModelRegistry(settings.models_path, Catalog.load())
-    pool = WorkerPool(start_timeout=settings.worker_start_timeout,
-                      keep_alive=lambda: config.settings.system_settings.keep_alive)
-    performance = Performance(settings.measurements_file)
-    app[INFERENCE] = InferenceService(config, registry, pool, performance,
-                                      Measurements(settings.state_dir / "allocations.json"))
+    app[INFERENCE] = service = InferenceService.create(app[CONFIG])
     yield
-    await pool.close()
-    performance.save()
+    await service.close()

@@ -17,6 +17,7 @@ from llamahomed.engine.pool import WorkerPool
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.errors import ModelTooLarge
 from llamahomed.planner import LoadParams, Measurements, Plan, PlanRequest, candidates_from_entries, plan
+from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelEntry, ModelRegistry
 from llamahomed.resources import Machine, read_machine
 
@@ -76,6 +77,22 @@ class InferenceService:
         self.measurements = measurements
         self.read_machine = machine
         self._planned: dict[int, str] = {}  # worker pid -> the plan request it was loaded for
+
+    @classmethod
+    def create(cls, config: ConfigStore) -> InferenceService:
+        """The registry, worker pool and measurements for ``config`` (the daemon's and
+        ``llamahome.server.LlamaServer``'s one way to build them); ``close()`` when done."""
+        settings = config.settings
+        pool = WorkerPool(start_timeout=settings.worker_start_timeout,
+                          keep_alive=lambda: config.settings.system_settings.keep_alive)
+        return cls(config, ModelRegistry(settings.models_path, Catalog.load()), pool,
+                   Performance(settings.measurements_file),
+                   Measurements(settings.state_dir / "allocations.json"))
+
+    async def close(self) -> None:
+        """Stop every worker and save the speed measurements."""
+        await self.pool.close()
+        self.performance.save()
 
     def candidates(self, model: str | None) -> list[ModelEntry]:
         """The files a model name may load: every variant for an id, one for ``id:quant``."""

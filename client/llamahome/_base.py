@@ -1,52 +1,72 @@
 """The transport-free half of every client: building requests, parsing replies.
 
-``BaseClient`` turns each API operation into a :class:`Call` (a ready
-:class:`Request` plus the function that parses the decoded JSON reply) or, for
-streams, a :class:`Request` whose NDJSON lines :class:`NDJSONDecoder` and
-:func:`parse_stream_line` read. The async client (and a sync one later) only
-sends requests and feeds bytes back here, so no method body is written twice.
+``BaseClient`` turns each API operation into a :class:`Call` (ready
+:class:`Request` objects plus the function that parses their decoded JSON
+replies) or, for streams, a :class:`Request` whose bytes a
+:class:`~llamahome._decoding.StreamParser` reads. Its ``_*_call`` builders carry each operation's one signature and
+docstring; the async client (:mod:`llamahome.client`) and the sync client
+(:mod:`llamahome._sync`) turn each builder into a public method that only sends
+(:func:`llamahome.client.async_method`), so no method body is written twice.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar
 
 from . import _config
 from ._version import __version__
-from .error import APIError, _error_from_item, error_from_response
-from .types import ModelInfo, ProcessResponse, Usage
+from ._decoding import (
+    NDJSONDecoder,
+    StreamEnd,
+    StreamInfo,
+    StreamParser,
+    StreamText,
+    _check_chunk_size,
+    decode_response,
+    invalid_response,
+    parse_stream_line,
+    split_text,
+)
+from .error import APIError, CircuitBreaker, RetryHandler, _error_from_item
+from .types import ModelInfo, ProcessResponse
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "API_PREFIX",
     "USER_AGENT",
     "BaseClient",
     "Call",
+    "GenerationOptions",
     "NDJSONDecoder",
     "Request",
+    "SamplingOptions",
     "StreamEnd",
+    "StreamInfo",
+    "StreamParser",
     "StreamText",
     "decode_response",
     "parse_stream_line",
     "split_text",
+    "stream_method",
 ]
 
 USER_AGENT = f"llamahome-python/{__version__}"
 API_PREFIX = "/api/v1"
 JSON_TYPE = "application/json"
 NDJSON_TYPE = "application/x-ndjson"
-INVALID_RESPONSE = "invalid_response"
 
 T = TypeVar("T")
+P = ParamSpec("P")
+S = TypeVar("S")
+C = TypeVar("C", bound="BaseClient")
 BatchItem = ProcessResponse | APIError
-
-
-def invalid_response(message: str, status: int | None = None) -> APIError:
-    """The error for a reply that does not have the documented shape."""
-    return APIError(message, INVALID_RESPONSE, status=status)
 
 
 @dataclass(frozen=True)
@@ -62,47 +82,18 @@ class Request:
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
-    """A request and the parser for its decoded JSON reply."""
+    """Requests sent one after another, and the parser of their decoded JSON replies."""
 
-    request: Request
-    parse: Callable[[Any], T]
+    requests: Sequence[Request]
+    parse: Callable[[list[Any]], T]
 
-
-@dataclass(frozen=True)
-class StreamText:
-    """A ``{"chunk": ..., "index": ...}`` line."""
-
-    text: str
-    index: int
-
-
-@dataclass(frozen=True)
-class StreamEnd:
-    """The final ``{"done": true, ...}`` line of a stream."""
-
-    usage: Usage | None
-    finish_reason: str | None
-    model: str | None
-    created: str | None
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    @classmethod
+    def one(cls, request: Request, parse: Callable[[Any], T]) -> Call[T]:
+        return cls((request,), lambda replies: parse(replies[0]))
 
 
 def drop_none(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
-
-
-def _decode_json(body: bytes, status: int | None) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError too.
-        raise invalid_response(f"response is not valid JSON: {exc}", status) from exc
-
-
-def decode_response(status: int, headers: Mapping[str, str], body: bytes) -> Any:
-    """Decode a complete reply's JSON; for 4xx/5xx raise the mapped :class:`APIError`."""
-    if status >= 400:
-        raise error_from_response(status, body, headers)
-    return _decode_json(body, status)
 
 
 def _parser(build: Callable[[Any], T], what: str) -> Callable[[Any], T]:
@@ -144,92 +135,37 @@ def _batch_results(expected: int) -> Callable[[Any], list[BatchItem]]:
     return parse
 
 
-class NDJSONDecoder:
-    """Incremental newline-delimited JSON decoder.
+class SamplingOptions(TypedDict, total=False):
+    """Optional generation fields; left out, the daemon's configured defaults apply.
 
-    Feed it the bytes of a response as they arrive; each call returns the JSON
-    objects completed by those bytes. Lines may be split anywhere (inside a
-    multi-byte UTF-8 character too), blank lines and ``\\r\\n`` endings are
-    accepted, and :meth:`close` returns a last line left without a newline.
+    Keyword arguments not listed here are sent as body fields as they are.
     """
 
-    def __init__(self, max_line_bytes: int = 16 * 1024 * 1024) -> None:
-        self._buffer = bytearray()
-        self._scanned = 0
-        self._max_line_bytes = max_line_bytes
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += data
-        objects: list[dict[str, Any]] = []
-        start = 0
-        while (newline := self._buffer.find(b"\n", max(start, self._scanned))) >= 0:
-            obj = self._parse(bytes(self._buffer[start:newline]))
-            if obj is not None:
-                objects.append(obj)
-            start = newline + 1
-        del self._buffer[:start]
-        self._scanned = len(self._buffer)
-        if self._scanned > self._max_line_bytes:
-            raise invalid_response(f"stream line longer than {self._max_line_bytes} bytes")
-        return objects
-
-    def close(self) -> list[dict[str, Any]]:
-        rest, self._buffer, self._scanned = bytes(self._buffer), bytearray(), 0
-        obj = self._parse(rest)
-        return [] if obj is None else [obj]
-
-    @staticmethod
-    def _parse(line: bytes) -> dict[str, Any] | None:
-        line = line.strip()
-        if not line:
-            return None
-        obj = _decode_json(line, None)
-        if not isinstance(obj, dict):
-            raise invalid_response(f"stream line is not a JSON object: {line[:100]!r}")
-        return obj
+    top_p: float
+    top_k: int
+    min_p: float
+    stop: str | Sequence[str]
+    seed: int
+    repeat_penalty: float
 
 
-def parse_stream_line(obj: Mapping[str, Any]) -> StreamText | StreamEnd | None:
-    """Classify one NDJSON line; raise the mapped error for an ``error`` line.
-
-    Returns ``None`` for lines this client does not know (ignored, for
-    forward compatibility).
-    """
-    if "error" in obj:
-        raise _error_from_item(obj["error"])
-    if obj.get("done") is True:
-        try:
-            usage = Usage.from_dict(obj["usage"]) if obj.get("usage") is not None else None
-        except ValueError as exc:
-            raise invalid_response(f"unexpected final stream line: {exc}") from exc
-        return StreamEnd(
-            usage=usage,
-            finish_reason=_opt_text(obj.get("finish_reason")),
-            model=_opt_text(obj.get("model")),
-            created=_opt_text(obj.get("created")),
-            raw=dict(obj),
-        )
-    chunk = obj.get("chunk")
-    if isinstance(chunk, str):
-        index = obj.get("index")
-        return StreamText(chunk, index if isinstance(index, int) else -1)
-    return None
+class GenerationOptions(SamplingOptions, total=False):
+    max_tokens: int
+    temperature: float
 
 
-def _opt_text(value: Any) -> str | None:
-    return None if value is None else str(value)
+def stream_method(
+    build: Callable[Concatenate[BaseClient, P], tuple[Request, int | None]],
+    stream: Callable[[C, Request, int | None], S],
+) -> Callable[Concatenate[C, P], S]:
+    """A client's streaming method: the builder's request wrapped in the client's stream type
+    (which sends it when iterated)."""
 
+    @functools.wraps(build)
+    def method(self: C, /, *args: P.args, **kwargs: P.kwargs) -> S:
+        return stream(self, *build(self, *args, **kwargs))
 
-def split_text(text: str, chunk_size: int | None) -> list[str]:
-    """Cut ``text`` into pieces of at most ``chunk_size`` characters."""
-    if chunk_size is None:
-        return [text]
-    return [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
-
-
-def _check_chunk_size(chunk_size: int | None) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError("chunk_size must be a positive number of characters, or None")
+    return method
 
 
 class BaseClient:
@@ -238,7 +174,10 @@ class BaseClient:
     ``api_key`` and ``endpoint`` default to what :mod:`llamahome._config`
     finds (environment, then the daemon's state directory). ``timeout`` is in
     seconds: the whole request for ordinary calls; for streams, the connection
-    and each wait between two reads.
+    and each wait between two reads. ``pool_size`` is how many connections
+    are kept open for reuse (see each client). Failed requests are repeated by
+    ``retry`` (default ``RetryHandler(max_retries)``) when that is safe, and go
+    through ``circuit_breaker`` when one is given.
     """
 
     def __init__(
@@ -247,6 +186,10 @@ class BaseClient:
         endpoint: str | None = None,
         *,
         timeout: float = 600.0,
+        max_retries: int = 2,
+        pool_size: int | None = None,
+        retry: RetryHandler | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
         endpoint = (endpoint or _config.default_endpoint()).rstrip("/")
         parts = urllib.parse.urlsplit(endpoint)
@@ -254,9 +197,19 @@ class BaseClient:
             raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
         if not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
+        if pool_size is not None and (isinstance(pool_size, bool) or pool_size < 1):
+            raise ValueError("pool_size must be a positive integer")
         self.api_key: str | None = api_key if api_key is not None else _config.default_api_key()
         self.endpoint: str = endpoint
         self.timeout: float = float(timeout)
+        self.pool_size: int | None = pool_size
+        self.retry: RetryHandler = retry if retry is not None else RetryHandler(max_retries)
+        self.circuit_breaker: CircuitBreaker | None = circuit_breaker
+        self._open_transport()
+
+    def _open_transport(self) -> None:
+        """Make ``self._transport``: the one thing each client kind does its own way."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.endpoint!r})"
@@ -285,71 +238,144 @@ class BaseClient:
         return Request(method, self.endpoint + path, headers, body, stream)
 
     @staticmethod
-    def _generation_fields(
-        model: str | None,
-        max_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        top_k: int | None,
-        stop: str | Sequence[str] | None,
-        seed: int | None,
-        repeat_penalty: float | None,
-        extra: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "model": model,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "stop": stop if stop is None or isinstance(stop, str) else list(stop),
-            "seed": seed,
-            "repeat_penalty": repeat_penalty,
-            **extra,
-        }
+    def _fields(model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
+        fields = {"model": model, **options}
+        stop = fields.get("stop")
+        if stop is not None and not isinstance(stop, str):
+            fields["stop"] = list(stop)
         return drop_none(fields)
 
-    def _process_call(self, prompt: str, fields: Mapping[str, Any]) -> Call[ProcessResponse]:
+    # -- one builder per operation: its signature and docstring are the public method's ----
+
+    def _process_call(
+        self,
+        /,
+        prompt: str,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **options: Unpack[SamplingOptions],
+    ) -> Call[ProcessResponse]:
+        """Generate a completion for ``prompt`` (``POST /api/v1/process``).
+
+        Options left as ``None`` are not sent, so the daemon's defaults apply;
+        ``options`` are the sampling fields of :class:`SamplingOptions`.
+        """
+        fields = self._fields(model, {"max_tokens": max_tokens, "temperature": temperature,
+                                      **options})
         request = self._request("POST", f"{API_PREFIX}/process", {"prompt": prompt, **fields})
-        return Call(request, _parser(ProcessResponse.from_dict, "process"))
+        return Call.one(request, _parser(ProcessResponse.from_dict, "process"))
 
     def _stream_request(
-        self, prompt: str, chunk_size: int | None, fields: Mapping[str, Any]
-    ) -> Request:
-        _check_chunk_size(chunk_size)
-        return self._request(
-            "POST", f"{API_PREFIX}/stream", {"prompt": prompt, **fields}, stream=True
-        )
+        self,
+        /,
+        prompt: str,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        *,
+        chunk_size: int | None = None,
+        **options: Unpack[SamplingOptions],
+    ) -> tuple[Request, int | None]:
+        """Stream a completion (``POST /api/v1/stream``) as :class:`StreamChunk` objects.
 
-    def _batch_calls(
-        self, prompts: Sequence[str], batch_size: int, fields: Mapping[str, Any]
-    ) -> list[Call[list[BatchItem]]]:
+        Nothing is sent until iteration (or ``with``) starts. ``chunk_size``
+        caps the characters in one yielded chunk; longer chunks from the daemon
+        are split, ``None`` yields them as sent.
+        """
+        _check_chunk_size(chunk_size)
+        fields = self._fields(model, {"max_tokens": max_tokens, "temperature": temperature,
+                                      **options})
+        body = {"prompt": prompt, **fields}
+        return self._request("POST", f"{API_PREFIX}/stream", body, stream=True), chunk_size
+
+    def _batch_requests(
+        self, prompts: Sequence[str], model: str | None, batch_size: int,
+        options: Mapping[str, Any],
+    ) -> tuple[list[Request], list[int]]:
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of strings, not one string")
         if isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError("batch_size must be a positive integer")
-        calls = []
+        fields = self._fields(model, options)
+        requests, sizes = [], []
         for start in range(0, len(prompts), batch_size):
             group = list(prompts[start : start + batch_size])
-            request = self._request("POST", f"{API_PREFIX}/batch", {"prompts": group, **fields})
-            calls.append(Call(request, _parser(_batch_results(len(group)), "batch")))
-        return calls
+            body = {"prompts": group, **fields}
+            requests.append(self._request("POST", f"{API_PREFIX}/batch", body))
+            sizes.append(len(group))
+        return requests, sizes
 
-    def _list_models_call(self) -> Call[list[ModelInfo]]:
-        return Call(self._request("GET", f"{API_PREFIX}/models"), _parser(_models, "models"))
+    def _batch_settled_call(
+        self,
+        /,
+        prompts: Sequence[str],
+        model: str | None = None,
+        batch_size: int = 8,
+        **options: Unpack[GenerationOptions],
+    ) -> Call[list[ProcessResponse | APIError]]:
+        """Like :meth:`process_batch`, but a failed item's :class:`APIError` takes its place.
 
-    def _get_model_call(self, model_id: str) -> Call[ModelInfo]:
+        A failure of a whole group request (HTTP error, connection) still raises.
+        """
+        requests, sizes = self._batch_requests(prompts, model, batch_size, options)
+
+        def parse(replies: list[Any]) -> list[BatchItem]:
+            items: list[BatchItem] = []
+            for reply, size in zip(replies, sizes):
+                items.extend(_parser(_batch_results(size), "batch")(reply))
+            return items
+
+        return Call(requests, parse)
+
+    def _batch_call(
+        self,
+        /,
+        prompts: Sequence[str],
+        model: str | None = None,
+        batch_size: int = 8,
+        **options: Unpack[GenerationOptions],
+    ) -> Call[list[ProcessResponse]]:
+        """Generate a completion for each prompt (``POST /api/v1/batch``), in order.
+
+        Prompts go in groups of ``batch_size``, one group after another; the
+        daemon decodes a group's prompts together. A failed item raises its
+        :class:`APIError` (use :meth:`process_batch_settled` to get errors in
+        place instead).
+        """
+        settled = self._batch_settled_call(prompts, model, batch_size, **options)
+
+        def parse(replies: list[Any]) -> list[ProcessResponse]:
+            results: list[ProcessResponse] = []
+            for item in settled.parse(replies):
+                if isinstance(item, APIError):
+                    raise item
+                results.append(item)
+            return results
+
+        return Call(settled.requests, parse)
+
+    def _list_models_call(self, /) -> Call[list[ModelInfo]]:
+        """The models the daemon can serve (``GET /api/v1/models``)."""
+        return Call.one(self._request("GET", f"{API_PREFIX}/models"), _parser(_models, "models"))
+
+    def _get_model_call(self, /, model_id: str) -> Call[ModelInfo]:
+        """One model's details (``GET /api/v1/models/{model_id}``)."""
         if not model_id:
             raise ValueError("model_id must not be empty")
         path = f"{API_PREFIX}/models/{urllib.parse.quote(model_id, safe='')}"
-        return Call(self._request("GET", path), _parser(ModelInfo.from_dict, "model"))
+        return Call.one(self._request("GET", path), _parser(ModelInfo.from_dict, "model"))
 
-    def _get_config_call(self) -> Call[dict[str, Any]]:
-        return Call(self._request("GET", f"{API_PREFIX}/config"), _parser(_as_dict, "config"))
+    def _get_config_call(self, /) -> Call[dict[str, Any]]:
+        """The daemon's settings (``GET /api/v1/config``)."""
+        request = self._request("GET", f"{API_PREFIX}/config")
+        return Call.one(request, _parser(_as_dict, "config"))
 
-    def _update_config_call(self, changes: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    def _update_config_call(self, /, changes: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """Change settings (``POST /api/v1/config``); returns the daemon's whole new config."""
         request = self._request("POST", f"{API_PREFIX}/config", dict(changes))
-        return Call(request, _parser(_as_dict, "config"))
+        return Call.one(request, _parser(_as_dict, "config"))
 
-    def _health_call(self) -> Call[dict[str, Any]]:
-        return Call(self._request("GET", "/health"), _parser(_as_dict, "health"))
+    def _health_call(self, /) -> Call[dict[str, Any]]:
+        """The daemon's health report (``GET /health``)."""
+        return Call.one(self._request("GET", "/health"), _parser(_as_dict, "health"))

@@ -1,4 +1,4 @@
-"""The async Python client for ``llamahomed``.
+"""The Python clients for ``llamahomed``.
 
 ::
 
@@ -11,251 +11,72 @@
     async with client.session() as session:   # one reused connection pool
         result = await session.process("Query")
 
+    with SyncClient() as client:               # the same methods, blocking, for scripts
+        print(client.process_prompt("Hello").text)
+
 A client used outside ``async with`` opens a short-lived HTTP session per call
 and closes it when that call is done, so a client that is never closed leaks
 nothing. Inside ``async with client:`` or ``client.session()`` one session is
-reused and closed on exit. See :mod:`llamahome._transport` for the reasons.
+reused and closed on exit; :class:`PooledClient` keeps one open across calls.
+See :mod:`llamahome._transport` for the reasons.
+
+Every public method is made from one builder in :class:`~llamahome._base.BaseClient`
+(its signature and docstring) by :func:`async_method` here or
+:func:`llamahome._sync.sync_method`: only sending differs between the clients.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._base import (
     BaseClient,
     Call,
-    NDJSONDecoder,
     Request,
-    StreamEnd,
+    StreamInfo,
+    StreamParser,
     decode_response,
-    parse_stream_line,
-    split_text,
+    stream_method,
 )
+from ._sync import SyncClient, SyncResponseStream
 from ._transport import AiohttpTransport, OpenResponse
-from .error import APIConnectionError, APIError
-from .types import ModelInfo, ProcessResponse, StreamChunk, Usage
+from .error import CircuitBreaker, RetryHandler
+from .types import ModelInfo, ProcessResponse, StreamChunk
 
-__all__ = ["APIClient", "ResponseStream"]
+__all__ = [
+    "APIClient",
+    "LlamaClient",
+    "ModelInfo",
+    "PooledClient",
+    "ProcessResponse",
+    "ResponseStream",
+    "StreamChunk",
+    "SyncClient",
+    "SyncResponseStream",
+]
 
-_T = TypeVar("_T")
+P = ParamSpec("P")
+T = TypeVar("T")
 _ClientT = TypeVar("_ClientT", bound="APIClient")
 
 
-class APIClient(BaseClient):
-    """Async client for the LlamaHome API.
+def async_method(
+    build: Callable[Concatenate[BaseClient, P], Call[T]],
+) -> Callable[Concatenate[APIClient, P], Coroutine[Any, Any, T]]:
+    """The async client's method for one builder: build the call, then send it."""
 
-    ``api_key`` defaults to ``$LLAMAHOME_API_KEY``, then the daemon's
-    ``admin.token``; ``endpoint`` to ``$LLAMAHOME_ENDPOINT``, then the running
-    daemon's ``daemon.json``, then ``http://127.0.0.1:8910``. ``timeout`` (s)
-    bounds a whole request, or for streams the connect and each gap between
-    reads. Failures raise :class:`~llamahome.error.APIError` subclasses.
-    """
+    @functools.wraps(build)
+    async def method(self: APIClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(build(self, *args, **kwargs))
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        endpoint: str | None = None,
-        *,
-        timeout: float = 600.0,
-    ) -> None:
-        super().__init__(api_key, endpoint, timeout=timeout)
-        self._transport = AiohttpTransport(self.timeout)
-
-    # -- connection handling --------------------------------------------------
-
-    async def __aenter__(self: _ClientT) -> _ClientT:
-        self._transport.enter()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._transport.exit()
-
-    async def close(self) -> None:
-        """Close the reused HTTP session, if any. The client stays usable."""
-        await self._transport.close()
-
-    @contextlib.asynccontextmanager
-    async def session(self: _ClientT) -> AsyncIterator[_ClientT]:
-        """A copy of this client that reuses one HTTP session until the block ends."""
-        bound = copy.copy(self)
-        bound._transport = AiohttpTransport(self.timeout)
-        async with bound:
-            yield bound
-
-    async def _call(self, call: Call[_T]) -> _T:
-        response = await self._transport.send(call.request)
-        body = await response.read_all()
-        return call.parse(decode_response(response.status, response.headers, body))
-
-    async def _open_stream(self, request: Request) -> OpenResponse:
-        response = await self._transport.send(request)
-        if response.status >= 400:
-            decode_response(response.status, response.headers, await response.read_all())
-        return response
-
-    # -- generation -----------------------------------------------------------
-
-    async def process_prompt(
-        self,
-        prompt: str,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        *,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        repeat_penalty: float | None = None,
-        **extra: Any,
-    ) -> ProcessResponse:
-        """Generate a completion for ``prompt`` (``POST /api/v1/process``).
-
-        Options left as ``None`` are not sent, so the daemon's defaults apply;
-        ``extra`` keyword arguments are sent as further body fields.
-        """
-        fields = self._generation_fields(
-            model, max_tokens, temperature, top_p, top_k, stop, seed, repeat_penalty, extra
-        )
-        return await self._call(self._process_call(prompt, fields))
-
-    process = process_prompt
-    """Alias of :meth:`process_prompt` (the API guide's ``session.process``)."""
-
-    def stream_response(
-        self,
-        prompt: str,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        *,
-        chunk_size: int | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        repeat_penalty: float | None = None,
-        **extra: Any,
-    ) -> ResponseStream:
-        """Stream a completion (``POST /api/v1/stream``); iterate it with ``async for``.
-
-        Nothing is sent until iteration (or ``async with``) starts.
-        ``chunk_size`` caps the characters in one yielded chunk; longer chunks
-        from the daemon are split. ``None`` yields them as sent.
-        """
-        fields = self._generation_fields(
-            model, max_tokens, temperature, top_p, top_k, stop, seed, repeat_penalty, extra
-        )
-        return ResponseStream(self, self._stream_request(prompt, chunk_size, fields), chunk_size)
-
-    @overload
-    async def process_batch(
-        self,
-        prompts: Sequence[str],
-        model: str | None = ...,
-        batch_size: int = ...,
-        *,
-        return_exceptions: Literal[False] = ...,
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        top_k: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        repeat_penalty: float | None = ...,
-        **extra: Any,
-    ) -> list[ProcessResponse]: ...
-
-    @overload
-    async def process_batch(
-        self,
-        prompts: Sequence[str],
-        model: str | None = ...,
-        batch_size: int = ...,
-        *,
-        return_exceptions: bool,
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        top_k: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        repeat_penalty: float | None = ...,
-        **extra: Any,
-    ) -> list[ProcessResponse | APIError]: ...
-
-    async def process_batch(
-        self,
-        prompts: Sequence[str],
-        model: str | None = None,
-        batch_size: int = 8,
-        *,
-        return_exceptions: bool = False,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        repeat_penalty: float | None = None,
-        **extra: Any,
-    ) -> list[ProcessResponse] | list[ProcessResponse | APIError]:
-        """Generate a completion for each prompt (``POST /api/v1/batch``), in order.
-
-        Prompts go in groups of ``batch_size``, one group after another. A
-        failed item raises its :class:`APIError` unless ``return_exceptions``
-        is true, in which case the error takes the item's place. A failure of a
-        whole group request (HTTP error, connection) always raises.
-        """
-        fields = self._generation_fields(
-            model, max_tokens, temperature, top_p, top_k, stop, seed, repeat_penalty, extra
-        )
-        results: list[ProcessResponse | APIError] = []
-        for call in self._batch_calls(prompts, batch_size, fields):
-            items = await self._call(call)
-            if not return_exceptions:
-                for item in items:
-                    if isinstance(item, APIError):
-                        raise item
-            results.extend(items)
-        return results
-
-    batch_process = process_batch
-    """Alias of :meth:`process_batch` (the API guide's ``client.batch_process``)."""
-
-    # -- models, config, health -------------------------------------------------
-
-    async def list_models(self) -> list[ModelInfo]:
-        """The models the daemon can serve (``GET /api/v1/models``)."""
-        return await self._call(self._list_models_call())
-
-    async def get_model(self, model_id: str) -> ModelInfo:
-        """One model's details (``GET /api/v1/models/{model_id}``)."""
-        return await self._call(self._get_model_call(model_id))
-
-    async def get_config(self) -> dict[str, Any]:
-        """The daemon's settings (``GET /api/v1/config``)."""
-        return await self._call(self._get_config_call())
-
-    async def update_config(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Change settings (``POST /api/v1/config``); returns the daemon's reply."""
-        return await self._call(self._update_config_call(changes))
-
-    async def health(self) -> dict[str, Any]:
-        """The daemon's health report (``GET /health``)."""
-        return await self._call(self._health_call())
+    return method
 
 
-class ResponseStream:
+class ResponseStream(StreamInfo):
     """An async iterator of :class:`StreamChunk` for one streamed completion.
 
     ``usage``, ``finish_reason``, ``model`` and ``created`` are set when the
@@ -264,31 +85,17 @@ class ResponseStream:
     generating. Breaking out of ``async for`` without closing also closes it:
     the stream is then dropped, and asyncio finalizes the async generator
     inside it on the next loop iteration. Explicit ``aclose()`` or
-    ``async with`` is still the prompt, deterministic way.
+    ``async with`` is still the prompt, deterministic way. Opening the stream
+    is retried like any call; once the first byte arrived, nothing is.
     """
 
     def __init__(self, client: APIClient, request: Request, chunk_size: int | None) -> None:
-        self._state = _StreamState(client, request, chunk_size)
+        self._state = _StreamState(client, request, StreamParser(chunk_size))
+        super().__init__(self._state.parser)
         self._chunks: AsyncGenerator[StreamChunk, None] | None = None
 
     def __repr__(self) -> str:
         return f"<ResponseStream {self._state.request.url} closed={self._state.closed}>"
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._state.end.usage if self._state.end else None
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._state.end.finish_reason if self._state.end else None
-
-    @property
-    def model(self) -> str | None:
-        return self._state.end.model if self._state.end else None
-
-    @property
-    def created(self) -> str | None:
-        return self._state.end.created if self._state.end else None
 
     def __aiter__(self) -> ResponseStream:
         return self
@@ -302,12 +109,7 @@ class ResponseStream:
         await self._state.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -323,19 +125,18 @@ class _StreamState:
     so that the generator does not reference the stream (no cycle: dropping the
     stream finalizes the generator at once)."""
 
-    def __init__(self, client: APIClient, request: Request, chunk_size: int | None) -> None:
+    def __init__(self, client: APIClient, request: Request, parser: StreamParser) -> None:
         self.client = client
         self.request = request
-        self.chunk_size = chunk_size
+        self.parser = parser
         self.response: OpenResponse | None = None
-        self.end: StreamEnd | None = None
         self.closed = False
 
     async def start(self) -> OpenResponse:
         if self.closed:
             raise RuntimeError("the stream is closed")
         if self.response is None:
-            self.response = await self.client._open_stream(self.request)
+            self.response = await self.client._send(self.request)
         return self.response
 
     async def release(self) -> None:
@@ -348,20 +149,123 @@ class _StreamState:
 async def _generate(state: _StreamState) -> AsyncGenerator[StreamChunk, None]:
     try:
         response = await state.start()
-        decoder, index = NDJSONDecoder(), 0
-        while True:
-            data = await response.read_chunk()
-            for line in decoder.feed(data) if data else decoder.close():
-                event = parse_stream_line(line)
-                if isinstance(event, StreamEnd):
-                    state.end = event
-                    return
-                if event is None:
-                    continue
-                for text in split_text(event.text, state.chunk_size):
-                    yield StreamChunk(text, index)
-                    index += 1
-            if not data:
-                raise APIConnectionError("the stream ended before its final line")
+        while state.parser.end is None:
+            for chunk in state.parser.feed(await response.read_chunk()):
+                yield chunk
+        await response.finish()
     finally:
         await state.release()
+
+
+class APIClient(BaseClient):
+    """Async client for the LlamaHome API.
+
+    ``api_key`` defaults to ``$LLAMAHOME_API_KEY``, then the daemon's
+    ``admin.token``; ``endpoint`` to ``$LLAMAHOME_ENDPOINT``, then the running
+    daemon's ``daemon.json``, then ``http://127.0.0.1:8910``. ``timeout`` (s)
+    bounds a whole request, or for streams the connect and each gap between
+    reads. ``max_retries`` / ``retry`` and ``circuit_breaker`` are described in
+    :mod:`llamahome.error`. With ``pool_size`` set, up to that many connections
+    stay open across calls (see :class:`PooledClient`); without, each call
+    outside ``async with`` / :meth:`session` has its own. Failures raise
+    :class:`~llamahome.error.APIError` subclasses.
+    """
+
+    _transport: AiohttpTransport
+    idle_timeout: float = 30.0
+    """With ``pool_size``: seconds without calls after which the pool closes itself."""
+
+    def _open_transport(self) -> None:
+        self._transport = AiohttpTransport(self.timeout, pool_size=self.pool_size,
+                                           idle_timeout=self.idle_timeout)
+
+    # -- connection handling --------------------------------------------------
+
+    async def __aenter__(self: _ClientT) -> _ClientT:
+        self._transport.enter()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._transport.exit()
+
+    async def close(self) -> None:
+        """Close the reused HTTP session, if any. The client stays usable."""
+        await self._transport.close()
+
+    @contextlib.asynccontextmanager
+    async def session(self: _ClientT) -> AsyncIterator[_ClientT]:
+        """A copy of this client that reuses one HTTP session until the block ends."""
+        bound = await self.create_session()
+        try:
+            yield bound
+        finally:
+            await bound.close()
+
+    async def create_session(self: _ClientT) -> _ClientT:
+        """Like :meth:`session` without the block: ``await`` the copy's ``close()`` yourself."""
+        bound = copy.copy(self)
+        bound._transport = self._transport.copy()
+        bound._transport.enter()
+        return bound
+
+    # -- sending: the only code that differs from the sync client ---------------
+
+    async def _send(self, request: Request) -> OpenResponse:
+        async def attempt() -> OpenResponse:
+            response = await self._transport.send(request)
+            if response.status >= 400:
+                decode_response(response.status, response.headers, await response.read_all())
+            return response
+
+        return await self.retry.run(attempt, breaker=self.circuit_breaker)
+
+    async def _call(self, call: Call[T]) -> T:
+        replies = []
+        for request in call.requests:
+            response = await self._send(request)
+            body = await response.read_all()
+            replies.append(decode_response(response.status, response.headers, body))
+        return call.parse(replies)
+
+    # -- the API ----------------------------------------------------------------
+
+    process_prompt = async_method(BaseClient._process_call)
+    process = process_prompt  # the API guide's ``client.process`` / ``session.process``
+    process_batch = async_method(BaseClient._batch_call)
+    batch_process = process_batch  # the API guide's ``client.batch_process``
+    process_batch_settled = async_method(BaseClient._batch_settled_call)
+    list_models = async_method(BaseClient._list_models_call)
+    get_model = async_method(BaseClient._get_model_call)
+    get_config = async_method(BaseClient._get_config_call)
+    update_config = async_method(BaseClient._update_config_call)
+    health = async_method(BaseClient._health_call)
+    stream_response = stream_method(BaseClient._stream_request, ResponseStream)
+
+
+class LlamaClient(APIClient):
+    """The API guide's ``LlamaClient(api_key)``: an :class:`APIClient` under that name."""
+
+
+class PooledClient(APIClient):
+    """An :class:`APIClient` that keeps up to ``pool_size`` connections open across calls.
+
+    Calls beyond ``pool_size`` at once wait for a free connection. The pool is
+    per event loop and closes itself after ``idle_timeout`` seconds without
+    calls or when the loop shuts down; ``await client.close()`` closes it now.
+    """
+
+    def __init__(
+        self,
+        pool_size: int = 10,
+        max_retries: int = 2,
+        *,
+        api_key: str | None = None,
+        endpoint: str | None = None,
+        timeout: float = 600.0,
+        idle_timeout: float = 30.0,
+        retry: RetryHandler | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.idle_timeout = idle_timeout
+        super().__init__(api_key, endpoint, timeout=timeout, max_retries=max_retries,
+                         pool_size=pool_size, retry=retry, circuit_breaker=circuit_breaker)

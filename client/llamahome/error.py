@@ -12,14 +12,21 @@ Every exception this package raises on purpose derives from one root::
           ├── PermissionDeniedError        permission_denied                   (403)
           ├── NotFoundError                not_found                           (404)
           │    └── ModelNotFoundError       model_not_found
+          ├── MethodNotAllowedError        method_not_allowed                  (405)
           ├── PayloadTooLargeError         payload_too_large                   (413)
+          ├── UnsupportedMediaTypeError    unsupported_media_type              (415)
           ├── RateLimitError               rate_limit_exceeded  .retry_after   (429)
           ├── ServerBusyError              server_busy          .retry_after   (503)
+          │    └── ShuttingDownError        shutting_down                       (503)
           ├── ModelLoadError               model_load_failed
           ├── WorkerCrashedError           worker_crashed
           ├── InternalServerError          internal_error and any other 5xx
-          └── APIConnectionError           connection_error (no HTTP status)
-               └── APITimeoutError          timeout
+          ├── APIConnectionError           connection_error (no HTTP status)
+          │    └── APITimeoutError          timeout
+          └── CircuitOpenError             circuit_open   .retry_after (raised by the client)
+
+Recovery helpers live here too (see :mod:`llamahome._retry`): :class:`RetryHandler`
+retries what is safe to repeat, :class:`CircuitBreaker` stops calling a failing daemon.
 
 The class is chosen by the stable string ``code`` of the daemon's error envelope
 ``{"error": {"code", "message", "details"}}``; a code this client does not know
@@ -40,19 +47,25 @@ __all__ = [
     "APIError",
     "APITimeoutError",
     "AuthenticationError",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ContextLengthExceededError",
     "ExpiredTokenError",
     "InternalServerError",
     "InvalidRequestError",
     "InvalidTokenError",
     "LlamaHomeError",
+    "MethodNotAllowedError",
     "ModelLoadError",
     "ModelNotFoundError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RetryHandler",
     "ServerBusyError",
+    "ShuttingDownError",
+    "UnsupportedMediaTypeError",
     "WorkerCrashedError",
     "error_from_response",
 ]
@@ -158,6 +171,18 @@ class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
 
 
+class MethodNotAllowedError(APIError):
+    """The route exists but not for this HTTP method (405)."""
+
+    default_code = "method_not_allowed"
+
+
+class UnsupportedMediaTypeError(APIError):
+    """The body was not sent as ``application/json`` (415)."""
+
+    default_code = "unsupported_media_type"
+
+
 class PayloadTooLargeError(APIError):
     """The request body is larger than the daemon accepts (413)."""
 
@@ -199,6 +224,12 @@ class ServerBusyError(_RetryAfterError):
     default_code = "server_busy"
 
 
+class ShuttingDownError(ServerBusyError):
+    """The daemon is stopping and takes no new work (503)."""
+
+    default_code = "shutting_down"
+
+
 class ModelLoadError(APIError):
     """The daemon could not load the model (bad file, not enough memory, ...)."""
 
@@ -229,6 +260,15 @@ class APITimeoutError(APIConnectionError):
     default_code = "timeout"
 
 
+class CircuitOpenError(_RetryAfterError):
+    """The client's :class:`CircuitBreaker` is open: the call was not sent.
+
+    ``retry_after`` is how long until the breaker lets a trial call through.
+    """
+
+    default_code = "circuit_open"
+
+
 _BY_CODE: dict[str, type[APIError]] = {
     "invalid_request": InvalidRequestError,
     "validation_error": InvalidRequestError,
@@ -238,6 +278,10 @@ _BY_CODE: dict[str, type[APIError]] = {
     "not_found": NotFoundError,
     "model_not_found": ModelNotFoundError,
     "payload_too_large": PayloadTooLargeError,
+    "method_not_allowed": MethodNotAllowedError,
+    "unsupported_media_type": UnsupportedMediaTypeError,
+    "shutting_down": ShuttingDownError,
+    "circuit_open": CircuitOpenError,
     "rate_limit_exceeded": RateLimitError,
     "server_busy": ServerBusyError,
     "model_load_failed": ModelLoadError,
@@ -250,7 +294,9 @@ _BY_STATUS: dict[int, type[APIError]] = {
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    405: MethodNotAllowedError,
     413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
     422: InvalidRequestError,
     429: RateLimitError,
     503: ServerBusyError,
@@ -380,3 +426,7 @@ def _error_from_item(error: Any) -> APIError:
     """Map an error object met inside a 200 response (a stream or batch item)."""
     code, message, details = _envelope({"error": error})
     return _build_error(code, message, details, status=None, headers={})
+
+
+# At the end: _retry imports the classes above (the package's __init__ loads this module first).
+from ._retry import CircuitBreaker, RetryHandler  # noqa: E402

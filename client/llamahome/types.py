@@ -2,15 +2,19 @@
 
 Each type is a frozen dataclass with a ``from_dict`` constructor that reads the
 daemon's JSON, tolerates keys it does not know, and keeps the whole object in
-``raw`` where there is more to see. ``from_dict`` raises ``ValueError`` when a
-required field is missing or has the wrong type.
+``raw`` where there is more to see. ``raw`` is a property, not a field, so
+``dataclasses.asdict`` (and frameworks that serialize dataclasses, such as
+FastAPI) give the documented fields only. ``from_dict`` raises ``ValueError``
+when a required field is missing or has the wrong type.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+_R = TypeVar("_R", bound="_Raw")
 
 __all__ = ["ModelInfo", "ProcessResponse", "StreamChunk", "Usage"]
 
@@ -37,6 +41,20 @@ def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
     return _str(data, key) if data.get(key) is not None else None
 
 
+class _Raw:
+    """Gives a frozen dataclass a ``raw`` property that is not one of its fields."""
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The whole JSON object this was read from (empty when built by hand)."""
+        raw: dict[str, Any] = self.__dict__.get("_raw", {})
+        return raw
+
+    def _with_raw(self: _R, data: Mapping[str, Any]) -> _R:
+        object.__setattr__(self, "_raw", dict(data))
+        return self
+
+
 def _mapping(data: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
@@ -61,7 +79,7 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class ProcessResponse:
+class ProcessResponse(_Raw):
     """The result of one completed generation (``/api/v1/process`` or a batch item)."""
 
     text: str
@@ -69,7 +87,6 @@ class ProcessResponse:
     model: str
     created: str
     finish_reason: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, data: Any) -> ProcessResponse:
@@ -78,14 +95,14 @@ class ProcessResponse:
         if not isinstance(text, str):
             raise ValueError(f"'text' must be a string, got {text!r}")
         usage = data.get("usage")
-        return cls(
+        response = cls(
             text=text,
             usage=Usage.from_dict(usage) if usage is not None else Usage(),
             model=_str(data, "model"),
             created=_str(data, "created"),
             finish_reason=_opt_str(data, "finish_reason"),
-            raw=dict(data),
         )
+        return response._with_raw(data)
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,7 @@ class StreamChunk:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(_Raw):
     """A model the daemon can serve (``/api/v1/models``)."""
 
     id: str
@@ -111,7 +128,6 @@ class ModelInfo:
     capabilities: tuple[str, ...] = ()
     performance: dict[str, Any] | None = field(default=None, hash=False)
     loaded: bool | None = None
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelInfo:
@@ -125,7 +141,7 @@ class ModelInfo:
             raise ValueError(f"'capabilities' must be a list, got {capabilities!r}")
         performance = data.get("performance")
         loaded = data.get("loaded")
-        return cls(
+        info = cls(
             id=model_id,
             name=_str(data, "name", model_id) or model_id,
             version=_str(data, "version"),
@@ -136,5 +152,5 @@ class ModelInfo:
             capabilities=tuple(str(c) for c in capabilities),
             performance=dict(performance) if isinstance(performance, Mapping) else None,
             loaded=loaded if isinstance(loaded, bool) else None,
-            raw=dict(data),
         )
+        return info._with_raw(data)

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from llamahome import error as errors
-from llamahome._base import NDJSONDecoder
+from llamahome._decoding import NDJSONDecoder
 from llamahome.client import APIClient, ResponseStream
 from llamahome.types import ModelInfo, ProcessResponse, StreamChunk, Usage
 
@@ -277,7 +277,8 @@ def endpoint(server: TestServer) -> str:
 
 @pytest.fixture
 async def client(endpoint: str) -> AsyncIterator[APIClient]:
-    async with APIClient(api_key="sk-test", endpoint=endpoint) as client:
+    # Retries are tested in test_retry.py; here every error must surface at once.
+    async with APIClient(api_key="sk-test", endpoint=endpoint, max_retries=0) as client:
         yield client
 
 
@@ -473,8 +474,8 @@ async def test_batch_item_error_raises_by_default(client: APIClient) -> None:
     assert info.value.details == {"n_ctx": 8}
 
 
-async def test_batch_item_error_in_place_with_return_exceptions(client: APIClient) -> None:
-    results = await client.batch_process(["a", "bad", "c"], batch_size=2, return_exceptions=True)
+async def test_batch_settled_puts_item_errors_in_place(client: APIClient) -> None:
+    results = await client.process_batch_settled(["a", "bad", "c"], batch_size=2)
     assert isinstance(results[0], ProcessResponse) and isinstance(results[2], ProcessResponse)
     assert isinstance(results[1], errors.ContextLengthExceededError)
     assert results[1].code == "context_length_exceeded" and results[1].status is None
@@ -482,9 +483,7 @@ async def test_batch_item_error_in_place_with_return_exceptions(client: APIClien
 
 async def test_batch_group_failure_raises(client: APIClient) -> None:
     with pytest.raises(errors.PayloadTooLargeError):
-        await client.process_batch(
-            ["a"], return_exceptions=True, fail_code="payload_too_large", fail_status=413
-        )
+        await client.process_batch_settled(["a"], fail_code="payload_too_large", fail_status=413)
 
 
 async def test_empty_batch_sends_nothing(client: APIClient, fake: Fake) -> None:
@@ -644,7 +643,7 @@ async def test_invalid_json_reply_is_an_api_error(aiohttp_server: Any) -> None:
     app.router.add_get("/health", broken)
     srv = await aiohttp_server(app)
     with pytest.raises(errors.APIError) as info:
-        await APIClient(endpoint=str(srv.make_url(""))).health()
+        await APIClient(endpoint=str(srv.make_url("")), max_retries=0).health()
     assert info.value.code == "invalid_response"
 
 
@@ -655,7 +654,7 @@ def _free_port() -> int:
 
 
 async def test_connection_refused_is_api_connection_error() -> None:
-    client = APIClient(endpoint=f"http://127.0.0.1:{_free_port()}")
+    client = APIClient(endpoint=f"http://127.0.0.1:{_free_port()}", max_retries=0)
     with pytest.raises(errors.APIConnectionError) as info:
         await client.process_prompt("x")
     assert info.value.code == "connection_error" and info.value.status is None
@@ -750,7 +749,10 @@ def test_public_names() -> None:
     import llamahome.client
     import llamahome.types
 
-    assert llamahome.__all__ == ["APIClient", "APIError", "__version__"]
+    assert llamahome.__all__ == [
+        "APIClient", "APIError", "CircuitBreaker", "LlamaClient", "PooledClient",
+        "RetryHandler", "SyncClient", "__version__",
+    ]
     for module in (llamahome, llamahome.auth, llamahome.client, llamahome.types, errors):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)

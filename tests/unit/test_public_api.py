@@ -7,9 +7,11 @@ import importlib
 import pytest
 
 PROMISED = {
-    "llamahome.client": ["APIClient"],
+    "llamahome.client": ["APIClient", "LlamaClient", "PooledClient", "SyncClient"],
     "llamahome.auth": ["TokenGenerator", "TokenValidator"],
-    "llamahome.error": ["APIError", "RateLimitError", "AuthenticationError"],
+    "llamahome.error": ["APIError", "RateLimitError", "AuthenticationError", "RetryHandler",
+                        "CircuitBreaker"],
+    "llamahome.server": ["LlamaServer"],
 }
 
 
