@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.api import generate, models, system
+from llamahomed.api import generate, models, openapi, ratelimit, system
 from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
 from llamahomed.api.middleware import (add_request_id_header, auth_middleware, error_middleware,
                                        request_id_middleware)
@@ -29,12 +29,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/models/{model_id}", models.get_model)
     app.router.add_get("/api/v1/config", system.get_config)
     app.router.add_post("/api/v1/config", system.update_config)
+    app.router.add_get("/api/v1/openapi.json", openapi.serve)
 
 
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run app; workers start on first use and stop in cleanup."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, auth_middleware,
+                     ratelimit.ratelimit_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 16384, "max_line_size": 16384},
     )
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTHORITY] = authority
     app.cleanup_ctx.append(_inference_ctx)
     app.on_response_prepare.append(add_request_id_header)
+    ratelimit.setup(app)
     add_routes(app)
     return app
 

@@ -14,6 +14,7 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     ├── MethodNotAllowed                method_not_allowed        405
     ├── PayloadTooLarge                 payload_too_large         413
     ├── UnsupportedMediaType            unsupported_media_type    415
+    ├── RateLimitExceeded               rate_limit_exceeded       429
     ├── ModelLoadFailed                 model_load_failed         500
     ├── WorkerCrashed                   worker_crashed            500
     ├── ServerBusy                      server_busy               503
@@ -89,6 +90,10 @@ class UnsupportedMediaType(LlamaHomeError):
     status, code = 415, "unsupported_media_type"
 
 
+class RateLimitExceeded(LlamaHomeError):
+    status, code = 429, "rate_limit_exceeded"
+
+
 class ModelLoadFailed(LlamaHomeError):
     status, code = 500, "model_load_failed"
 
@@ -108,7 +113,7 @@ class ShuttingDown(LlamaHomeError):
 ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
     LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
     PermissionDenied, NotFound, ModelNotFound, MethodNotAllowed, PayloadTooLarge,
-    UnsupportedMediaType, ModelLoadFailed, WorkerCrashed, ServerBusy, ShuttingDown,
+    UnsupportedMediaType, RateLimitExceeded, ModelLoadFailed, WorkerCrashed, ServerBusy, ShuttingDown,
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from llamahomed.api.keys import CONFIG, INFERENCE
+from llamahomed.api.ratelimit import note_usage
 from llamahomed.api.schemas import BatchRequest, GenerationFields, ProcessRequest, parse_body
 from llamahomed.engine.handle import sequence_error
 from llamahomed.errors import LlamaHomeError
@@ -53,7 +54,9 @@ async def process(request: web.Request) -> web.StreamResponse:
     if body.stream:
         return await _stream(request, body)
     generation = await _start(request, body, body.prompt)
-    return web.json_response(await collect(request.app[INFERENCE], generation))
+    result = await collect(request.app[INFERENCE], generation)
+    note_usage(request, result["usage"])
+    return web.json_response(result)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -79,6 +82,7 @@ async def _stream(request: web.Request, body: ProcessRequest) -> web.StreamRespo
                 index += 1
             elif event["kind"] == "done":
                 service.finished(generation, event)
+                note_usage(request, event["usage"])
                 line = {"done": True, **_final(generation, event)}
             else:
                 line = sequence_error(event).envelope()
@@ -99,9 +103,11 @@ async def batch(request: web.Request) -> web.StreamResponse:
 
     async def one(prompt: str) -> dict[str, Any]:
         try:
-            return await collect(service, await _start(request, body, prompt))
+            result = await collect(service, await _start(request, body, prompt))
         except LlamaHomeError as exc:
             return exc.envelope()
+        note_usage(request, result["usage"])
+        return result
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))
     return web.json_response({"results": list(results)})
