@@ -140,6 +140,9 @@ class RateLimiter:
         """How many keys currently have a (not full) bucket."""
         return len(self._buckets)
 
+    def __bool__(self) -> bool:
+        return True  # a limiter with no buckets yet is still a limiter
+
     def _bucket(self, key: str, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -310,12 +313,12 @@ class AdvancedRateLimiter:
         new: dict[str, _Tier] = {}
         for name, limits in parsed.items():
             old = self._tiers.get(name)
-            requests = old.requests if old else RateLimiter(
+            requests = old.requests if old is not None else RateLimiter(
                 limits.rpm, limits.burst, clock=self._clock, max_keys=self._max_keys, name=name)
             requests.configure(limits.rpm, limits.burst)
             tokens = None
             if limits.tpm is not None:
-                tokens = old.tokens if old and old.tokens else RateLimiter(
+                tokens = old.tokens if old is not None and old.tokens is not None else RateLimiter(
                     limits.tpm, limits.tpm_burst, clock=self._clock, max_keys=self._max_keys,
                     name=name)
                 tokens.configure(limits.tpm, limits.tpm_burst)
@@ -339,7 +342,7 @@ class AdvancedRateLimiter:
         tokens-per-minute bucket (if any) is in debt."""
         name = self.resolve(tier)
         entry = self._tiers[name]
-        tokens = entry.tokens.check(key) if entry.tokens else None
+        tokens = entry.tokens.check(key) if entry.tokens is not None else None
         if tokens is not None and not tokens.allowed:
             return TierDecision(name, entry.requests.check(key), tokens)
         return TierDecision(name, entry.requests.acquire(key), tokens)
@@ -349,7 +352,7 @@ class AdvancedRateLimiter:
         name = self.resolve(tier)
         entry = self._tiers[name]
         return TierDecision(name, entry.requests.check(key),
-                            entry.tokens.check(key) if entry.tokens else None)
+                            entry.tokens.check(key) if entry.tokens is not None else None)
 
     def record_tokens(self, key: str, tokens: int, tier: str | None = None) -> RateLimitDecision | None:
         """Debit ``tokens`` (a finished request's usage) from the tier's tokens-per-minute bucket."""
@@ -362,4 +365,4 @@ class AdvancedRateLimiter:
         return self.acquire(key, tier).allowed
 
     def __len__(self) -> int:
-        return sum(len(t.requests) + (len(t.tokens) if t.tokens else 0) for t in self._tiers.values())
+        return sum(len(t.requests) + (len(t.tokens) if t.tokens is not None else 0) for t in self._tiers.values())
