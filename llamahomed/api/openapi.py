@@ -123,6 +123,8 @@ class Operation:
     request: type[BaseModel] | dict[str, Any] | None = None
     response: type[BaseModel] | dict[str, Any] | None = None
     response_type: str = JSON
+    also_streams: bool = False
+    """The route answers NDJSON (StreamLine) when the request asks for ``stream``."""
     public: bool = False
     admin: bool = False
     errors: tuple[int, ...] = field(default=())
@@ -136,7 +138,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                   response=Health, public=True),
     ("POST", "/api/v1/process"): Operation(
         "Generate text for a prompt", tag="generation", request=ProcessRequest,
-        response=ProcessResponse, errors=_GENERATION_ERRORS,
+        response=ProcessResponse, errors=_GENERATION_ERRORS, also_streams=True,
         description="With stream=true the answer is NDJSON as for /api/v1/stream."),
     ("POST", "/api/v1/stream"): Operation(
         "Stream generated text as NDJSON lines", tag="generation", request=ProcessRequest,
@@ -210,6 +212,8 @@ def _operation(method: str, path: str, op: Operation, refs: dict[Any, Any]) -> d
         "headers": {} if op.public else dict(_LIMIT_HEADERS),
         "content": {op.response_type: {"schema": _schema_of(op.response, refs, "serialization")
                                        or {"type": "object"}}}}}
+    if op.also_streams:
+        responses["200"]["content"][NDJSON] = {"schema": {"$ref": REF.format(model="StreamLine")}}
     error_ref = {"$ref": REF.format(model="ErrorEnvelope")}
     statuses = set(op.errors) | {405, 500}
     if not op.public:
@@ -263,7 +267,8 @@ def build_spec(app: web.Application,
     """The OpenAPI 3.1 document of ``app``'s routes."""
     operations = OPERATIONS if operations is None else operations
     described = {key: operations.get(key) or _undocumented(key[1]) for key in routes(app)}
-    models: set[tuple[type[BaseModel], str]] = {(ErrorEnvelope, "serialization")}
+    models: set[tuple[type[BaseModel], str]] = {(ErrorEnvelope, "serialization"),
+                                                 (StreamLine, "serialization")}
     for op in described.values():
         if isinstance(op.request, type):
             models.add((op.request, "validation"))
