@@ -30,6 +30,7 @@ APP_NAME = "llamahome"
 DEFAULT_PORT = 8910
 DEFAULT_MODEL_ID = "gemma3-270m"
 
+_TIER_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -144,15 +145,16 @@ class RateLimitSettings(BaseModel):
     tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers, description=(
         "Tiers by name ([rate_limits.tiers.NAME] in the file), each with rpm, burst, tpm."))
     max_keys: int = Field(10_000, ge=1, le=10_000_000, description=(
-        "Token subjects whose buckets are kept at most per tier (idle buckets are dropped)."))
+        "Token subjects whose buckets are kept at most per tier (idle buckets are dropped; "
+        "read at start)."))
 
     @field_validator("tiers")
     @classmethod
     def _some_tiers(cls, value: dict[str, TierSettings]) -> dict[str, TierSettings]:
         if not value:
             raise ValueError("at least one tier is needed")
-        if any(not name or len(name) > 64 for name in value):
-            raise ValueError("tier names must be 1 to 64 characters")
+        if not all(_TIER_NAME_RE.fullmatch(name) for name in value):
+            raise ValueError("tier names must be 1 to 64 letters, digits, '.', '_' or '-'")
         return value
 
     @model_validator(mode="after")

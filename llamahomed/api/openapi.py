@@ -20,6 +20,7 @@ a route that needs no token, ``admin=True`` one that needs the admin scope (403 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,9 +229,9 @@ def _operation(method: str, path: str, op: Operation, refs: dict[Any, Any]) -> d
                                   "headers": headers, "content": {JSON: {"schema": error_ref}}}
     responses["default"] = {"description": "Any other error, in the same envelope",
                             "content": {JSON: {"schema": error_ref}}}
-    result: dict[str, Any] = {
-        "operationId": f"{method.lower()}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('.', '_') or 'root'}",
-        "summary": op.summary, "tags": [op.tag], "responses": responses}
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "root"
+    result: dict[str, Any] = {"operationId": f"{method.lower()}_{slug}", "summary": op.summary,
+                              "tags": [op.tag], "responses": responses}
     if op.description:
         result["description"] = op.description
     if op.public:

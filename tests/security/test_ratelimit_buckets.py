@@ -31,6 +31,14 @@ def test_the_guides_calls_run() -> None:
     assert tiers.tiers["enterprise"] == TierLimits(rpm=1000, burst=100)
 
 
+def test_the_daemon_uses_these_same_classes() -> None:
+    import llamahome.security
+
+    from llamahomed.api import ratelimit
+
+    assert ratelimit.AdvancedRateLimiter is llamahome.security.AdvancedRateLimiter
+
+
 def test_a_full_bucket_allows_exactly_burst_requests_then_refuses() -> None:
     clock = FakeClock()
     limiter = RateLimiter(requests_per_minute=60, burst_size=10, clock=clock)

@@ -10,6 +10,7 @@ PROMISED = {
     "llamahome.client": ["APIClient"],
     "llamahome.auth": ["TokenGenerator", "TokenValidator"],
     "llamahome.error": ["APIError", "RateLimitError", "AuthenticationError"],
+    "llamahome.security": ["RateLimiter", "AdvancedRateLimiter"],
 }
 
 
