@@ -21,6 +21,8 @@ from llamahomed.api.openapi import OPERATIONS, build_spec, routes
 from llamahomed.app import create_app
 from tests.conftest import TINY_MODEL_FILE, TINY_MODEL_ID
 
+LIMIT_HEADERS = ("RateLimit-Policy", "RateLimit", "x-ratelimit-limit-requests",
+                 "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
 # cases per operation: 9 operations x (positive + negative) in CI stays under a minute on 2 cores
 POSITIVE_CASES = int(os.environ.get("LLAMAHOME_TEST_FUZZ_POSITIVE", "25"))
 NEGATIVE_CASES = int(os.environ.get("LLAMAHOME_TEST_FUZZ_NEGATIVE", "15"))
@@ -182,6 +184,10 @@ def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str]) -> FuzzR
                 case.validate_response(response, checks=checks)
             except BaseExceptionGroup as exc:  # schemathesis's FailureGroup: reported below
                 report.failures.append(f"{where}: {str(exc)[:600]}")
+            limited = operation.path != "/health" and response.status_code != 401
+            missing = [h for h in LIMIT_HEADERS if h not in response.headers] if limited else []
+            if missing or "x-request-id" not in response.headers:
+                report.failures.append(f"{where}: headers missing: {missing or 'x-request-id'}")
             if response.status_code >= 400:
                 try:
                     body = json.loads(response.content)

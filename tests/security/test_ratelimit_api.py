@@ -216,3 +216,10 @@ async def test_the_client_library_reads_the_429(start: Any) -> None:
     refused = await lim.client.get("/api/v1/models", headers=lim.headers())
     error = error_from_response(refused.status, await refused.json(), refused.headers)
     assert isinstance(error, RateLimitError) and error.retry_after == 10
+
+
+def test_reset_durations_use_openais_format() -> None:
+    from llamahomed.api.ratelimit import format_duration
+
+    assert [format_duration(s) for s in (0, 0.0201, 1, 17.5, 100, 3600)] == [
+        "0s", "21ms", "1s", "17.5s", "1m40s", "60m0s"]
