@@ -150,7 +150,8 @@ class FuzzReport:
     failures: list[str] = field(default_factory=list)
 
 
-def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str]) -> FuzzReport:
+def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str],
+          check_limits: bool = True) -> FuzzReport:
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis.errors import Unsatisfiable
@@ -184,9 +185,11 @@ def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str]) -> FuzzR
                 case.validate_response(response, checks=checks)
             except BaseExceptionGroup as exc:  # schemathesis's FailureGroup: reported below
                 report.failures.append(f"{where}: {str(exc)[:600]}")
-            limited = operation.path != "/health" and response.status_code != 401
-            missing = [h for h in LIMIT_HEADERS if h not in response.headers] if limited else []
-            if missing or "x-request-id" not in response.headers:
+            limited = (check_limits and operation.path != "/health"
+                       and response.status_code != 401)
+            present = {name.lower() for name in response.headers}
+            missing = [h for h in LIMIT_HEADERS if h.lower() not in present] if limited else []
+            if missing or "x-request-id" not in present:
                 report.failures.append(f"{where}: headers missing: {missing or 'x-request-id'}")
             if response.status_code >= 400:
                 try:
@@ -196,7 +199,7 @@ def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str]) -> FuzzR
                 error = body.get("error") if isinstance(body, dict) else None
                 if not (isinstance(error, dict) and set(error) == {"code", "message", "details"}):
                     report.failures.append(f"{where}: not the error envelope: {response.text[:300]}")
-                if response.status_code in (429, 503) and "Retry-After" not in response.headers:
+                if response.status_code in (429, 503) and "retry-after" not in present:
                     report.failures.append(f"{where}: no Retry-After")
 
         try:
@@ -225,7 +228,8 @@ def test_schemathesis_finds_no_server_error_and_every_error_is_an_envelope(
 
 def test_schemathesis_on_the_config_endpoint(daemon: RunningDaemon) -> None:
     """Last, because what it writes (random valid settings) would change the other runs."""
-    report = _fuzz(daemon, only={"POST /api/v1/config"}, skip=set())
+    # random valid configs may switch rate limits off, so their headers are not required here
+    report = _fuzz(daemon, only={"POST /api/v1/config"}, skip=set(), check_limits=False)
     print(f"schemathesis (config): {report.cases} cases, statuses {sorted(report.statuses.items())}")
     assert report.cases >= 30
     assert report.failures == [], "\n".join(report.failures[:20])
