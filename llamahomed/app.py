@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.api import generate, models, pull, system
+from llamahomed.api import generate, models, openapi, pull, ratelimit, system
 from llamahomed.api.access import auth_middleware
 from llamahomed.api.guard import guard_middleware, setup_guard
 from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
@@ -28,12 +28,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/models/pull", pull.pull_model)
     app.router.add_get("/api/v1/config", system.get_config)
     app.router.add_post("/api/v1/config", system.update_config)
+    app.router.add_get("/api/v1/openapi.json", openapi.serve)
 
 
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run app; workers start on first use and stop in cleanup."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, guard_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, guard_middleware, auth_middleware,
+                     ratelimit.ratelimit_middleware],
         client_max_size=settings.max_body_bytes,
         # aiohttp's own hard caps (a plain 400 beyond); max_header_bytes (431, enveloped) is lower.
         handler_args={"max_field_size": 65536, "max_line_size": 16384},
@@ -48,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_authority_ctx)
     app.cleanup_ctx.append(_inference_ctx)
     app.on_response_prepare.append(add_request_id_header)
+    ratelimit.setup(app)
     add_routes(app)
     return app
 

@@ -11,10 +11,12 @@ import tomli_w
 from pydantic import BaseModel, ValidationError
 
 from llamahomed.errors import ValidationFailed
-from llamahomed.settings import ModelSettings, Settings, SystemSettings, read_config_file
+from llamahomed.settings import (ModelSettings, RateLimitSettings, Settings, SystemSettings,
+                                 read_config_file)
 
 SECTIONS: dict[str, type[BaseModel]] = {"model_settings": ModelSettings,
-                                        "system_settings": SystemSettings}
+                                        "system_settings": SystemSettings,
+                                        "rate_limits": RateLimitSettings}
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -45,6 +47,13 @@ def _validation_details(exc: ValidationError, section: str) -> dict[str, Any]:
     errors = [{"field": ".".join([section, *(str(p) for p in err["loc"])]), "message": err["msg"]}
               for err in exc.errors()]
     return {"errors": errors}
+
+
+def _drop_none(value: Any) -> Any:
+    """TOML has no null: an unset nested field (a tier's ``rpm: null``) is left out."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
 
 
 class ConfigStore:
@@ -87,7 +96,7 @@ class ConfigStore:
         document = read_config_file(path)
         for name, changes in patch.items():
             section = dict(document.get(name, {}))
-            section.update({k: v for k, v in changes.items() if v is not None})
+            section.update({k: _drop_none(v) for k, v in changes.items() if v is not None})
             for key in [k for k, v in changes.items() if v is None]:
                 section.pop(key, None)
             document[name] = section

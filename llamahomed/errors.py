@@ -18,6 +18,7 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     ├── PayloadTooLarge                 payload_too_large         413
     ├── UnsupportedMediaType            unsupported_media_type    415
     ├── TooManyStreams                  too_many_streams          429
+    ├── RateLimitExceeded               rate_limit_exceeded       429
     ├── HeadersTooLarge                 headers_too_large         431
     ├── ModelTooLarge                   model_too_large           507
     ├── ModelLoadFailed                 model_load_failed         500
@@ -119,10 +120,16 @@ class TooManyStreams(LlamaHomeError):
 
 class HeadersTooLarge(LlamaHomeError):
     status, code = 431, "headers_too_large"
+
+
 class ModelTooLarge(LlamaHomeError):
     """No variant of the model fits this machine's free memory (the planner says what would)."""
 
     status, code = 507, "model_too_large"
+
+
+class RateLimitExceeded(LlamaHomeError):
+    status, code = 429, "rate_limit_exceeded"
 
 
 class ModelLoadFailed(LlamaHomeError):
@@ -185,7 +192,7 @@ ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
     LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
     PermissionDenied, HostNotAllowed, OriginNotAllowed, NotFound, ModelNotFound, MethodNotAllowed,
     PayloadTooLarge, UnsupportedMediaType, TooManyStreams, HeadersTooLarge, ModelLoadFailed,
-    WorkerCrashed, ServerBusy, ShuttingDown, ModelTooLarge,
+    WorkerCrashed, ServerBusy, ShuttingDown, ModelTooLarge, RateLimitExceeded,
     AlreadyExists, InsufficientStorage, QuantizeFailed, DownloadFailed, DownloadNotFound,
     DownloadInterrupted, DigestMismatch, NotGGUF,
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -30,6 +30,7 @@ APP_NAME = "llamahome"
 DEFAULT_PORT = 8910
 DEFAULT_MODEL_ID = "gemma3-270m"
 
+_TIER_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -133,6 +134,57 @@ class SystemSettings(BaseModel):
         return parse_size(self.vram_reserve)
 
 
+class TierSettings(BaseModel):
+    """One rate-limit tier: what a token whose ``tier`` claim names it may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(None, ge=1, le=1_000_000, description=(
+        "Requests per minute (the bucket's refill rate); unset: "
+        "system_settings.max_requests_per_minute, which the config endpoint changes live."))
+    burst: int | None = Field(None, ge=1, le=1_000_000, description=(
+        "Requests that may arrive at once (the bucket's capacity); unset: rpm/6 rounded up "
+        "(ten seconds' worth)."))
+    tpm: int | None = Field(None, ge=1, le=1_000_000_000, description=(
+        "Prompt plus generated tokens per minute, debited with each request's actual usage "
+        "(unset: no token limit)."))
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    return {"basic": TierSettings(), "pro": TierSettings(rpm=300, burst=50),
+            "enterprise": TierSettings(rpm=1000, burst=100)}
+
+
+class RateLimitSettings(BaseModel):
+    """Per-token rate limits: token buckets per token subject, chosen by the token's tier."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = Field(True, description="Apply rate limits (429 when a token is over its tier).")
+    default_tier: str = Field("basic", min_length=1, max_length=64, description=(
+        "Tier for tokens whose tier claim names no tier defined here."))
+    tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers, description=(
+        "Tiers by name ([rate_limits.tiers.NAME] in the file), each with rpm, burst, tpm."))
+    max_keys: int = Field(10_000, ge=1, le=10_000_000, description=(
+        "Token subjects whose buckets are kept at most per tier (idle buckets are dropped; "
+        "read at start)."))
+
+    @field_validator("tiers")
+    @classmethod
+    def _some_tiers(cls, value: dict[str, TierSettings]) -> dict[str, TierSettings]:
+        if not value:
+            raise ValueError("at least one tier is needed")
+        if not all(_TIER_NAME_RE.fullmatch(name) for name in value):
+            raise ValueError("tier names must be 1 to 64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _default_is_a_tier(self) -> RateLimitSettings:
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of the tiers")
+        return self
+
+
 def default_config_file() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
@@ -205,6 +257,8 @@ class Settings(BaseSettings):
                                           description="Request defaults ([model_settings] in the file).")
     system_settings: SystemSettings = Field(default_factory=lambda: SystemSettings(),
                                             description="Limits and resources ([system_settings]).")
+    rate_limits: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings(),
+                                           description="Rate-limit tiers ([rate_limits]).")
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ from aiohttp import web
 from llamahomed.api.access import requires_scope
 from llamahomed.api.guard import stream_slot
 from llamahomed.api.keys import CONFIG, INFERENCE
+from llamahomed.api.ratelimit import note_usage
 from llamahomed.api.schemas import BatchRequest, GenerationFields, ProcessRequest, parse_body
 from llamahomed.engine.handle import sequence_error
 from llamahomed.errors import LlamaHomeError
@@ -56,7 +57,9 @@ async def process(request: web.Request) -> web.StreamResponse:
     if body.stream:
         return await _stream(request, body)
     generation = await _start(request, body, body.prompt)
-    return web.json_response(await collect(request.app[INFERENCE], generation))
+    result = await collect(request.app[INFERENCE], generation)
+    note_usage(request, result["usage"])
+    return web.json_response(result)
 
 
 @requires_scope("inference")
@@ -89,6 +92,7 @@ async def _write_stream(request: web.Request, body: ProcessRequest) -> web.Strea
                 index += 1
             elif event["kind"] == "done":
                 service.finished(generation, event)
+                note_usage(request, event["usage"])
                 line = {"done": True, **_final(generation, event)}
             else:
                 line = sequence_error(event).envelope()
@@ -110,9 +114,11 @@ async def batch(request: web.Request) -> web.StreamResponse:
 
     async def one(prompt: str) -> dict[str, Any]:
         try:
-            return await collect(service, await _start(request, body, prompt))
+            result = await collect(service, await _start(request, body, prompt))
         except LlamaHomeError as exc:
             return exc.envelope()
+        note_usage(request, result["usage"])
+        return result
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))
     return web.json_response({"results": list(results)})

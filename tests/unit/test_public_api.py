@@ -12,6 +12,7 @@ PROMISED = {
     "llamahome.error": ["APIError", "RateLimitError", "AuthenticationError", "RetryHandler",
                         "CircuitBreaker"],
     "llamahome.server": ["LlamaServer"],
+    "llamahome.security": ["RateLimiter", "AdvancedRateLimiter"],
 }
 
 

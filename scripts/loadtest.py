@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""A bounded load test: N concurrent clients for S seconds against a daemon on loopback.
+
+By default it starts its own ``llamahomed`` with the tiny random model, a small rate limit and a
+small queue, so that it sees all three answers a loaded daemon gives: 2xx, 429 (over the token's
+rate limit) and 503 (queue full). Every answer must be one of those, and every 429 and 503 must
+carry ``Retry-After``; the daemon must still answer ``/health`` at the end; its memory (RSS,
+sampled every second) must stay flat. It exits 0 only when all of that held::
+
+    .venv/bin/python scripts/loadtest.py                      # 50 clients, 60 s
+    .venv/bin/python scripts/loadtest.py --clients 20 --seconds 30 --json report.json
+    .venv/bin/python scripts/loadtest.py --url http://127.0.0.1:8910 --token-file TOKEN
+
+With ``--url`` it tests a running daemon with one token (``--pid`` adds RSS sampling). Only
+loopback addresses are accepted. Every client stops at the deadline; each request has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "client"))
+
+GOOD = {429, 503}
+
+
+@dataclass
+class Tally:
+    statuses: Counter[int] = field(default_factory=Counter)
+    by_route: Counter[str] = field(default_factory=Counter)
+    bad: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Memory:
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, daemon, workers)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {}
+        daemon = [s[1] for s in self.samples]
+        total = [s[1] + s[2] for s in self.samples]
+        mib = 2**20
+        return {"samples": len(self.samples),
+                "daemon_rss_mib": {"start": round(daemon[0] / mib, 1), "end": round(daemon[-1] / mib, 1),
+                                   "max": round(max(daemon) / mib, 1)},
+                "with_workers_rss_mib": {"start": round(total[0] / mib, 1),
+                                         "end": round(total[-1] / mib, 1),
+                                         "max": round(max(total) / mib, 1)}}
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OwnDaemon:
+    """``llamahomed start`` on a free loopback port with the tiny model and tight limits."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from make_tiny_gguf import write_tiny_llama
+
+        self.dir = Path(tempfile.mkdtemp(prefix="llamahome-load-"))
+        models = self.dir / "models"
+        models.mkdir()
+        write_tiny_llama(models / "tiny-llama.gguf", n_ctx=256)
+        config = self.dir / "config.toml"
+        config.write_text(
+            '[model_settings]\ndefault_model = "tiny-llama"\n'
+            f"max_tokens = {args.max_tokens}\ntemperature = 0.0\n"
+            f"[system_settings]\nn_slots = {args.slots}\nmax_queue = {args.queue}\n"
+            f"queue_timeout = 5.0\nn_threads = 1\n"
+            f"[rate_limits.tiers.basic]\nrpm = {args.rpm}\nburst = {args.burst}\n"
+            "[rate_limits.tiers.enterprise]\nrpm = 1000\nburst = 100\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAHOME_")}
+        env.update(LLAMAHOME_STATE_DIR=str(self.dir / "state"), LLAMAHOME_DATA_DIR=str(self.dir / "data"),
+                   LLAMAHOME_CONFIG_FILE=str(config), LLAMAHOME_INSTALL_DEFAULT_MODEL="false",
+                   LLAMAHOME_LOG_LEVEL="warning")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (self.dir / "daemon.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llamahomed", "start", "--port", str(self.port),
+             "--models-dir", str(models)], env=env, stdout=self.log, stderr=self.log, cwd=ROOT)
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"the daemon exited: {(self.dir / 'daemon.log').read_text()}")
+                try:
+                    async with session.get(f"{self.url}/health") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise SystemExit("the daemon did not start")
+
+    def tokens(self, n_subjects: int) -> list[str]:
+        """One basic-tier inference token per subject, signed with the daemon's secret."""
+        from llamahome.auth import TokenGenerator
+
+        secret = (self.dir / "state" / "secret.key").read_text().strip()
+        generator = TokenGenerator(secret_key=secret)
+        return [generator.create_token(f"load-{i}", expires_in=3600, scopes=("inference",),
+                                       tier="basic") for i in range(n_subjects)]
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("POST", "/api/v1/process", {"prompt": "the quick brown fox"}),
+    ("POST", "/api/v1/process", {"prompt": "once upon a time", "max_tokens": 4}),
+    ("POST", "/api/v1/stream", {"prompt": "tell me a story"}),
+    ("POST", "/api/v1/batch", {"prompts": ["a", "b", "c"], "max_tokens": 2}),
+    ("GET", "/api/v1/models", None),
+]
+
+
+async def client(i: int, url: str, token: str, deadline: float, session: aiohttp.ClientSession,
+                 tally: Tally, max_requests: int) -> None:
+    rng = random.Random(i)
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(max_requests):
+        if time.monotonic() >= deadline:
+            return
+        method, path, body = rng.choice(REQUESTS)
+        started = time.monotonic()
+        try:
+            async with session.request(method, url + path, json=body, headers=headers) as response:
+                await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            tally.errors[type(exc).__name__] += 1
+            tally.bad.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.1)
+            continue
+        tally.latencies.append(time.monotonic() - started)
+        tally.statuses[status] += 1
+        tally.by_route[f"{method} {path} {status}"] += 1
+        if 200 <= status < 300:
+            continue
+        if status in GOOD and retry_after is not None and retry_after.isdigit():
+            # a real client waits Retry-After; a load test waits less, to keep the pressure on
+            await asyncio.sleep(min(float(retry_after), 0.5) * rng.uniform(0.5, 1.0))
+            continue
+        tally.bad.append(f"{method} {path}: status {status}, Retry-After {retry_after!r}")
+
+
+async def sample_memory(pid: int, memory: Memory, stop: asyncio.Event, every: float = 1.0) -> None:
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    started = time.monotonic()
+    while not stop.is_set():
+        try:
+            daemon = proc.memory_info().rss
+            workers = sum(c.memory_info().rss for c in proc.children(recursive=True))
+        except psutil.Error:
+            return
+        memory.samples.append((round(time.monotonic() - started, 1), daemon, workers))
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    own: OwnDaemon | None = None
+    if args.url:
+        if not is_loopback(args.url):
+            raise SystemExit("--url must be a loopback address (127.0.0.0/8, ::1, localhost)")
+        url = args.url.rstrip("/")
+        token = Path(args.token_file).read_text().strip() if args.token_file else args.token
+        if not token:
+            raise SystemExit("--url needs --token or --token-file")
+        tokens, pid = [token], args.pid
+    else:
+        own = OwnDaemon(args)
+        await own.wait_ready()
+        url, tokens, pid = own.url, own.tokens(args.subjects), own.proc.pid
+    tally, memory, stop = Tally(), Memory(), asyncio.Event()
+    try:
+        timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+        connector = aiohttp.TCPConnector(limit=args.clients)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            async with session.post(f"{url}/api/v1/process", json={"prompt": "warm up"},
+                                    headers={"Authorization": f"Bearer {tokens[0]}"}) as warm:
+                await warm.read()  # the model is loaded before memory is first sampled
+            sampler = asyncio.create_task(sample_memory(pid, memory, stop)) if pid else None
+            started = time.monotonic()
+            deadline = started + args.seconds
+            await asyncio.gather(*(client(i, url, tokens[i % len(tokens)], deadline, session, tally,
+                                          args.max_requests_per_client)
+                                   for i in range(args.clients)))
+            elapsed = time.monotonic() - started
+            stop.set()
+            if sampler:
+                await sampler
+            async with session.get(f"{url}/health") as health:
+                alive = health.status == 200
+    finally:
+        code = own.stop() if own else None
+    total = sum(tally.statuses.values())
+    lat = sorted(tally.latencies)
+    report: dict[str, Any] = {
+        "clients": args.clients, "seconds": round(elapsed, 1), "requests": total,
+        "requests_per_second": round(total / elapsed, 1) if elapsed else 0,
+        "by_status": {str(k): v for k, v in sorted(tally.statuses.items())},
+        "by_route": dict(sorted(tally.by_route.items())),
+        "latency_ms": {"p50": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+                       "p99": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None},
+        "bad_answers": len(tally.bad), "bad_examples": tally.bad[:10],
+        "connection_errors": dict(tally.errors),
+        "daemon_alive_at_end": alive, "daemon_exit_code": code,
+        "memory": memory.summary(),
+    }
+    daemon_mem = report["memory"].get("daemon_rss_mib")
+    report["memory_flat"] = (daemon_mem is None or
+                             daemon_mem["end"] <= daemon_mem["start"] * (1 + args.rss_growth) + 8)
+    report["ok"] = (not tally.bad and alive and report["memory_flat"] and code in (None, 0)
+                    and total > 0)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
+    parser.add_argument("--seconds", type=float, default=60, help="how long (default 60)")
+    parser.add_argument("--url", help="test this running daemon (loopback only) instead")
+    parser.add_argument("--token", help="bearer token for --url")
+    parser.add_argument("--token-file", help="file holding the bearer token for --url")
+    parser.add_argument("--pid", type=int, help="the --url daemon's pid, to sample its RSS")
+    parser.add_argument("--subjects", type=int, default=10,
+                        help="distinct token subjects the clients share (own daemon; default 10)")
+    parser.add_argument("--rpm", type=int, default=300, help="basic tier rpm per subject (default 300)")
+    parser.add_argument("--burst", type=int, default=10, help="basic tier burst (default 10)")
+    parser.add_argument("--slots", type=int, default=2, help="sequences decoded together (default 2)")
+    parser.add_argument("--queue", type=int, default=4, help="max queued requests (default 4)")
+    parser.add_argument("--max-tokens", type=int, default=8, help="default max_tokens (default 8)")
+    parser.add_argument("--request-timeout", type=float, default=30.0)
+    parser.add_argument("--max-requests-per-client", type=int, default=100_000)
+    parser.add_argument("--rss-growth", type=float, default=0.25,
+                        help="allowed RSS growth of the daemon process, start to end (default 0.25)")
+    parser.add_argument("--json", help="also write the report to this file")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
