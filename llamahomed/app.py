@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.api import generate, models, system
+from llamahomed.api import generate, models, openai, system, ws
 from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
 from llamahomed.api.middleware import (add_request_id_header, auth_middleware, error_middleware,
                                        request_id_middleware)
@@ -29,6 +29,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/models/{model_id}", models.get_model)
     app.router.add_get("/api/v1/config", system.get_config)
     app.router.add_post("/api/v1/config", system.update_config)
+    openai.add_routes(app)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_inference_ctx)
     app.on_response_prepare.append(add_request_id_header)
     add_routes(app)
+    ws.setup(app)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 import structlog
 
 from llamahomed.config_store import ConfigStore, atomic_write
-from llamahomed.engine.handle import LoadConfig, SequenceStream, sequence_error
+from llamahomed.engine.handle import LoadConfig, SequenceStream, WorkerHandle, sequence_error
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.planner import default_threads, effective_context
@@ -69,12 +70,13 @@ class InferenceService:
         self.pool = pool
         self.performance = performance
 
-    def load_config(self, entry: ModelEntry) -> LoadConfig:
+    def load_config(self, entry: ModelEntry, n_ctx: int | None = None) -> LoadConfig:
+        """How ``entry`` is loaded; ``n_ctx`` overrides the configured context for one request."""
         settings = self.config.settings
         system = settings.system_settings
         return LoadConfig(
             model_id=entry.id, model_path=str(entry.path),
-            n_ctx=effective_context(entry.info, system.n_ctx), n_batch=settings.n_batch,
+            n_ctx=effective_context(entry.info, n_ctx or system.n_ctx), n_batch=settings.n_batch,
             n_threads=system.n_threads or default_threads(),
             n_gpu_layers=-1 if system.n_gpu_layers is None else system.n_gpu_layers,
             n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
@@ -82,14 +84,41 @@ class InferenceService:
     def resolve(self, model: str | None) -> ModelEntry:
         return self.registry.resolve(model or self.config.settings.model_settings.default_model)
 
-    async def start(self, model: str | None, prompt: str, params: SamplingParams) -> Generation:
+    async def worker_for(self, entry: ModelEntry, n_ctx: int | None = None) -> WorkerHandle:
+        """The model's worker, loaded on demand.
+
+        A running worker whose load differs from the wanted one only by a larger context is
+        kept, so a request that asked for a bigger context (``n_ctx``) does not make the next
+        ones reload the model.
+        """
+        wanted = self.load_config(entry, n_ctx)
+        running = self.pool.workers().get(entry.id)
+        if (running is not None and running.config.n_ctx >= wanted.n_ctx
+                and dataclasses.replace(running.config, n_ctx=wanted.n_ctx) == wanted):
+            wanted = running.config
+        return await self.pool.acquire(wanted)
+
+    async def start(self, model: str | None, prompt: str, params: SamplingParams, *,
+                    n_ctx: int | None = None) -> Generation:
         """Submit a prompt; returns once the worker accepted it (or raises its error)."""
         entry = self.resolve(model)
-        worker = await self.pool.acquire(self.load_config(entry))
+        return await self.submit(entry, await self.worker_for(entry, n_ctx), prompt, params)
+
+    async def submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
+                     params: SamplingParams, *, special: bool = False) -> Generation:
+        """Submit to a worker from ``worker_for``; returns once the prompt is accepted.
+
+        ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
+        ``<|im_start|>``); user prompts never do.
+        """
         system = self.config.settings.system_settings
         worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
-        stream = await worker.submit(prompt, params)
-        first = await stream.next_event()
+        stream = await worker.submit(prompt, params, special=special)
+        try:
+            first = await stream.next_event()
+        except BaseException:  # cancelled while the worker checks the prompt: drop the sequence
+            await stream.cancel()
+            raise
         if first["kind"] == "error":
             raise sequence_error(first)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

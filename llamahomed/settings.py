@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens fed to llama.cpp per decode.")
     worker_start_timeout: float = Field(120.0, gt=0, description="Seconds a model load may take.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds in-flight streams get on shutdown.")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. 'http://localhost:3000') allowed to open the WebSocket; "
+                    "requests without an Origin header are always allowed.")
     install_default_model: bool = Field(
         True, description="Install the embedded default model into the store at start when missing.")
     model_settings: ModelSettings = Field(default_factory=lambda: ModelSettings(),

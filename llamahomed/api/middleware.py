@@ -18,6 +18,9 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/health"})
+# Routes that check credentials themselves, before anything else happens: the WebSocket upgrade
+# takes a bearer token or a single-use ticket (browsers cannot set headers on a WebSocket).
+SELF_AUTHENTICATED_PATHS = frozenset({"/api/v1/ws"})
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -57,35 +60,44 @@ def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:
     return err
 
 
-def render(error: LlamaHomeError, request_id: str | None) -> web.Response:
-    """The guide's envelope with the error's status and headers."""
+OPENAI_PREFIX = "/v1/"
+
+
+def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = False) -> web.Response:
+    """The guide's envelope (OpenAI's on the ``/v1/`` routes) with the error's status and headers."""
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return web.json_response(error.envelope(), status=error.status, headers=headers)
+    body = error.openai_envelope() if openai else error.envelope()
+    return web.json_response(body, status=error.status, headers=headers)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``{"error": {"code", "message", "details"}}``."""
+    """Every error leaves as ``{"error": {"code", "message", "details"}}``.
+
+    The OpenAI-compatible routes (``/v1/...``) get OpenAI's shape instead,
+    ``{"error": {"message", "type", "param", "code"}}``, so OpenAI's SDKs read them.
+    """
+    openai = request.path.startswith(OPENAI_PREFIX)
     try:
         return await handler(request)
     except LlamaHomeError as exc:
-        return render(exc, request.get(REQUEST_ID))
+        return render(exc, request.get(REQUEST_ID), openai=openai)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render(_from_http_exception(exc), request.get(REQUEST_ID))
+        return render(_from_http_exception(exc), request.get(REQUEST_ID), openai=openai)
     except Exception:  # noqa: BLE001 - the boundary where anything unexpected becomes a 500
         log.exception("unhandled_error", path=request.path)
         return render(LlamaHomeError("internal error; the daemon log has the details"),
-                      request.get(REQUEST_ID))
+                      request.get(REQUEST_ID), openai=openai)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Default deny: every route needs a valid bearer token except the public ones."""
-    if request.path not in PUBLIC_PATHS:
+    if request.path not in PUBLIC_PATHS and request.path not in SELF_AUTHENTICATED_PATHS:
         request[CLAIMS] = request.app[AUTHORITY].check(request.headers.get("Authorization"))
     return await handler(request)
 

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamahomed.engine.inbox import Inbox, SequenceState
+from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.engine.sampling import SamplerChain, resolve_seed
@@ -151,24 +151,27 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 "n_vocab": self.n_vocab, "n_threads": self.n_threads, "n_batch": self.n_batch,
                 "n_ubatch": int(self._lib.llama_n_ubatch(self._ctx)), "n_slots": self.n_slots,
                 "kv_unified": self.kv_unified, "prompt_cache": self.prompt_cache,
-                "engine": "batched"}
+                "engine": "batched", **special_tokens(self._lib, self._vocab)}
 
     # -- called from the reader thread -------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text`` with BOS as the vocab wants it, special tokens not parsed."""
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Tokens of ``text`` with BOS as the vocab wants it; special tokens parsed if asked."""
         data = text.encode("utf-8")
         size = len(data) + 8
         buffer = (ctypes.c_int32 * size)()
-        n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, False)
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, special)
         if n < 0:
             size = -n
             buffer = (ctypes.c_int32 * size)()
-            n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, False)
+            n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, special)
         return list(buffer[:n])
 
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:
-        """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
-        tokens = self.tokenize(prompt)
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
+        """Tokenize and check the prompt at once, then queue it (or answer with an error).
+
+        ``special``: the prompt may spell special tokens (a rendered chat template).
+        """
+        tokens = self.tokenize(prompt, special)
         self._accept(seq_id, tokens, self.n_ctx_seq,
                      lambda: BatchedSequence(seq_id, tokens, params, out=TextOutput(params.stop)))
 

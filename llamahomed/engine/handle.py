@@ -205,7 +205,8 @@ class WorkerHandle:
         except (ConnectionError, OSError) as exc:
             raise WorkerCrashed(f"the worker for model {self.config.model_id!r} stopped") from exc
 
-    async def submit(self, prompt: str, params: SamplingParams) -> SequenceStream:
+    async def submit(self, prompt: str, params: SamplingParams, *,
+                     special: bool = False) -> SequenceStream:
         """Wait for a slot (bounded queue), then hand the sequence to the worker."""
         seq_id = next(self._seq_ids)
         self.last_used = time.monotonic()
@@ -213,8 +214,10 @@ class WorkerHandle:
         stream = SequenceStream(seq_id, self)
         self._streams[seq_id] = stream
         try:
-            await self._send({"op": "submit", "seq": seq_id, "prompt": prompt,
-                              "params": params.to_wire()})
+            message = {"op": "submit", "seq": seq_id, "prompt": prompt, "params": params.to_wire()}
+            if special:
+                message["special"] = True
+            await self._send(message)
         except LlamaHomeError:
             self._streams.pop(seq_id, None)
             self.admission.leave(seq_id)

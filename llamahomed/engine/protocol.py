@@ -2,6 +2,7 @@
 
 Daemon -> worker ("op"):
     {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...}}
+        optional "special": true: the prompt may spell special tokens (a rendered chat template)
     {"op": "cancel", "seq": 7}
     {"op": "shutdown"}
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from llamahomed.engine.inbox import Inbox, SequenceState
+from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 
@@ -56,12 +56,13 @@ class SequentialEngine(Inbox[Sequence]):
         return {"n_ctx": self.llm.n_ctx(),
                 "n_ctx_train": self._llama_cpp.llama_model_n_ctx_train(self.llm.model),
                 "n_vocab": self.llm.n_vocab(), "n_threads": self.llm.n_threads,
-                "n_batch": self.llm.n_batch, "n_slots": 1, "engine": "sequential"}
+                "n_batch": self.llm.n_batch, "n_slots": 1, "engine": "sequential",
+                **special_tokens(self._llama_cpp, self._vocab)}
 
     # -- called from the reader thread -------------------------------------------------------
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
-        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
         self._accept(seq_id, tokens, self.llm.n_ctx(),
                      lambda: Sequence(seq_id, tokens, params, out=TextOutput(params.stop)))
 

@@ -70,7 +70,8 @@ def serve(channel: Channel, config: dict[str, Any]) -> int:
             op = message.get("op")
             if op == "submit":
                 engine.submit(int(message["seq"]), str(message["prompt"]),
-                              SamplingParams.from_wire(message["params"]))
+                              SamplingParams.from_wire(message["params"]),
+                              bool(message.get("special", False)))
             elif op == "cancel":
                 engine.cancel(int(message["seq"]))
     except (ProtocolError, OSError):
