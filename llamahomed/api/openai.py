@@ -15,7 +15,9 @@ are refused with a 400 that names the field, never silently ignored.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,6 +37,7 @@ from llamahomed.inference import Generation, InferenceService
 from llamahomed.registry.store import ModelEntry
 
 SSE = "text/event-stream"
+MAX_EMBED_INPUTS = 256
 OWNER = "llamahome"
 
 
@@ -215,7 +218,7 @@ class CompletionRequest(_Common):
 class EmbeddingRequest(_Strict):
     input: str | list[str] = Field(..., min_length=1)
     model: str | None = Field(None, min_length=1, max_length=200)
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = Field(None, max_length=256)
 
@@ -375,7 +378,28 @@ async def embeddings(request: web.Request) -> web.Response:
             details={"errors": [{"field": "model", "message": "the model cannot embed"}],
                      "capabilities": entry.capabilities})
     texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or not all(texts):
-        raise InvalidRequest("input: must be a non-empty string or list of non-empty strings",
-                             details={"errors": [{"field": "input", "message": "empty input"}]})
-    raise LlamaHomeError("embeddings are not implemented yet")
+    if not texts or not all(texts) or len(texts) > MAX_EMBED_INPUTS:
+        raise InvalidRequest(
+            f"input: 1 to {MAX_EMBED_INPUTS} non-empty strings",
+            details={"errors": [{"field": "input", "message": "empty or too many inputs"}]})
+    worker = await service.worker_for(entry)
+    stream = await worker.embed(texts)
+    try:
+        done = await stream.next_event()
+    finally:
+        await stream.cancel()
+    if done["kind"] != "done":
+        raise sequence_error(done)
+    data = [{"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
+            for i, vector in enumerate(done["embeddings"])]
+    usage = done["usage"]
+    return web.json_response({"object": "list", "data": data, "model": entry.id,
+                              "usage": {"prompt_tokens": usage["prompt_tokens"],
+                                        "total_tokens": usage["total_tokens"]}})
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    """``float``: the list; ``base64``: little-endian float32 bytes (what OpenAI's SDK asks for)."""
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

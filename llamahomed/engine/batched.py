@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamahomed.engine.embed import Embedder
 from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
@@ -152,6 +153,10 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 "n_ubatch": int(self._lib.llama_n_ubatch(self._ctx)), "n_slots": self.n_slots,
                 "kv_unified": self.kv_unified, "prompt_cache": self.prompt_cache,
                 "engine": "batched", **special_tokens(self._lib, self._vocab)}
+
+    def embedder(self) -> Embedder:
+        """Embeddings on this model through a context of its own (see ``embed.py``)."""
+        return Embedder(self._lib, self._model, self.n_ctx_seq, self.n_threads)
 
     # -- called from the reader thread -------------------------------------------------------
     def tokenize(self, text: str, special: bool = False) -> list[int]:

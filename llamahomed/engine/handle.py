@@ -224,6 +224,19 @@ class WorkerHandle:
             raise
         return stream
 
+    async def embed(self, inputs: list[str]) -> SequenceStream:
+        """Embed ``inputs`` (no slot needed: the worker embeds on a context of its own)."""
+        seq_id = next(self._seq_ids)
+        self.last_used = time.monotonic()
+        stream = SequenceStream(seq_id, self)
+        self._streams[seq_id] = stream
+        try:
+            await self._send({"op": "embed", "seq": seq_id, "inputs": inputs})
+        except LlamaHomeError:
+            self._streams.pop(seq_id, None)
+            raise
+        return stream
+
     async def cancel(self, seq_id: int) -> None:
         if seq_id in self._streams:
             try:

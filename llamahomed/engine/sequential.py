@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+from llamahomed.engine.embed import Embedder
 from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
@@ -58,6 +59,10 @@ class SequentialEngine(Inbox[Sequence]):
                 "n_vocab": self.llm.n_vocab(), "n_threads": self.llm.n_threads,
                 "n_batch": self.llm.n_batch, "n_slots": 1, "engine": "sequential",
                 **special_tokens(self._llama_cpp, self._vocab)}
+
+    def embedder(self) -> Embedder:
+        """Embeddings on this model through a context of its own (see ``embed.py``)."""
+        return Embedder(self._llama_cpp, self.llm.model, self.llm.n_ctx(), int(self.llm.n_threads))
 
     # -- called from the reader thread -------------------------------------------------------
     def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
