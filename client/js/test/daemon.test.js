@@ -2,7 +2,10 @@
 // LLAMAHOME_TEST_URL and LLAMAHOME_TEST_TOKEN and a model store with tiny-llama and tiny-long).
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, test } from 'node:test';
 
 import {
@@ -117,5 +120,14 @@ describe('against the real daemon', { skip }, () => {
     const llama = new Required();
     const result = await llama.process('hello', { max_tokens: 3 });
     assert.equal(result.usage.completion_tokens, 3);
+  });
+
+  test('the examples run (stream.mjs) or at least parse (express-server.cjs, needs express)', async () => {
+    const run = promisify(execFile);
+    const examples = fileURLToPath(new URL('../examples/', import.meta.url));
+    const { stdout } = await run(process.execPath, [`${examples}stream.mjs`, 'the cat'], { timeout: 60_000 });
+    const usage = JSON.parse(stdout.trim().split('\n').at(-1));
+    assert.equal(usage.completion_tokens, 60);
+    await run(process.execPath, ['--check', `${examples}express-server.cjs`]);
   });
 });
