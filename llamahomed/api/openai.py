@@ -20,7 +20,7 @@ import json
 import struct
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -32,7 +32,7 @@ from llamahomed.api.schemas import GenerationFields, parse_body, validation_deta
 from llamahomed.chat_template import ChatTemplate
 from llamahomed.engine.handle import sequence_error
 from llamahomed.engine.protocol import SamplingParams
-from llamahomed.errors import InvalidRequest, LlamaHomeError, ValidationFailed
+from llamahomed.errors import InvalidRequest, ValidationFailed
 from llamahomed.inference import Generation, InferenceService
 from llamahomed.registry.store import ModelEntry
 
@@ -319,24 +319,23 @@ async def _sse(request: web.Request, service: InferenceService, generation: Gene
             data["usage"] = None
         await response.write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
 
-    write: Callable[[dict[str, Any]], Awaitable[None]] = send
     try:
         await response.prepare(request)
         if opening:
-            await write(chunk(None, None, first=True))
+            await send(chunk(None, None, first=True))
         async for event in generation.stream.events():
             if event["kind"] == "text":
-                await write(chunk(event["text"], None))
+                await send(chunk(event["text"], None))
             elif event["kind"] == "done":
                 service.finished(generation, event)
-                await write(chunk(None, _finish_reason(event.get("finish_reason"))))
+                await send(chunk(None, _finish_reason(event.get("finish_reason"))))
                 if include_usage:
                     final = chunk(None, None)
                     final["choices"] = []
                     final["usage"] = _usage(event["usage"])
-                    await write(final)
+                    await send(final)
             else:
-                await write(sequence_error(event).openai_envelope())
+                await send(sequence_error(event).openai_envelope())
                 break
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
