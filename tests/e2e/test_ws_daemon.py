@@ -44,6 +44,9 @@ async def test_closing_the_socket_stops_generation_on_the_real_daemon(
                 runtime = (await response.json())["runtime"]
                 return int(runtime["running"]) if runtime else 0
 
+        async with http.post(f"{base}/api/v1/process", json={  # load the model first
+                "model": "tiny-long", "prompt": "hi", "max_tokens": 2}) as r:
+            assert r.status == 200
         started = time.perf_counter()
         async with http.post(f"{base}/api/v1/process", json={
                 "model": "tiny-long", "prompt": "a dog", "temperature": 0, "max_tokens": 200}) as r:
