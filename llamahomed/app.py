@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.api import generate, models, openapi, pull, ratelimit, system
+from llamahomed.api import generate, models, openai, openapi, pull, ratelimit, system, ws
 from llamahomed.api.access import auth_middleware
 from llamahomed.api.guard import guard_middleware, setup_guard
 from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
@@ -29,6 +29,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/config", system.get_config)
     app.router.add_post("/api/v1/config", system.update_config)
     app.router.add_get("/api/v1/openapi.json", openapi.serve)
+    openai.add_routes(app)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_id_header)
     ratelimit.setup(app)
     add_routes(app)
+    ws.setup(app)
     return app
 
 

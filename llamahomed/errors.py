@@ -58,6 +58,18 @@ class LlamaHomeError(Exception):
         """The guide's error envelope for this error."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
+    def openai_envelope(self) -> dict[str, Any]:
+        """The same error as OpenAI's API shapes it (the ``/v1/`` routes answer with this)."""
+        kind = _OPENAI_TYPES.get(self.status, "invalid_request_error" if self.status < 500
+                                 else "server_error")
+        fields = [e.get("field") for e in self.details.get("errors", []) if isinstance(e, dict)]
+        return {"error": {"message": self.message, "type": kind,
+                          "param": fields[0] if fields else None, "code": self.code}}
+
+
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 429: "rate_limit_error", 503: "service_unavailable_error"}
+
 
 class InvalidRequest(LlamaHomeError):
     status, code = 400, "invalid_request"

@@ -122,17 +122,28 @@ class InferenceService:
             swa_full=params.swa_full, state_cache_bytes=system.cache_size_bytes,
             n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
 
-    def select(self, model: str | None) -> tuple[ModelEntry, LoadConfig]:
-        """The variant and load settings a request gets. A model that is already loaded keeps
-        its settings (re-planning would see its own memory as taken and reload it smaller)."""
-        entries = self.candidates(model)
+    def _loaded(self, entries: list[ModelEntry],
+                n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig] | None:
+        """The running variant and its load, if it was planned with today's settings and has
+        at least ``n_ctx``: a loaded model keeps its load (re-planning would count its own
+        memory as taken and reload it smaller)."""
         running = self.pool.workers().get(entries[0].id)
-        request = PlanRequest.from_settings(self.config.settings)
-        if running is not None and self._planned.get(running.pid or 0) == repr(request):
-            for entry in entries:
-                if str(entry.path) == running.config.model_path:
-                    return entry, running.config
-        result = self.plan(entries)
+        request = repr(PlanRequest.from_settings(self.config.settings))
+        if running is None or self._planned.get(running.pid or 0) != request or \
+                (n_ctx is not None and running.config.n_ctx < n_ctx):
+            return None
+        return next(((e, running.config) for e in entries
+                     if str(e.path) == running.config.model_path), None)
+
+    def select(self, model: str | None,
+               n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
+        """The variant and load settings a request gets (``n_ctx``: a larger context asked by
+        this request)."""
+        entries = self.candidates(model)
+        loaded = self._loaded(entries, n_ctx)
+        if loaded is not None:
+            return loaded
+        result = self.plan(entries, n_ctx=n_ctx)
         if result.choice is None:
             raise ModelTooLarge(result.refusal, details={"model": entries[0].id, **result.details})
         entry = result.choice.candidate.ref
@@ -154,15 +165,44 @@ class InferenceService:
             self.measurements.record(
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
-    async def start(self, model: str | None, prompt: str, params: SamplingParams) -> Generation:
-        """Submit a prompt; returns once the worker accepted it (or raises its error)."""
-        entry, load = await asyncio.to_thread(self.select, model)
+    async def worker_for(self, entry: ModelEntry, n_ctx: int | None = None) -> WorkerHandle:
+        """The worker for this variant, loaded on demand as planned.
+
+        A running worker planned with today's settings is kept when its context is at least
+        ``n_ctx``, so a request that once asked for a bigger context does not make the next
+        ones reload the model.
+        """
+        loaded = self._loaded([entry], n_ctx)
+        load = loaded[1] if loaded else await asyncio.to_thread(
+            lambda: self.load_config(entry, self.plan([entry], n_ctx=n_ctx)))
+        return await self._acquire(entry, load)
+
+    async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
         worker = await self.pool.acquire(load)
         self._record_allocation(entry, worker)
+        return worker
+
+    async def start(self, model: str | None, prompt: str, params: SamplingParams, *,
+                    n_ctx: int | None = None) -> Generation:
+        """Submit a prompt; returns once the worker accepted it (or raises its error)."""
+        entry, load = await asyncio.to_thread(self.select, model, n_ctx)
+        return await self.submit(entry, await self._acquire(entry, load), prompt, params)
+
+    async def submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
+                     params: SamplingParams, *, special: bool = False) -> Generation:
+        """Submit to a worker from ``worker_for``; returns once the prompt is accepted.
+
+        ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
+        ``<|im_start|>``); user prompts never do.
+        """
         system = self.config.settings.system_settings
         worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
-        stream = await worker.submit(prompt, params)
-        first = await stream.next_event()
+        stream = await worker.submit(prompt, params, special=special)
+        try:
+            first = await stream.next_event()
+        except BaseException:  # cancelled while the worker checks the prompt: drop the sequence
+            await stream.cancel()
+            raise
         if first["kind"] == "error":
             raise sequence_error(first)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamahome.auth import TICKET_SALT, TokenClaims, TokenGenerator, TokenValidator
+from llamahome.auth import TokenClaims, TokenGenerator, TokenValidator
 from llamahome.error import AuthenticationError as ClientAuthError
 from llamahome.error import ExpiredTokenError
 
@@ -35,7 +35,7 @@ from llamahomed.settings import Settings
 ADMIN_SCOPES = ("admin", "inference")
 KNOWN_SCOPES = frozenset(ADMIN_SCOPES)
 ADMIN_USER = "local-admin"
-TICKET_LIFETIME = 30.0
+
 _TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _USER_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
@@ -102,7 +102,6 @@ class Authority:
         self._keys: list[str] = []
         self.generator: TokenGenerator
         self.validator: TokenValidator
-        self._tickets: TokenValidator
         load_or_create_secret(key_file)
         self._reload_keys()
 
@@ -135,7 +134,6 @@ class Authority:
         oldest_first = list(reversed(keys))  # itsdangerous signs with the last key
         self.generator = TokenGenerator(secret_key=oldest_first)
         self.validator = TokenValidator(secret_key=oldest_first)
-        self._tickets = TokenValidator(secret_key=oldest_first, salt=TICKET_SALT)
 
     def rotate(self, *, drop_old: bool = False) -> Rotation:
         """Put a new key first; keep older keys only while live tokens they signed exist."""
@@ -212,24 +210,6 @@ class Authority:
 
     def issued(self) -> list[IssuedToken]:
         return self.store.issued()
-
-    # -- short-lived tickets (e.g. a browser's WebSocket handshake) -------------------------
-    def issue_ticket(self, claims: TokenClaims, lifetime: float = TICKET_LIFETIME) -> str:
-        """A ticket carrying ``claims``' user, scopes and tier; valid ``lifetime`` seconds and
-        never accepted as an API token (another salt)."""
-        generator = TokenGenerator(secret_key=list(reversed(self.keys)), salt=TICKET_SALT)
-        return generator.create_token(claims.user_id, lifetime, scopes=claims.scopes, tier=claims.tier)
-
-    def check_ticket(self, ticket: str) -> TokenClaims:
-        """The claims of a valid ticket, or AuthenticationFailed."""
-        self._reload_keys()
-        try:
-            claims = self._tickets.decode(ticket)
-        except ClientAuthError as exc:
-            raise AuthenticationFailed(f"invalid ticket: {exc.message}", error="invalid_token") from exc
-        if self.store.revocation_reason(claims) is not None:
-            raise AuthenticationFailed("the ticket's user is revoked", error="invalid_token")
-        return claims
 
 
 def ensure_admin_token(settings: Settings, authority: Authority) -> Path:

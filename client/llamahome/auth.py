@@ -33,7 +33,6 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from .error import ExpiredTokenError, InvalidTokenError
 
 __all__ = [
-    "TICKET_SALT",
     "TOKEN_SALT",
     "SecretKey",
     "TokenClaims",
@@ -44,7 +43,6 @@ __all__ = [
 TOKEN_SALT = "llamahome.api-token.v1"
 """The itsdangerous salt that scopes signatures to API tokens."""
 
-TICKET_SALT = "llamahome.ws-ticket.v1"
 """The salt of short-lived tickets (a browser's WebSocket handshake): never valid as API tokens."""
 
 SecretKey = str | bytes | Sequence[str | bytes]

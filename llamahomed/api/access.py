@@ -23,6 +23,7 @@ ALWAYS_PUBLIC = frozenset({"/health"})
 METRICS_PATH = "/metrics"
 DEFAULT_SCOPE = "admin"
 _SCOPE_ATTR = "__llamahome_scope__"
+_SELF_AUTH_ATTR = "__llamahome_self_authenticating__"
 
 
 def requires_scope(scope: str) -> Callable[[F], F]:
@@ -33,6 +34,14 @@ def requires_scope(scope: str) -> Callable[[F], F]:
         return handler
 
     return mark
+
+
+def self_authenticating(handler: F) -> F:
+    """Mark a handler that checks credentials itself, before it does anything else (the
+    WebSocket upgrade: a bearer header, or a single-use ticket, since browsers cannot set
+    headers on a WebSocket). It must set ``request[CLAIMS]`` and check its scope."""
+    setattr(handler, _SELF_AUTH_ATTR, True)
+    return handler
 
 
 def public_paths(request: web.Request) -> frozenset[str]:
@@ -68,7 +77,8 @@ def insufficient_scope(scope: str) -> PermissionDenied:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 without a valid token, 403 without the route's scope; the claims go on the request."""
-    if request.path in public_paths(request):
+    if request.path in public_paths(request) or \
+            getattr(request.match_info.handler, _SELF_AUTH_ATTR, False):
         return await handler(request)
     claims = request.app[AUTHORITY].check(request.headers.get("Authorization"))
     request[CLAIMS] = claims

@@ -20,7 +20,7 @@ from llamahomed.inference import Generation, InferenceService
 NDJSON = "application/x-ndjson"
 
 
-def _final(generation: Generation, done: dict[str, Any]) -> dict[str, Any]:
+def final_fields(generation: Generation, done: dict[str, Any]) -> dict[str, Any]:
     final = {"usage": done["usage"], "finish_reason": done["finish_reason"],
              "model": generation.entry.id, "created": generation.created}
     if "cache" in done:  # prompt-cache hits: prompt tokens whose KV was reused, not prefilled
@@ -45,7 +45,7 @@ async def collect(service: InferenceService, generation: Generation) -> dict[str
                 raise sequence_error(event)
             elif event["kind"] == "done":
                 service.finished(generation, event)
-                return {"text": "".join(parts), **_final(generation, event)}
+                return {"text": "".join(parts), **final_fields(generation, event)}
     finally:
         await generation.stream.cancel()
     raise LlamaHomeError("the sequence ended without a result")
@@ -93,7 +93,7 @@ async def _write_stream(request: web.Request, body: ProcessRequest) -> web.Strea
             elif event["kind"] == "done":
                 service.finished(generation, event)
                 note_usage(request, event["usage"])
-                line = {"done": True, **_final(generation, event)}
+                line = {"done": True, **final_fields(generation, event)}
             else:
                 line = sequence_error(event).envelope()
             await response.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")

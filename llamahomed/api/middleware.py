@@ -61,29 +61,38 @@ def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:
     return err
 
 
-def render(error: LlamaHomeError, request_id: str | None) -> web.Response:
-    """The guide's envelope with the error's status and headers."""
+OPENAI_PREFIX = "/v1/"
+
+
+def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = False) -> web.Response:
+    """The guide's envelope (OpenAI's on the ``/v1/`` routes) with the error's status and headers."""
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return web.json_response(error.envelope(), status=error.status, headers=headers)
+    body = error.openai_envelope() if openai else error.envelope()
+    return web.json_response(body, status=error.status, headers=headers)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``{"error": {"code", "message", "details"}}``."""
+    """Every error leaves as ``{"error": {"code", "message", "details"}}``.
+
+    The OpenAI-compatible routes (``/v1/...``) get OpenAI's shape instead,
+    ``{"error": {"message", "type", "param", "code"}}``, so OpenAI's SDKs read them.
+    """
+    openai = request.path.startswith(OPENAI_PREFIX)
     try:
         return await handler(request)
     except LlamaHomeError as exc:
-        return render(exc, request.get(REQUEST_ID))
+        return render(exc, request.get(REQUEST_ID), openai=openai)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render(_from_http_exception(exc), request.get(REQUEST_ID))
+        return render(_from_http_exception(exc), request.get(REQUEST_ID), openai=openai)
     except Exception:  # noqa: BLE001 - the boundary where anything unexpected becomes a 500
         log.exception("unhandled_error", path=request.path)
         return render(LlamaHomeError("internal error; the daemon log has the details"),
-                      request.get(REQUEST_ID))
+                      request.get(REQUEST_ID), openai=openai)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

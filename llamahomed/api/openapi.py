@@ -30,6 +30,7 @@ from pydantic.json_schema import models_json_schema
 
 from llamahomed import __version__
 from llamahomed.api.access import requires_scope
+from llamahomed.api.openai import ChatRequest, CompletionRequest, EmbeddingRequest
 from llamahomed.api.pull import PullRequest
 from llamahomed.api.schemas import BatchRequest, ProcessRequest
 from llamahomed.config_store import SECTIONS
@@ -165,6 +166,28 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(400, 404, 409, 415, 422, 502, 507)),
     ("GET", "/api/v1/openapi.json"): Operation("This document", tag="system",
                                                response={"type": "object"}),
+    ("GET", "/api/v1/ws"): Operation(
+        "WebSocket: many generations on one socket (see docs/OpenAI.md)", tag="generation",
+        response={"type": "object"}, errors=(400, 403),
+        description="Authenticated before the upgrade: a bearer header, or ?ticket= from "
+                    "POST /api/v1/ws/ticket."),
+    ("POST", "/api/v1/ws/ticket"): Operation(
+        "A 30-second single-use ticket for a browser's WebSocket", tag="generation",
+        response={"type": "object"}),
+    # OpenAI compatibility: OpenAI's request bodies and OpenAI-shaped errors (docs/OpenAI.md)
+    ("POST", "/v1/chat/completions"): Operation(
+        "OpenAI chat completions (SSE with stream=true)", tag="openai", request=ChatRequest,
+        response={"type": "object"}, errors=_GENERATION_ERRORS, also_streams=True),
+    ("POST", "/v1/completions"): Operation(
+        "OpenAI completions (SSE with stream=true)", tag="openai", request=CompletionRequest,
+        response={"type": "object"}, errors=_GENERATION_ERRORS, also_streams=True),
+    ("GET", "/v1/models"): Operation("OpenAI model list", tag="openai",
+                                     response={"type": "object"}),
+    ("GET", "/v1/models/{model_id}"): Operation("One OpenAI model object", tag="openai",
+                                                response={"type": "object"}, errors=(404,)),
+    ("POST", "/v1/embeddings"): Operation(
+        "OpenAI embeddings, where the model can embed", tag="openai", request=EmbeddingRequest,
+        response={"type": "object"}, errors=_GENERATION_ERRORS),
 }
 
 _REASONS = {400: "Invalid request", 401: "Missing or invalid token", 403: "Token lacks the scope",

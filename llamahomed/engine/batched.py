@@ -42,7 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamahomed.engine.inbox import Inbox, SequenceState
+from llamahomed.engine.embed import Embedder
+from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.engine.sampling import SamplerChain, resolve_seed
@@ -164,24 +165,31 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 "n_ubatch": int(self._lib.llama_n_ubatch(self._ctx)), "n_slots": self.n_slots,
                 "kv_unified": self.kv_unified, "prompt_cache": self.prompt_cache,
                 "state_cache_bytes": self._saved.capacity if self._saved else 0,
-                "engine": "batched"}
+                "engine": "batched", **special_tokens(self._lib, self._vocab)}
+
+    def embedder(self) -> Embedder:
+        """Embeddings on this model through a context of its own (see ``embed.py``)."""
+        return Embedder(self._lib, self._model, self.n_ctx_seq, self.n_threads)
 
     # -- called from the reader thread -------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text`` with BOS as the vocab wants it, special tokens not parsed."""
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Tokens of ``text`` with BOS as the vocab wants it; special tokens parsed if asked."""
         data = text.encode("utf-8")
         size = len(data) + 8
         buffer = (ctypes.c_int32 * size)()
-        n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, False)
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, special)
         if n < 0:
             size = -n
             buffer = (ctypes.c_int32 * size)()
-            n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, False)
+            n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, special)
         return list(buffer[:n])
 
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:
-        """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
-        tokens = self.tokenize(prompt)
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
+        """Tokenize and check the prompt at once, then queue it (or answer with an error).
+
+        ``special``: the prompt may spell special tokens (a rendered chat template).
+        """
+        tokens = self.tokenize(prompt, special)
         self._accept(seq_id, tokens, self.n_ctx_seq,
                      lambda: BatchedSequence(seq_id, tokens, params, out=TextOutput(params.stop)))
 

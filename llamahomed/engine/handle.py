@@ -211,7 +211,8 @@ class WorkerHandle:
         except (ConnectionError, OSError) as exc:
             raise WorkerCrashed(f"the worker for model {self.config.model_id!r} stopped") from exc
 
-    async def submit(self, prompt: str, params: SamplingParams) -> SequenceStream:
+    async def submit(self, prompt: str, params: SamplingParams, *,
+                     special: bool = False) -> SequenceStream:
         """Wait for a slot (bounded queue), then hand the sequence to the worker."""
         seq_id = next(self._seq_ids)
         self.last_used = time.monotonic()
@@ -219,11 +220,26 @@ class WorkerHandle:
         stream = SequenceStream(seq_id, self)
         self._streams[seq_id] = stream
         try:
-            await self._send({"op": "submit", "seq": seq_id, "prompt": prompt,
-                              "params": params.to_wire()})
+            message = {"op": "submit", "seq": seq_id, "prompt": prompt, "params": params.to_wire()}
+            if special:
+                message["special"] = True
+            await self._send(message)
         except LlamaHomeError:
             self._streams.pop(seq_id, None)
             self.admission.leave(seq_id)
+            raise
+        return stream
+
+    async def embed(self, inputs: list[str]) -> SequenceStream:
+        """Embed ``inputs`` (no slot needed: the worker embeds on a context of its own)."""
+        seq_id = next(self._seq_ids)
+        self.last_used = time.monotonic()
+        stream = SequenceStream(seq_id, self)
+        self._streams[seq_id] = stream
+        try:
+            await self._send({"op": "embed", "seq": seq_id, "inputs": inputs})
+        except LlamaHomeError:
+            self._streams.pop(seq_id, None)
             raise
         return stream
 

@@ -45,6 +45,17 @@ class SequenceState:
 Seq = TypeVar("Seq", bound=SequenceState)
 
 
+def special_tokens(lib: Any, vocab: Any) -> dict[str, Any]:
+    """BOS/EOS texts and whether tokenizing adds BOS: what a chat template needs to be rendered."""
+
+    def text(token: int) -> str:
+        return "" if token < 0 else bytes(lib.llama_vocab_get_text(vocab, token)).decode("utf-8", "replace")
+
+    return {"bos_token": text(int(lib.llama_vocab_bos(vocab))),
+            "eos_token": text(int(lib.llama_vocab_eos(vocab))),
+            "add_bos": bool(lib.llama_vocab_get_add_bos(vocab))}
+
+
 def context_error(seq_id: int, prompt_tokens: int, n_ctx: int) -> Event:
     """The ``context_length_exceeded`` event: refused, never truncated."""
     return {"seq": seq_id, "kind": "error", "code": "context_length_exceeded",

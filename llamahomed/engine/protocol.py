@@ -2,7 +2,10 @@
 
 Daemon -> worker ("op"):
     {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...}}
+        optional "special": true: the prompt may spell special tokens (a rendered chat template)
     {"op": "cancel", "seq": 7}
+    {"op": "embed", "seq": 8, "inputs": ["text", ...]}   answered by one done (or error) event
+                                                        with "embeddings": [[float, ...], ...]
     {"op": "shutdown"}
 
 Worker -> daemon ("ev"):

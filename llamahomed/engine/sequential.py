@@ -13,7 +13,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from llamahomed.engine.inbox import Inbox, SequenceState
+from llamahomed.engine.embed import Embedder
+from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 
@@ -62,12 +63,17 @@ class SequentialEngine(Inbox[Sequence]):
         return {"n_ctx": self.llm.n_ctx(),
                 "n_ctx_train": self._llama_cpp.llama_model_n_ctx_train(self.llm.model),
                 "n_vocab": self.llm.n_vocab(), "n_threads": self.llm.n_threads,
-                "n_batch": self.llm.n_batch, "n_slots": 1, "engine": "sequential"}
+                "n_batch": self.llm.n_batch, "n_slots": 1, "engine": "sequential",
+                **special_tokens(self._llama_cpp, self._vocab)}
+
+    def embedder(self) -> Embedder:
+        """Embeddings on this model through a context of its own (see ``embed.py``)."""
+        return Embedder(self._llama_cpp, self.llm.model, self.llm.n_ctx(), int(self.llm.n_threads))
 
     # -- called from the reader thread -------------------------------------------------------
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams) -> None:
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
-        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
         self._accept(seq_id, tokens, self.llm.n_ctx(),
                      lambda: Sequence(seq_id, tokens, params, out=TextOutput(params.stop)))
 

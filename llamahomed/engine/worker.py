@@ -50,6 +50,19 @@ def _load_engine(config: dict[str, Any], channel: Channel) -> Any:
     return SequentialEngine.load(config, channel.send_events)
 
 
+def _embed(embedder: Any, channel: Channel, message: dict[str, Any]) -> None:
+    seq_id = int(message["seq"])
+    try:
+        event = embedder.embed(seq_id, [str(text) for text in message["inputs"]])
+    except Exception as exc:  # noqa: BLE001 - reported to the daemon as this request's error
+        event = {"seq": seq_id, "kind": "error", "code": "internal_error",
+                 "message": f"embedding failed: {type(exc).__name__}: {exc}", "details": {}}
+    try:
+        channel.send_events([event])
+    except OSError:
+        pass
+
+
 def serve(channel: Channel, config: dict[str, Any]) -> int:
     started = time.perf_counter()
     try:
@@ -66,6 +79,7 @@ def serve(channel: Channel, config: dict[str, Any]) -> int:
     channel.send({"ev": "ready", "info": info})
     decode = threading.Thread(target=engine.run, name="decode", daemon=True)
     decode.start()
+    embedder = None
     try:
         while True:
             message = channel.recv()
@@ -74,11 +88,18 @@ def serve(channel: Channel, config: dict[str, Any]) -> int:
             op = message.get("op")
             if op == "submit":
                 engine.submit(int(message["seq"]), str(message["prompt"]),
-                              SamplingParams.from_wire(message["params"]))
+                              SamplingParams.from_wire(message["params"]),
+                              bool(message.get("special", False)))
             elif op == "cancel":
                 engine.cancel(int(message["seq"]))
+            elif op == "embed":
+                embedder = embedder or engine.embedder()
+                threading.Thread(target=_embed, args=(embedder, channel, message), name="embed",
+                                 daemon=True).start()
     except (ProtocolError, OSError):
         pass
+    if embedder is not None:
+        embedder.close()
     engine.stop()
     decode.join(timeout=5)
     return 0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from llamahome.auth import TICKET_SALT, TokenGenerator
+from llamahome.auth import TokenGenerator
 
 from llamahomed.api.access import requires_scope
 from llamahomed.api.keys import CLAIMS
@@ -98,19 +98,6 @@ async def test_a_tampered_token_is_refused(api: Any, settings: Any) -> None:
 async def test_a_token_signed_with_another_secret_is_refused(api: Any) -> None:
     token = TokenGenerator("not-the-daemons-secret").create_token("mallory", scopes=["admin"])
     await refused(api, token)
-
-
-async def test_a_ticket_is_not_an_api_token(api: Any, settings: Any) -> None:
-    authority = Authority.from_settings(settings)
-    try:
-        claims = authority.decode(issue(settings, "alice"))
-        ticket = authority.issue_ticket(claims, lifetime=30)
-        assert authority.check_ticket(ticket).user_id == "alice"
-        same_keys = TokenGenerator(list(reversed(authority.keys)), salt=TICKET_SALT)
-        await refused(api, ticket)
-        await refused(api, same_keys.create_token("alice"))
-    finally:
-        authority.close()
 
 
 async def test_revoking_a_token_id_with_the_cli_takes_effect_on_the_running_app(

@@ -1,0 +1,72 @@
+"""The WebSocket on the real ``llamahomed start`` process (its runner cancels handlers on disconnect)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import TINY_MODEL_FILE, load_script
+from tests.e2e.test_daemon import Daemon, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def tiny_daemon(tmp_path: Path, tiny_model_file: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    store = tmp_path / "store"
+    store.mkdir()
+    os.link(tiny_model_file, store / TINY_MODEL_FILE)
+    load_script("make_tiny_gguf").write_tiny_llama(store / "tiny-long.gguf", n_ctx=4096,
+                                                   name="tiny-long")
+    monkeypatch.setenv("LLAMAHOME_INSTALL_DEFAULT_MODEL", "false")
+    daemon = Daemon(store, free_port())
+    daemon.wait_ready()
+    yield daemon
+    daemon.stop()
+
+
+async def test_closing_the_socket_stops_generation_on_the_real_daemon(
+        tiny_daemon: Daemon, isolated_env: Path) -> None:
+    token = (isolated_env / "state" / "admin.token").read_text().strip()
+    base = f"http://127.0.0.1:{tiny_daemon.port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async def running() -> int:
+            async with http.get(f"{base}/api/v1/models/tiny-long") as response:
+                runtime = (await response.json())["runtime"]
+                return int(runtime["running"]) if runtime else 0
+
+        async with http.post(f"{base}/api/v1/process", json={  # load the model first
+                "model": "tiny-long", "prompt": "hi", "max_tokens": 2}) as r:
+            assert r.status == 200
+        started = time.perf_counter()
+        async with http.post(f"{base}/api/v1/process", json={
+                "model": "tiny-long", "prompt": "a dog", "temperature": 0, "max_tokens": 200}) as r:
+            assert (await r.json())["usage"]["completion_tokens"] == 200
+        seconds_per_token = (time.perf_counter() - started) / 200
+
+        ws = await http.ws_connect(f"{base}/api/v1/ws")
+        await ws.send_json({"id": 1, "model": "tiny-long", "prompt": "the cat",
+                            "temperature": 0, "max_tokens": 4000})
+        for _ in range(3):
+            assert "chunk" in json.loads((await ws.receive(timeout=30)).data)
+        assert await running() == 1
+        await ws.close()
+        closed = time.perf_counter()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if await running() == 0:
+                break
+        assert await running() == 0
+        # Stopped by the close, not by running out: 4000 tokens would take far longer.
+        assert time.perf_counter() - closed < 0.5 * 4000 * seconds_per_token
+    code, err = tiny_daemon.stop()
+    assert code == 0 and "Traceback" not in err, err
