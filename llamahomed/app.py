@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.api import generate, models, system
-from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
+from llamahomed.api import generate, metrics, models, status, system
+from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, MONITORING, STARTED_AT
 from llamahomed.api.middleware import (add_request_id_header, auth_middleware, error_middleware,
                                        request_id_middleware)
 from llamahomed.config_store import ConfigStore
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.inference import InferenceService, Performance
+from llamahomed.metrics import Monitoring
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelRegistry
 from llamahomed.security import Authority, ensure_admin_token
@@ -22,6 +23,8 @@ from llamahomed.settings import Settings
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", system.health)
+    app.router.add_get("/metrics", metrics.metrics)
+    app.router.add_get("/api/v1/status", status.status)
     app.router.add_post("/api/v1/process", generate.process)
     app.router.add_post("/api/v1/stream", generate.stream)
     app.router.add_post("/api/v1/batch", generate.batch)
@@ -34,13 +37,17 @@ def add_routes(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run app; workers start on first use and stop in cleanup."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, metrics.metrics_middleware, error_middleware,
+                     auth_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 16384, "max_line_size": 16384},
     )
     config = ConfigStore(settings)
     app[CONFIG] = config
     app[STARTED_AT] = time.monotonic()
+    app[MONITORING] = Monitoring.create(
+        tracing=settings.tracing,
+        workers=lambda: app[INFERENCE].pool.workers() if INFERENCE in app else {})
     authority = Authority.from_settings(settings)
     ensure_admin_token(settings, authority)
     app[AUTHORITY] = authority
@@ -54,10 +61,12 @@ async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     settings = config.settings
     registry = ModelRegistry(settings.models_path, Catalog.load())
+    monitoring = app[MONITORING]
     pool = WorkerPool(start_timeout=settings.worker_start_timeout,
-                      keep_alive=lambda: config.settings.system_settings.keep_alive)
+                      keep_alive=lambda: config.settings.system_settings.keep_alive,
+                      observer=monitoring.observer)
     performance = Performance(settings.measurements_file)
-    app[INFERENCE] = InferenceService(config, registry, pool, performance)
+    app[INFERENCE] = InferenceService(config, registry, pool, performance, monitoring.metrics)
     yield
     await pool.close()
     performance.save()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from llamahome.monitoring import AdvancedMetrics, Trace
 
+from llamahomed import tracing
 from llamahomed.config_store import ConfigStore, atomic_write
 from llamahomed.engine.handle import LoadConfig, SequenceStream, sequence_error
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.engine.protocol import SamplingParams
+from llamahomed.errors import LlamaHomeError
 from llamahomed.planner import default_threads, effective_context
 from llamahomed.registry.store import ModelEntry, ModelRegistry
 
@@ -27,6 +30,7 @@ class Generation:
     stream: SequenceStream
     prompt_tokens: int
     created: str
+    trace: Trace = field(default_factory=Trace)
 
 
 class Performance:
@@ -63,11 +67,13 @@ class InferenceService:
     """What the handlers call. Holds no request state of its own."""
 
     def __init__(self, config: ConfigStore, registry: ModelRegistry, pool: WorkerPool,
-                 performance: Performance) -> None:
+                 performance: Performance, metrics: AdvancedMetrics | None = None) -> None:
         self.config = config
         self.registry = registry
         self.pool = pool
         self.performance = performance
+        self.metrics = metrics or AdvancedMetrics()
+        self.refusing: LlamaHomeError | None = None  # set while shutting down
 
     def load_config(self, entry: ModelEntry) -> LoadConfig:
         settings = self.config.settings
@@ -84,16 +90,36 @@ class InferenceService:
 
     async def start(self, model: str | None, prompt: str, params: SamplingParams) -> Generation:
         """Submit a prompt; returns once the worker accepted it (or raises its error)."""
+        if self.refusing is not None:
+            raise self.refusing
+        context = tracing.current()
+        trace = self.metrics.trace(context.request_id if context else None)
         entry = self.resolve(model)
-        worker = await self.pool.acquire(self.load_config(entry))
+        with trace.phase("load"):
+            worker = await self.pool.acquire(self.load_config(entry))
         system = self.config.settings.system_settings
         worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
-        stream = await worker.submit(prompt, params)
+        stream = await worker.submit(prompt, params, request_id=context.request_id if context else "")
+        if self.config.settings.log_prompts:
+            log.info("prompt", model=entry.id, seq=stream.seq_id, prompt=prompt)
         first = await stream.next_event()
         if first["kind"] == "error":
             raise sequence_error(first)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return Generation(entry, stream, int(first.get("prompt_tokens", 0)), created)
+        return Generation(entry, stream, int(first.get("prompt_tokens", 0)), created, trace)
 
     def finished(self, generation: Generation, done: dict[str, Any]) -> None:
+        """A sequence's ``done`` event: record its speed, finish its trace (added to ``done``
+        as ``trace`` when tracing is on) and add it to the request's log line."""
         self.performance.record(generation.entry, done)
+        stream, timings = generation.stream, done.get("timings") or {}
+        generation.trace.add("queue", (stream.admitted_at - stream.submitted_at) * 1000
+                             + float(timings.get("queue_ms", 0.0)))
+        generation.trace.add("prefill", float(timings.get("prefill_ms", 0.0)))
+        generation.trace.add("decode", float(timings.get("decode_ms", 0.0)))
+        data = self.metrics.finish_trace(generation.trace)
+        if data is not None:
+            done["trace"] = data
+        context = tracing.current()
+        if context is not None:
+            context.add_sequence(generation.entry.id, done.get("usage") or {}, data)

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens fed to llama.cpp per decode.")
     worker_start_timeout: float = Field(120.0, gt=0, description="Seconds a model load may take.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds in-flight streams get on shutdown.")
+    metrics_public: bool = Field(
+        False, description="Serve GET /metrics without a token (for a local Prometheus).")
+    tracing: bool = Field(
+        False, description="Put each request's phases (queue, load, prefill, decode ms) in its "
+                           "final response line and its log line.")
+    log_prompts: bool = Field(
+        False, description="Debug only: log prompts and completions (never logged otherwise).")
     install_default_model: bool = Field(
         True, description="Install the embedded default model into the store at start when missing.")
     model_settings: ModelSettings = Field(default_factory=lambda: ModelSettings(),

@@ -7,12 +7,14 @@ from llamahome.auth import TokenClaims
 
 from llamahomed.config_store import ConfigStore
 from llamahomed.inference import InferenceService
+from llamahomed.metrics import Monitoring
 from llamahomed.security import Authority
 
 CONFIG = web.AppKey("config", ConfigStore)
 AUTHORITY = web.AppKey("authority", Authority)
 INFERENCE = web.AppKey("inference", InferenceService)
 STARTED_AT = web.AppKey("started_at", float)
+MONITORING = web.AppKey("monitoring", Monitoring)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLAIMS = web.RequestKey("claims", TokenClaims)

@@ -1,18 +1,17 @@
-"""Middlewares: request id and summary log line -> error envelope -> authentication."""
+"""Middlewares: request id -> (metrics and summary log line) -> error envelope -> auth."""
 
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
-from llamahomed.api.keys import AUTHORITY, CLAIMS, REQUEST_ID
-from llamahomed.errors import (LlamaHomeError, MethodNotAllowed, NotFound, PayloadTooLarge,
-                               UnsupportedMediaType)
+from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, MONITORING, REQUEST_ID
+from llamahomed.errors import (AuthenticationFailed, LlamaHomeError, MethodNotAllowed, NotFound,
+                               PayloadTooLarge, UnsupportedMediaType)
 
 log = structlog.get_logger(__name__)
 
@@ -23,22 +22,13 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Accept a sane ``x-request-id`` or make one; log one summary line per request."""
+    """Accept a sane ``x-request-id`` or make one and bind it to every log line of the request
+    (the summary line per request comes from ``api/metrics.py``'s middleware)."""
     given = request.headers.get("x-request-id", "")
     request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    status = 500
     with structlog.contextvars.bound_contextvars(request_id=request_id):
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            route = request.match_info.route.resource
-            log.info("request", method=request.method,
-                     route=route.canonical if route is not None else request.path,
-                     status=status, duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        return await handler(request)
 
 
 def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:
@@ -85,8 +75,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Default deny: every route needs a valid bearer token except the public ones."""
-    if request.path not in PUBLIC_PATHS:
-        request[CLAIMS] = request.app[AUTHORITY].check(request.headers.get("Authorization"))
+    public = request.path in PUBLIC_PATHS or (
+        request.path == "/metrics" and request.app[CONFIG].settings.metrics_public)
+    if not public:
+        try:
+            request[CLAIMS] = request.app[AUTHORITY].check(request.headers.get("Authorization"))
+        except AuthenticationFailed:
+            request.app[MONITORING].metrics.auth_failed()
+            raise
     return await handler(request)
 
 

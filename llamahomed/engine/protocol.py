@@ -1,7 +1,8 @@
 """The daemon <-> worker protocol: length-prefixed JSON frames over a socketpair.
 
 Daemon -> worker ("op"):
-    {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...}}
+    {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...},
+     "request_id": "..."}                        (optional; echoed on the sequence's last event)
     {"op": "cancel", "seq": 7}
     {"op": "shutdown"}
 
@@ -16,6 +17,9 @@ Sequence events inside a step (each names its "seq"):
     {"seq": 7, "kind": "done", "finish_reason": "stop"|"length"|"cancelled",
      "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}
     {"seq": 7, "kind": "error", "code": "context_length_exceeded", "message": "...", "details": {}}
+    done and error events also carry "request_id" when the submit had one.
+    {"kind": "stats", "kv_usage": 0.25}         no "seq": share of the KV cache held by running
+                                                sequences (batched engine; sent when it changes)
 
 Many sequences may be in flight at once; the worker decides how to schedule them.
 """

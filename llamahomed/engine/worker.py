@@ -25,6 +25,7 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._lock = threading.Lock()
+        self.request_ids: dict[int, str] = {}  # seq -> the daemon's x-request-id, until it ends
 
     def send(self, message: dict[str, Any]) -> None:
         data = encode(message)
@@ -32,7 +33,11 @@ class Channel:
             self._sock.sendall(data)
 
     def send_events(self, events: list[dict[str, Any]]) -> None:
+        """One step frame; a sequence's last event carries its request id back."""
         if events:
+            for event in events:
+                if event.get("kind") in ("done", "error") and event.get("seq") in self.request_ids:
+                    event["request_id"] = self.request_ids.pop(event["seq"])
             self.send({"ev": "step", "events": events})
 
     def recv(self) -> dict[str, Any] | None:
@@ -69,6 +74,8 @@ def serve(channel: Channel, config: dict[str, Any]) -> int:
                 break
             op = message.get("op")
             if op == "submit":
+                if message.get("request_id"):
+                    channel.request_ids[int(message["seq"])] = str(message["request_id"])
                 engine.submit(int(message["seq"]), str(message["prompt"]),
                               SamplingParams.from_wire(message["params"]))
             elif op == "cancel":
