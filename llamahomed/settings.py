@@ -208,5 +208,14 @@ class Settings(BaseSettings):
         return self.state_dir / "daemon.json"
 
     @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "llamahomed.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """Where ``llamahomed start --detach`` sends the daemon's output."""
+        return self.state_dir / "llamahomed.log"
+
+    @property
     def measurements_file(self) -> Path:
         return self.state_dir / "measurements.json"

@@ -6,7 +6,9 @@ import asyncio
 import collections
 import itertools
 import json
+import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -21,6 +23,7 @@ from llamahomed.engine.protocol import HEADER, MAX_FRAME, ProtocolError, Samplin
 from llamahomed.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed, error_for_code
 
 log = structlog.get_logger(__name__)
+_ERROR_LINE = re.compile(r"\b(error|failed|abort(ed)?|out of memory)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,9 @@ class WorkerHandle:
         async for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             self._stderr_tail.append(line)
-            log.debug("worker_stderr", model=self.config.model_id, line=line)
+            level = "warning" if _ERROR_LINE.search(line) else "debug"
+            log.log(getattr(logging, level.upper()), "worker_stderr",
+                    model=self.config.model_id, line=line)
 
     async def _read_loop(self) -> None:
         try:
