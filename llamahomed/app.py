@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from llamahomed.api import generate, metrics, models, status, system
-from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, MONITORING, STARTED_AT
+from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, METRICS, MONITORING, STARTED_AT
 from llamahomed.api.middleware import (add_request_id_header, auth_middleware, error_middleware,
                                        request_id_middleware)
 from llamahomed.config_store import ConfigStore
@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MONITORING] = Monitoring.create(
         tracing=settings.tracing,
         workers=lambda: app[INFERENCE].pool.workers() if INFERENCE in app else {})
+    app[METRICS] = app[MONITORING].metrics
     authority = Authority.from_settings(settings)
     ensure_admin_token(settings, authority)
     app[AUTHORITY] = authority

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, MONITORING, REQUEST_ID
+from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, METRICS, REQUEST_ID
 from llamahomed.errors import (AuthenticationFailed, LlamaHomeError, MethodNotAllowed, NotFound,
                                PayloadTooLarge, UnsupportedMediaType)
 
@@ -81,7 +81,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         try:
             request[CLAIMS] = request.app[AUTHORITY].check(request.headers.get("Authorization"))
         except AuthenticationFailed:
-            request.app[MONITORING].metrics.auth_failed()
+            request.app[METRICS].auth_failed()
             raise
     return await handler(request)
 

@@ -181,3 +181,40 @@ async def test_status_reports_loaded_models_with_plan_slots_and_memory(
     assert model["slots_in_use"] == 0 and model["queued"] == 0
     assert model["rss_bytes"] > 0 and status["memory"]["daemon_rss_bytes"] > 0
     assert status["memory"]["workers_rss_bytes"] == model["rss_bytes"]
+
+
+@pytest.fixture
+def gemma_settings(make_settings: Callable[..., Any], tmp_path: Path, gemma_file: Path) -> Any:
+    store = tmp_path / "gemma-store"
+    store.mkdir()
+    os.link(gemma_file, store / gemma_file.name)
+    return make_settings(models_dir=store, model_settings={"default_model": "gemma3-270m"})
+
+
+@pytest.mark.gemma
+async def test_running_kv_usage_and_a_client_disconnect_through_gemma(
+        aiohttp_client: Callable[..., Any], gemma_settings: Any) -> None:
+    from llamahomed.app import create_app
+
+    api = await aiohttp_client(create_app(gemma_settings))
+    auth = {"Authorization": f"Bearer {gemma_settings.admin_token_file.read_text().strip()}"}
+    model = {"model_name": "gemma3-270m"}
+    response = await api.post("/api/v1/stream", headers=auth, json={
+        "prompt": "Write a long story about a lighthouse.", "max_tokens": 400, "temperature": 0})
+    assert json.loads(await response.content.readline())["index"] == 0
+    during = await scrape(api, auth)
+    assert value(during, "vllm:num_requests_running", **model) == 1
+    assert 0 < value(during, "vllm:kv_cache_usage_perc", **model) < 1
+    response.close()  # the client goes away mid-stream
+    for _ in range(200):
+        after = await scrape(api, auth)
+        if value(after, "llamahome_client_disconnects_total", route="/api/v1/stream") == 1 \
+                and value(after, "vllm:num_requests_running", **model) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert value(after, "llamahome_client_disconnects_total", route="/api/v1/stream") == 1
+    assert value(after, "llamahome_http_requests_total", route="/api/v1/stream", status="499") == 1
+    assert value(after, "vllm:num_requests_running", **model) == 0
+    assert value(after, "vllm:kv_cache_usage_perc", **model) == 0
+    assert value(after, "vllm:request_success_total", finished_reason="cancelled", **model) == 1
+    assert value(after, "vllm:generation_tokens_total", **model) < 400
