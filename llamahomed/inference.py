@@ -97,6 +97,8 @@ class InferenceService:
         entry = self.resolve(model)
         with trace.phase("load"):
             worker = await self.pool.acquire(self.load_config(entry))
+        if self.refusing is not None:  # shutdown began while the model was loading
+            raise self.refusing
         system = self.config.settings.system_settings
         worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
         stream = await worker.submit(prompt, params, request_id=context.request_id if context else "")

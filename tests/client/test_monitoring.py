@@ -121,7 +121,7 @@ def test_resource_monitor_reads_this_process() -> None:
     cpu, rss = sample.processes["self"]
     assert rss > 1_000_000 and cpu >= 0
     assert sample.memory_total is not None and sample.memory_total > rss
-    assert sample.gpus == ()
+    assert sample.gpus == ()  # not asked for
     with pytest.raises(ValueError, match="unknown resource metric"):
         monitor.sample(["disk"])
 
@@ -151,3 +151,58 @@ def test_resource_monitor_exports_gauges_per_process() -> None:
     assert s[("llamahome_process_resident_memory_bytes", (("process", "me"),))] > 0
     assert ("llamahome_process_resident_memory_bytes", (("process", "gone"),)) not in s
     assert s[("llamahome_system_memory_available_bytes", ())] > 0
+
+
+def test_the_public_names_are_exported() -> None:
+    import llamahome.monitoring as monitoring
+
+    for name in ("MetricsCollector", "AdvancedMetrics", "PerformanceMonitor", "ResourceMonitor"):
+        assert name in monitoring.__all__ and getattr(monitoring, name) is not None
+
+
+class _Memory:
+    used, total = 3 * 2**30, 80 * 2**30
+
+
+class _Utilization:
+    gpu = 42
+
+
+class FakeNvml:
+    """NVML's calls as nvidia-ml-py names them (this machine has no NVIDIA driver)."""
+
+    @staticmethod
+    def nvmlDeviceGetCount() -> int:
+        return 2
+
+    @staticmethod
+    def nvmlDeviceGetHandleByIndex(index: int) -> int:
+        return index
+
+    @staticmethod
+    def nvmlDeviceGetMemoryInfo(handle: int) -> _Memory:
+        return _Memory()
+
+    @staticmethod
+    def nvmlDeviceGetName(handle: int) -> bytes | str:
+        return b"NVIDIA H100" if handle == 0 else "NVIDIA L4"
+
+    @staticmethod
+    def nvmlDeviceGetUtilizationRates(handle: int) -> _Utilization:
+        return _Utilization()
+
+
+def test_gpu_readings_become_per_gpu_gauges() -> None:
+    """The NVML path, with a stand-in for the driver; on a machine without one it is absent."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    monitor = ResourceMonitor(registry=registry)
+    monitor._nvml, monitor._nvml_tried = FakeNvml(), True
+    gpus = monitor.sample(["gpu"]).gpus
+    assert [(g.index, g.name, g.utilization) for g in gpus] == [(0, "NVIDIA H100", 42.0),
+                                                                (1, "NVIDIA L4", 42.0)]
+    s = parsed(generate_latest(registry))
+    assert s[("llamahome_gpu_memory_used_bytes", (("gpu", "1"), ("name", "NVIDIA L4")))] == 3 * 2**30
+    assert s[("llamahome_gpu_memory_total_bytes", (("gpu", "0"), ("name", "NVIDIA H100")))] == 80 * 2**30
+    assert s[("llamahome_gpu_utilization_percent", (("gpu", "0"), ("name", "NVIDIA H100")))] == 42
