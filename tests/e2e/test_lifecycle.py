@@ -176,13 +176,21 @@ def test_sigterm_ends_a_long_stream_with_a_final_error_line_after_the_drain_time
     store.mkdir()
     os.link(gemma_file, store / gemma_file.name)
     config = write_config(tmp_path / "c.toml", default_model="gemma3-270m")
-    daemon = Process(store, config, env={"LLAMAHOME_DRAIN_TIMEOUT": "1"})
+    daemon = Process(store, config, env={"LLAMAHOME_DRAIN_TIMEOUT": "3"})
     daemon.wait_listening()
     signalled: list[float] = []
+    refused: list[float] = []
 
     def terminate() -> None:
         signalled.append(time.monotonic())
         daemon.proc.send_signal(signal.SIGTERM)
+        while time.monotonic() - signalled[0] < 2:  # the listener closes at once
+            try:
+                socket.create_connection(("127.0.0.1", daemon.port), timeout=0.5).close()
+            except ConnectionRefusedError:
+                refused.append(time.monotonic())
+                return
+            time.sleep(0.02)
 
     lines = stream_lines(daemon, admin_token(isolated_env),
                          {"prompt": "Write a long story.", "max_tokens": 2000, "temperature": 0},
@@ -190,9 +198,10 @@ def test_sigterm_ends_a_long_stream_with_a_final_error_line_after_the_drain_time
     ended = time.monotonic()
     code, err = daemon.finish()
     assert lines[-1]["error"]["code"] == "shutting_down"
-    assert lines[-1]["error"]["details"]["drain_timeout"] == 1
+    assert lines[-1]["error"]["details"]["drain_timeout"] == 3
     assert 1 < len(lines) < 2000
-    assert ended - signalled[0] >= 1.0
+    assert refused and refused[0] - signalled[0] < 2  # new connections refused while draining
+    assert ended - signalled[0] >= 3.0  # the stream ran on until the drain timeout
     assert code == 0 and "Traceback" not in err
     assert '"event": "drain_timeout"' in err
     assert not (isolated_env / "state" / "llamahomed.pid").exists()
