@@ -53,5 +53,5 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
             fields = context.log_fields()
             if claims is not None:
                 fields["subject"] = subject_hash(claims.user_id)
-            log.info("request", method=request.method, route=route, status=status,
-                     duration_ms=round(duration * 1000, 2), **fields)
+            log.info("request", request_id=context.request_id, method=request.method,
+                     route=route, status=status, duration_ms=round(duration * 1000, 2), **fields)

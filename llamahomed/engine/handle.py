@@ -178,6 +178,8 @@ class WorkerHandle:
             while True:
                 frame = await self._read_frame()
                 if frame.get("ev") == "step":
+                    if "kv_usage" in frame:
+                        self.kv_usage = float(frame["kv_usage"])
                     for event in frame.get("events", []):
                         self._dispatch(event)
         except (asyncio.IncompleteReadError, ProtocolError, OSError, ConnectionError):
@@ -185,9 +187,6 @@ class WorkerHandle:
         await self._on_exit()
 
     def _dispatch(self, event: dict[str, Any]) -> None:
-        if event.get("kind") == "stats":
-            self.kv_usage = float(event.get("kv_usage", 0.0))
-            return
         stream = self._streams.get(event.get("seq", -1))
         if stream is None:
             if event.get("kind") == "text":  # a step that raced a cancel still counts

@@ -10,6 +10,8 @@ Worker -> daemon ("ev"):
     {"ev": "ready", "info": {"n_ctx": ..., "n_ctx_train": ..., "load_ms": ..., ...}}
     {"ev": "load_failed", "message": "..."}
     {"ev": "step", "events": [event, ...]}      one frame per decode step, any number of sequences
+     (+ "kv_usage": 0.25 when it changed: share of the KV cache held by running sequences,
+      batched engine only)
 
 Sequence events inside a step (each names its "seq"):
     {"seq": 7, "kind": "accepted", "prompt_tokens": 12}
@@ -18,8 +20,6 @@ Sequence events inside a step (each names its "seq"):
      "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}
     {"seq": 7, "kind": "error", "code": "context_length_exceeded", "message": "...", "details": {}}
     done and error events also carry "request_id" when the submit had one.
-    {"kind": "stats", "kv_usage": 0.25}         no "seq": share of the KV cache held by running
-                                                sequences (batched engine; sent when it changes)
 
 Many sequences may be in flight at once; the worker decides how to schedule them.
 """

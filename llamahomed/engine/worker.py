@@ -26,6 +26,8 @@ class Channel:
         self._sock = sock
         self._lock = threading.Lock()
         self.request_ids: dict[int, str] = {}  # seq -> the daemon's x-request-id, until it ends
+        self.engine: Any = None  # set once loaded; its ``kv_usage`` (if any) rides on frames
+        self._kv_usage: float | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         data = encode(message)
@@ -38,7 +40,12 @@ class Channel:
             for event in events:
                 if event.get("kind") in ("done", "error") and event.get("seq") in self.request_ids:
                     event["request_id"] = self.request_ids.pop(event["seq"])
-            self.send({"ev": "step", "events": events})
+            frame: dict[str, Any] = {"ev": "step", "events": events}
+            with self._lock:  # frames leave in the order their kv_usage was read
+                usage = getattr(self.engine, "kv_usage", None)
+                if usage is not None and usage != self._kv_usage:  # sent when it changes
+                    self._kv_usage = frame["kv_usage"] = usage
+                self._sock.sendall(encode(frame))
 
     def recv(self) -> dict[str, Any] | None:
         return recv_frame(self._sock)
@@ -62,6 +69,7 @@ def serve(channel: Channel, config: dict[str, Any]) -> int:
     except Exception as exc:  # noqa: BLE001 - every load failure is reported, then we exit
         channel.send({"ev": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
         return 3
+    channel.engine = engine
     info = engine.info()
     info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
     channel.send({"ev": "ready", "info": info})

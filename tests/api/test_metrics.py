@@ -156,6 +156,7 @@ async def test_the_summary_line_names_no_prompt_and_no_token(
     assert completion.strip() == "" or completion not in text
     line = next(e for e in logs if e["event"] == "request")
     assert line["status"] == 200 and line["route"] == "/api/v1/process"
+    assert line["request_id"] == "req-42" and line["method"] == "POST"
     assert line["prompt_tokens"] > 0 and line["completion_tokens"] == 8
     assert len(line["subject"]) == 16 and "admin" not in line["subject"]
     assert line["duration_ms"] > 0

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import TINY_MODEL_ID
@@ -180,8 +181,12 @@ def test_sigterm_ends_a_long_stream_with_a_final_error_line_after_the_drain_time
     daemon.wait_listening()
     signalled: list[float] = []
     refused: list[float] = []
+    token = admin_token(isolated_env)
+    worker_pids: list[int] = []
 
     def terminate() -> None:
+        status = json.loads(daemon.request("GET", "/api/v1/status", token).read())
+        worker_pids.extend(model["pid"] for model in status["models"])
         signalled.append(time.monotonic())
         daemon.proc.send_signal(signal.SIGTERM)
         while time.monotonic() - signalled[0] < 2:  # the listener closes at once
@@ -192,7 +197,7 @@ def test_sigterm_ends_a_long_stream_with_a_final_error_line_after_the_drain_time
                 return
             time.sleep(0.02)
 
-    lines = stream_lines(daemon, admin_token(isolated_env),
+    lines = stream_lines(daemon, token,
                          {"prompt": "Write a long story.", "max_tokens": 2000, "temperature": 0},
                          terminate)
     ended = time.monotonic()
@@ -205,6 +210,8 @@ def test_sigterm_ends_a_long_stream_with_a_final_error_line_after_the_drain_time
     assert code == 0 and "Traceback" not in err
     assert '"event": "drain_timeout"' in err
     assert not (isolated_env / "state" / "llamahomed.pid").exists()
+    assert len(worker_pids) == 1
+    assert not psutil.pid_exists(worker_pids[0])  # the model worker was stopped, not orphaned
 
 
 @pytest.mark.parametrize("case", ["bad_toml", "bad_value", "models_dir_is_a_file", "port_taken"])
