@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, parents=[common])
 
-    start = command("start", "run the daemon in the foreground")
+    start = command("start", "run the daemon (in the foreground unless --detach)")
     start.add_argument("--host", help="address to bind (default 127.0.0.1)")
     start.add_argument("--port", type=int, help="TCP port (default 8910; 0 = any free port)")
     start.add_argument("--detach", action="store_true",

@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TINY_MODEL_ID
 from tests.e2e.test_daemon import free_port, llamahomed
@@ -267,6 +268,14 @@ def test_start_detach_status_and_stop(models_dir: Path, tmp_path: Path, isolated
             "Authorization": f"Bearer {admin_token(isolated_env)}",
             "Content-Type": "application/json"})
         assert urllib.request.urlopen(request, timeout=60).status == 200  # noqa: S310
+        scrape = urllib.request.Request(f"http://127.0.0.1:{runtime['port']}/metrics", headers={
+            "Authorization": f"Bearer {admin_token(isolated_env)}"})
+        text = urllib.request.urlopen(scrape, timeout=30).read().decode()  # noqa: S310
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        assert samples[("vllm:generation_tokens_total", (("model_name", TINY_MODEL_ID),))] == 3
+        assert samples[("llamahome_process_resident_memory_bytes",
+                        (("process", f"worker:{TINY_MODEL_ID}"),))] > 0
         table = llamahomed("status", *common)
         assert table.returncode == 0, table.stderr
         assert TINY_MODEL_ID in table.stdout and "loaded models" in table.stdout
