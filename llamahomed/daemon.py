@@ -9,7 +9,8 @@ Life cycle:
   and the old settings stay.
 * SIGTERM / SIGINT: ``STOPPING=1``; stop listening; new requests get ``503 shutting_down``;
   requests in flight get ``drain_timeout`` seconds to finish, then each ends with a final
-  ``shutting_down`` error (a stream's last line); workers are unloaded; exit 0.
+  ``shutting_down`` error (a stream's last line); workers are unloaded; exit 0. A second
+  SIGTERM / SIGINT during the drain ends it at once (Ctrl-C twice).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ RESTART_FIELDS = ("host", "port", "config_file", "data_dir", "models_dir", "stat
                   "log_format", "max_body_bytes")
 # After the drain timeout, how long handlers get to write their final error line.
 FINAL_LINE_GRACE = 3.0
+# Set by a second SIGTERM/SIGINT: stop draining now.
+HURRY = web.AppKey("hurry", asyncio.Event)
 
 
 def prepare(settings: Settings) -> None:
@@ -60,6 +63,7 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
     notifier = notifier or Notifier(None)
     app = create_app(settings)
     app.on_shutdown.append(_drain)
+    app[HURRY] = asyncio.Event()
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=FINAL_LINE_GRACE)
     await runner.setup()
@@ -90,6 +94,8 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
     try:
         await stop.wait()
         notifier.stopping()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, app[HURRY].set)
         log.info("stopping", drain_timeout=settings.drain_timeout)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
@@ -107,13 +113,18 @@ async def _drain(app: web.Application) -> None:
     service.refusing = ShuttingDown("the daemon is shutting down; retry when it is back")
     timeout = app[CONFIG].settings.drain_timeout
     deadline = asyncio.get_running_loop().time() + timeout
-    while service.pool.busy() and asyncio.get_running_loop().time() < deadline:
+    hurry = app.get(HURRY) or asyncio.Event()
+    while service.pool.busy() and asyncio.get_running_loop().time() < deadline \
+            and not hurry.is_set():
         await asyncio.sleep(0.05)
+    forced = hurry.is_set()
+    why = ("was told twice to stop" if forced
+           else f"this request did not finish within the {timeout:g}s drain timeout")
     aborted = await service.pool.abort_all(ShuttingDown(
-        f"the daemon is shutting down and this request did not finish within the "
-        f"{timeout:g}s drain timeout", details={"drain_timeout": timeout}))
+        f"the daemon is shutting down and {why}",
+        details={"drain_timeout": timeout, "forced": forced}))
     if aborted:
-        log.warning("drain_timeout", cancelled=aborted)
+        log.warning("drain_timeout", cancelled=aborted, forced=forced)
     else:
         log.info("drained")
 

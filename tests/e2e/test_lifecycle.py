@@ -293,3 +293,31 @@ def test_start_detach_status_and_stop(models_dir: Path, tmp_path: Path, isolated
     log = (state / "llamahomed.log").read_text().splitlines()
     events = [json.loads(line)["event"] for line in log if line.startswith("{")]
     assert "listening" in events and "request" in events and events[-1] == "stopped"
+
+
+@pytest.mark.gemma
+def test_a_second_sigterm_ends_the_drain_at_once(gemma_file: Path, tmp_path: Path,
+                                                 isolated_env: Path) -> None:
+    store = tmp_path / "g"
+    store.mkdir()
+    os.link(gemma_file, store / gemma_file.name)
+    config = write_config(tmp_path / "c.toml", default_model="gemma3-270m")
+    daemon = Process(store, config, env={"LLAMAHOME_DRAIN_TIMEOUT": "300"})
+    daemon.wait_listening()
+    signalled: list[float] = []
+
+    def terminate_twice() -> None:
+        signalled.append(time.monotonic())
+        daemon.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        daemon.proc.send_signal(signal.SIGTERM)
+
+    lines = stream_lines(daemon, admin_token(isolated_env),
+                         {"prompt": "Write a long story.", "max_tokens": 2000, "temperature": 0},
+                         terminate_twice)
+    ended = time.monotonic()
+    code, err = daemon.finish()
+    assert lines[-1]["error"]["code"] == "shutting_down"
+    assert lines[-1]["error"]["details"]["forced"] is True
+    assert ended - signalled[0] < 60  # far from the 300 s drain timeout
+    assert code == 0 and "Traceback" not in err
