@@ -7,19 +7,23 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.api import generate, models, openai, openapi, pull, ratelimit, system, ws
+from llamahomed.api import (generate, metrics, models, openai, openapi, pull, ratelimit, status,
+                            system, ws)
 from llamahomed.api.access import auth_middleware
 from llamahomed.api.guard import guard_middleware, setup_guard
-from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, STARTED_AT
+from llamahomed.api.keys import AUTHORITY, CONFIG, INFERENCE, METRICS, MONITORING, STARTED_AT
 from llamahomed.api.middleware import add_request_id_header, error_middleware, request_id_middleware
 from llamahomed.config_store import ConfigStore
 from llamahomed.inference import InferenceService
+from llamahomed.metrics import Monitoring
 from llamahomed.security import Authority, ensure_admin_token
 from llamahomed.settings import Settings
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", system.health)
+    app.router.add_get("/metrics", metrics.metrics)
+    app.router.add_get("/api/v1/status", status.status)
     app.router.add_post("/api/v1/process", generate.process)
     app.router.add_post("/api/v1/stream", generate.stream)
     app.router.add_post("/api/v1/batch", generate.batch)
@@ -35,8 +39,8 @@ def add_routes(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run app; workers start on first use and stop in cleanup."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, guard_middleware, auth_middleware,
-                     ratelimit.ratelimit_middleware],
+        middlewares=[request_id_middleware, metrics.metrics_middleware, error_middleware,
+                     guard_middleware, auth_middleware, ratelimit.ratelimit_middleware],
         client_max_size=settings.max_body_bytes,
         # aiohttp's own hard caps (a plain 400 beyond); max_header_bytes (431, enveloped) is lower.
         handler_args={"max_field_size": 65536, "max_line_size": 16384},
@@ -44,6 +48,10 @@ def create_app(settings: Settings) -> web.Application:
     config = ConfigStore(settings)
     app[CONFIG] = config
     app[STARTED_AT] = time.monotonic()
+    app[MONITORING] = Monitoring.create(
+        tracing=settings.tracing,
+        workers=lambda: app[INFERENCE].pool.workers() if INFERENCE in app else {})
+    app[METRICS] = app[MONITORING].metrics
     authority = Authority.from_settings(settings)
     ensure_admin_token(settings, authority)
     app[AUTHORITY] = authority
@@ -64,6 +72,6 @@ async def _authority_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[INFERENCE] = service = InferenceService.create(app[CONFIG])
+    app[INFERENCE] = service = InferenceService.create(app[CONFIG], app[MONITORING])
     yield
     await service.close()

@@ -9,18 +9,16 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
 from pydantic import ValidationError
 
 from llamahomed import __version__
 from llamahomed.commands import plan as plan_command
-from llamahomed.commands import pull, quantize
+from llamahomed.commands import pull, quantize, service, status
 from llamahomed.commands import token as token_command
+from llamahomed.commands.runtime import is_daemon, running_daemon
 from llamahomed.errors import LlamaHomeError, StartupError
 from llamahomed.settings import Settings, format_size
 
@@ -38,11 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, parents=[common])
 
-    start = command("start", "run the daemon in the foreground")
+    start = command("start", "run the daemon (in the foreground unless --detach)")
     start.add_argument("--host", help="address to bind (default 127.0.0.1)")
     start.add_argument("--port", type=int, help="TCP port (default 8910; 0 = any free port)")
-    command("stop", "stop the running daemon (SIGTERM)")
-    command("status", "is the daemon running, and what has it loaded")
+    start.add_argument("--detach", action="store_true",
+                       help="run in the background (pid file and log in the state dir)")
+    command("stop", "stop the running daemon (SIGTERM: streams drain first)")
+    status.add_parser(sub, common)
+    service.add_parser(sub, common)
 
     models = command("models", "the model store").add_subparsers(dest="action", required=True)
     models.add_parser("list", help="installed models", parents=[common])
@@ -89,32 +90,24 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from llamahomed.daemon import prepare, serve
     from llamahomed.logs import configure_logging
+    from llamahomed.notify import Notifier
 
+    if args.detach:
+        from llamahomed.commands.detach import start_detached
+
+        return start_detached(args, settings)
     configure_logging(settings.log_level, settings.log_format)
-    prepare(settings)
-    asyncio.run(serve(settings))
+    notifier = Notifier.from_environ()
+    try:
+        prepare(settings)
+        asyncio.run(serve(settings, notifier))
+    except OSError as exc:  # anything the daemon could not open at start: one line, no traceback
+        raise StartupError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
     return 0
 
 
-def _runtime(settings: Settings) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(settings.runtime_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if _is_daemon(int(data.get("pid", 0))) else None
-
-
-def _is_daemon(pid: int) -> bool:
-    """A live (not zombie) llamahomed process: never signal a recycled pid."""
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and "llamahomed" in " ".join(process.cmdline())
-    except (psutil.Error, ValueError):
-        return False
-
-
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
-    runtime = _runtime(settings)
+    runtime = running_daemon(settings)
     if runtime is None:
         print("llamahomed is not running")
         return 0
@@ -122,39 +115,11 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + settings.drain_timeout + 15
     while time.monotonic() < deadline:
-        if not _is_daemon(pid):
+        if not is_daemon(pid):
             print(f"stopped llamahomed (pid {pid})")
             return 0
         time.sleep(0.1)
     raise StartupError(f"llamahomed (pid {pid}) did not stop in time")
-
-
-def _get(url: str, token: str | None) -> Any:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own loopback URL
-        return json.loads(response.read())
-
-
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    runtime = _runtime(settings)
-    if runtime is None:
-        print("llamahomed is not running")
-        return 3
-    host = "127.0.0.1" if runtime["host"] in ("0.0.0.0", "::") else runtime["host"]
-    base = f"http://{host}:{runtime['port']}"
-    token = settings.admin_token_file.read_text().strip() if settings.admin_token_file.exists() else None
-    try:
-        health = _get(f"{base}/health", None)
-        listing = _get(f"{base}/api/v1/models", token)
-    except (urllib.error.URLError, OSError) as exc:
-        raise StartupError(f"llamahomed (pid {runtime['pid']}) does not answer at {base}: {exc}") from exc
-    print(f"llamahomed {health['version']} running, pid {runtime['pid']}, {base}, "
-          f"up {health['uptime_s']}s")
-    for model in listing["models"]:
-        state = (f"loaded, {model['running']} running, {model['queued']} queued"
-                 if model["loaded"] else "-")
-        print(f"  {model['id']:<28} {model['quantization']:<8} {state}")
-    return 0
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
@@ -190,9 +155,9 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
+_COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": status.run,
              "models": cmd_models, "token": token_command.run, "pull": pull.run,
-             "quantize": quantize.run, "plan": plan_command.run}
+             "quantize": quantize.run, "plan": plan_command.run, "service": service.run}
 
 if __name__ == "__main__":
     sys.exit(main())

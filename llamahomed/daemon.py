@@ -1,4 +1,17 @@
-"""Running the app in the foreground: bind, announce, wait for a signal, drain, clean up."""
+"""Running the app in the foreground: bind, announce, serve until a signal, drain, clean up.
+
+Life cycle:
+
+* start: directories, then bind (a taken port is a ``StartupError``: one line, exit 1), then
+  the runtime file (``daemon.json``) and the pid file, then ``READY=1`` to systemd.
+* SIGHUP: re-read the config file; live settings apply to the next request, settings that need
+  a restart (address, directories) are kept and named in a warning. A broken file is logged
+  and the old settings stay.
+* SIGTERM / SIGINT: ``STOPPING=1``; stop listening; new requests get ``503 shutting_down``;
+  requests in flight get ``drain_timeout`` seconds to finish, then each ends with a final
+  ``shutting_down`` error (a stream's last line); workers are unloaded; exit 0. A second
+  SIGTERM / SIGINT during the drain ends it at once (Ctrl-C twice).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +20,30 @@ import errno
 import json
 import os
 import signal
+from typing import Any
 
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
 from llamahomed.api.guard import check_bind
+from llamahomed.api.keys import CONFIG, INFERENCE, MONITORING
 from llamahomed.app import create_app
 from llamahomed.config_store import atomic_write
-from llamahomed.errors import StartupError
+from llamahomed.errors import ShuttingDown, StartupError
+from llamahomed.notify import Notifier
 from llamahomed.registry.default_model import install_default_model
-from llamahomed.settings import Settings
+from llamahomed.settings import Settings, read_config_file
 
 log = structlog.get_logger(__name__)
+
+# Fields that only take effect at start; a reload keeps the running values.
+RESTART_FIELDS = ("host", "port", "config_file", "data_dir", "models_dir", "state_dir",
+                  "log_format", "max_body_bytes")
+# After the drain timeout, how long handlers get to write their final error line.
+FINAL_LINE_GRACE = 3.0
+# Set by a second SIGTERM/SIGINT: stop draining now.
+HURRY = web.AppKey("hurry", asyncio.Event)
 
 
 def prepare(settings: Settings) -> None:
@@ -29,16 +54,21 @@ def prepare(settings: Settings) -> None:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"cannot create {directory}: {exc.strerror}") from exc
+        if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+            raise StartupError(f"{directory} is not a directory this user can read and write")
     if settings.install_default_model:
         install_default_model(settings.models_path)
 
 
-async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT; streams in flight get ``drain_timeout`` seconds to finish."""
+async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (see the module docstring for the whole life cycle)."""
+    notifier = notifier or Notifier(None)
     check_bind(settings)
     app = create_app(settings)
+    app.on_shutdown.append(_drain)
+    app[HURRY] = asyncio.Event()
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=settings.drain_timeout)
+                           shutdown_timeout=FINAL_LINE_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
@@ -48,21 +78,90 @@ async def serve(settings: Settings) -> None:
         reason = "the port is taken" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from exc
     port = _bound_port(runner) or settings.port
-    atomic_write(settings.runtime_file, json.dumps(
-        {"pid": os.getpid(), "host": settings.host, "port": port}).encode(), mode=0o600)
-    log.info("listening", url=f"http://{settings.host}:{port}", models_dir=str(settings.models_path),
+    try:
+        atomic_write(settings.runtime_file, json.dumps(
+            {"pid": os.getpid(), "host": settings.host, "port": port}).encode(), mode=0o600)
+        atomic_write(settings.pid_file, f"{os.getpid()}\n".encode(), mode=0o644)
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot write {settings.runtime_file}: {exc.strerror}") from exc
+    url = f"http://{settings.host}:{port}"
+    log.info("listening", url=url, pid=os.getpid(), models_dir=str(settings.models_path),
              token_file=str(settings.admin_token_file))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(app, notifier))
+    notifier.ready(f"listening on {url}")
     try:
         await stop.wait()
-        log.info("stopping")
+        notifier.stopping()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, app[HURRY].set)
+        log.info("stopping", drain_timeout=settings.drain_timeout)
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         await runner.cleanup()
-        settings.runtime_file.unlink(missing_ok=True)
+        for path in (settings.runtime_file, settings.pid_file):
+            path.unlink(missing_ok=True)
         log.info("stopped")
+
+
+async def _drain(app: web.Application) -> None:
+    """on_shutdown (the listener is closed): refuse new work, wait for the rest, then end it."""
+    if INFERENCE not in app:
+        return
+    service = app[INFERENCE]
+    service.refusing = ShuttingDown("the daemon is shutting down; retry when it is back")
+    timeout = app[CONFIG].settings.drain_timeout
+    deadline = asyncio.get_running_loop().time() + timeout
+    hurry = app.get(HURRY) or asyncio.Event()
+    while service.pool.busy() and asyncio.get_running_loop().time() < deadline \
+            and not hurry.is_set():
+        await asyncio.sleep(0.05)
+    forced = hurry.is_set()
+    why = ("was told twice to stop" if forced
+           else f"this request did not finish within the {timeout:g}s drain timeout")
+    aborted = await service.pool.abort_all(ShuttingDown(
+        f"the daemon is shutting down and {why}",
+        details={"drain_timeout": timeout, "forced": forced}))
+    if aborted:
+        log.warning("drain_timeout", cancelled=aborted, forced=forced)
+    else:
+        log.info("drained")
+
+
+def reload_config(app: web.Application, notifier: Notifier) -> bool:
+    """SIGHUP: rebuild the settings from the environment and the config file."""
+    config = app[CONFIG]
+    old = config.settings
+    notifier.reloading()
+    try:
+        fresh = type(old)(**{name: getattr(old, name) for name in RESTART_FIELDS})
+    except (StartupError, ValidationError) as exc:
+        log.error("reload_failed", config_file=str(old.config_file), error=_one_line(exc))
+        notifier.ready("reload failed; old settings kept")
+        return False
+    written = read_config_file(old.config_file)
+    kept = [name for name in RESTART_FIELDS
+            if name in written and str(written[name]) != str(getattr(old, name))]
+    config.settings = fresh
+    app[MONITORING].metrics.enable_tracing = fresh.tracing
+    changed = sorted(name for name in type(old).model_fields
+                     if getattr(fresh, name) != getattr(old, name))
+    log.info("reloaded", config_file=str(old.config_file), changed=changed)
+    if kept:
+        log.warning("reload_needs_restart", settings=kept)
+    notifier.ready("reloaded")
+    return True
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        first: dict[str, Any] = dict(exc.errors()[0])
+        return f"invalid setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc)
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

@@ -6,20 +6,25 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from llamahome.monitoring import AdvancedMetrics, Trace
 
+from llamahomed import tracing
 from llamahomed.config_store import ConfigStore, atomic_write
 from llamahomed.engine.handle import LoadConfig, SequenceStream, WorkerHandle, sequence_error
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.engine.protocol import SamplingParams
-from llamahomed.errors import ModelTooLarge
+from llamahomed.errors import LlamaHomeError, ModelTooLarge
 from llamahomed.planner import LoadParams, Measurements, Plan, PlanRequest, candidates_from_entries, plan
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelEntry, ModelRegistry
 from llamahomed.resources import Machine, read_machine
+
+if TYPE_CHECKING:
+    from llamahomed.metrics import Monitoring
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +37,7 @@ class Generation:
     stream: SequenceStream
     prompt_tokens: int
     created: str
+    trace: Trace = field(default_factory=Trace)
 
 
 class Performance:
@@ -69,7 +75,8 @@ class InferenceService:
 
     def __init__(self, config: ConfigStore, registry: ModelRegistry, pool: WorkerPool,
                  performance: Performance, measurements: Measurements | None = None,
-                 machine: Callable[[], Machine] = read_machine) -> None:
+                 machine: Callable[[], Machine] = read_machine,
+                 metrics: AdvancedMetrics | None = None) -> None:
         self.config = config
         self.registry = registry
         self.pool = pool
@@ -77,17 +84,22 @@ class InferenceService:
         self.measurements = measurements
         self.read_machine = machine
         self._planned: dict[int, str] = {}  # worker pid -> the plan request it was loaded for
+        self.metrics = metrics or AdvancedMetrics()
+        self.refusing: LlamaHomeError | None = None  # set while shutting down
 
     @classmethod
-    def create(cls, config: ConfigStore) -> InferenceService:
+    def create(cls, config: ConfigStore, monitoring: Monitoring | None = None) -> InferenceService:
         """The registry, worker pool and measurements for ``config`` (the daemon's and
-        ``llamahome.server.LlamaServer``'s one way to build them); ``close()`` when done."""
+        ``llamahome.server.LlamaServer``'s one way to build them); ``close()`` when done.
+        ``monitoring``: the daemon's metrics, fed by the pool and every request."""
         settings = config.settings
         pool = WorkerPool(start_timeout=settings.worker_start_timeout,
-                          keep_alive=lambda: config.settings.system_settings.keep_alive)
+                          keep_alive=lambda: config.settings.system_settings.keep_alive,
+                          observer=monitoring.observer if monitoring else None)
         return cls(config, ModelRegistry(settings.models_path, Catalog.load()), pool,
                    Performance(settings.measurements_file),
-                   Measurements(settings.state_dir / "allocations.json"))
+                   Measurements(settings.state_dir / "allocations.json"),
+                   metrics=monitoring.metrics if monitoring else None)
 
     async def close(self) -> None:
         """Stop every worker and save the speed measurements."""
@@ -185,19 +197,36 @@ class InferenceService:
     async def start(self, model: str | None, prompt: str, params: SamplingParams, *,
                     n_ctx: int | None = None) -> Generation:
         """Submit a prompt; returns once the worker accepted it (or raises its error)."""
+        if self.refusing is not None:
+            raise self.refusing
+        trace = self._trace()
         entry, load = await asyncio.to_thread(self.select, model, n_ctx)
-        return await self.submit(entry, await self._acquire(entry, load), prompt, params)
+        with trace.phase("load"):
+            worker = await self._acquire(entry, load)
+        return await self.submit(entry, worker, prompt, params, trace=trace)
+
+    def _trace(self) -> Trace:
+        context = tracing.current()
+        return self.metrics.trace(context.request_id if context else None)
 
     async def submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
-                     params: SamplingParams, *, special: bool = False) -> Generation:
+                     params: SamplingParams, *, special: bool = False,
+                     trace: Trace | None = None) -> Generation:
         """Submit to a worker from ``worker_for``; returns once the prompt is accepted.
 
         ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
         ``<|im_start|>``); user prompts never do.
         """
+        if self.refusing is not None:  # shutdown began while the model was loading
+            raise self.refusing
+        trace = trace or self._trace()
+        context = tracing.current()
         system = self.config.settings.system_settings
         worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
-        stream = await worker.submit(prompt, params, special=special)
+        stream = await worker.submit(prompt, params, special=special,
+                                     request_id=context.request_id if context else "")
+        if self.config.settings.log_prompts:
+            log.info("prompt", model=entry.id, seq=stream.seq_id, prompt=prompt)
         try:
             first = await stream.next_event()
         except BaseException:  # cancelled while the worker checks the prompt: drop the sequence
@@ -206,10 +235,23 @@ class InferenceService:
         if first["kind"] == "error":
             raise sequence_error(first)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return Generation(entry, stream, int(first.get("prompt_tokens", 0)), created)
+        return Generation(entry, stream, int(first.get("prompt_tokens", 0)), created, trace)
 
     def finished(self, generation: Generation, done: dict[str, Any]) -> None:
+        """A sequence's ``done`` event: record its speed, finish its trace (added to ``done``
+        as ``trace`` when tracing is on) and add it to the request's log line."""
         self.performance.record(generation.entry, done)
+        stream, timings = generation.stream, done.get("timings") or {}
+        generation.trace.add("queue", (stream.admitted_at - stream.submitted_at) * 1000
+                             + float(timings.get("queue_ms", 0.0)))
+        generation.trace.add("prefill", float(timings.get("prefill_ms", 0.0)))
+        generation.trace.add("decode", float(timings.get("decode_ms", 0.0)))
+        data = self.metrics.finish_trace(generation.trace)
+        if data is not None:
+            done["trace"] = data
+        context = tracing.current()
+        if context is not None:
+            context.add_sequence(generation.entry.id, done.get("usage") or {}, data)
 
 
 def load_params(config: LoadConfig) -> LoadParams:

@@ -1,4 +1,12 @@
-"""structlog, configured once by the CLI: JSON lines off a terminal, readable text on one."""
+"""structlog, configured once by the CLI: JSON lines off a terminal, readable text on one.
+
+Everything goes through one pipeline on stderr: our structlog loggers, and the stdlib loggers of
+aiohttp, asyncio and ``llamahome.monitoring`` through ``ProcessorFormatter`` (their ``extra``
+fields kept). llama.cpp writes to the model worker's stderr; the daemon reads it and logs each
+line as a ``worker_stderr`` event (debug, or warning when it reports an error). One summary line
+per request comes from ``api/metrics.py``. Prompts, completions and tokens are never logged,
+except prompts with the ``log_prompts`` debug setting.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +35,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(),
+                           *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info, renderer]))
     root = logging.getLogger()

@@ -233,7 +233,8 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Browser origins (e.g. 'http://localhost:3000') allowed for CORS and WebSockets; "
                     "empty: no cross-origin browser access.")
-    metrics_public: bool = Field(False, description="Serve /metrics without a token.")
+    metrics_public: bool = Field(
+        False, description="Serve GET /metrics without a token (for a local Prometheus).")
     max_header_bytes: int = Field(32 * 1024, ge=1024, le=60 * 1024,
                                   description="Largest total size of a request's headers (431 beyond).")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 = any free port).")
@@ -251,6 +252,11 @@ class Settings(BaseSettings):
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens fed to llama.cpp per decode.")
     worker_start_timeout: float = Field(120.0, gt=0, description="Seconds a model load may take.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds in-flight streams get on shutdown.")
+    tracing: bool = Field(
+        False, description="Put each request's phases (queue, load, prefill, decode ms) in its "
+                           "final response line and its log line.")
+    log_prompts: bool = Field(
+        False, description="Debug only: log prompts (never logged otherwise).")
     install_default_model: bool = Field(
         True, description="Install the embedded default model into the store at start when missing.")
     model_settings: ModelSettings = Field(default_factory=lambda: ModelSettings(),
@@ -291,6 +297,15 @@ class Settings(BaseSettings):
     @property
     def runtime_file(self) -> Path:
         return self.state_dir / "daemon.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "llamahomed.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """Where ``llamahomed start --detach`` sends the daemon's output."""
+        return self.state_dir / "llamahomed.log"
 
     @property
     def measurements_file(self) -> Path:

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG
-from llamahomed.errors import PermissionDenied
+from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, METRICS
+from llamahomed.errors import AuthenticationFailed, PermissionDenied
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,7 +80,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.path in public_paths(request) or \
             getattr(request.match_info.handler, _SELF_AUTH_ATTR, False):
         return await handler(request)
-    claims = request.app[AUTHORITY].check(request.headers.get("Authorization"))
+    try:
+        claims = request.app[AUTHORITY].check(request.headers.get("Authorization"))
+    except AuthenticationFailed:
+        request.app[METRICS].auth_failed()
+        raise
     request[CLAIMS] = claims
     scope = route_scope(request)
     if scope is not None and not claims.has_scope(scope):

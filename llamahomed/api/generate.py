@@ -25,6 +25,8 @@ def final_fields(generation: Generation, done: dict[str, Any]) -> dict[str, Any]
              "model": generation.entry.id, "created": generation.created}
     if "cache" in done:  # prompt-cache hits: prompt tokens whose KV was reused, not prefilled
         final["cache"] = done["cache"]
+    if "trace" in done:  # with the tracing setting: request id and phases in ms
+        final["trace"] = done["trace"]
     return final
 
 

@@ -1,9 +1,9 @@
-"""Middlewares: request id and summary log line -> error envelope (-> guard -> auth, elsewhere)."""
+"""Middlewares: request id -> (metrics and summary log line, api/metrics.py) -> error envelope
+(-> guard, api/guard.py -> auth, api/access.py -> rate limit, api/ratelimit.py)."""
 
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -26,23 +26,13 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Accept a sane ``x-request-id`` or make one; log one summary line per request."""
+    """Accept a sane ``x-request-id`` or make one and bind it to every log line of the request
+    (the summary line per request comes from ``api/metrics.py``'s middleware)."""
     given = request.headers.get("x-request-id", "")
     request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    status = 500
     with structlog.contextvars.bound_contextvars(request_id=request_id):
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            route = request.match_info.route.resource
-            # the route pattern, never the raw path: a path may carry anything, a token included
-            log.info("request", method=request.method,
-                     route=route.canonical if route is not None else "(no route)",
-                     status=status, duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        return await handler(request)
 
 
 def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:

@@ -166,6 +166,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(400, 404, 409, 415, 422, 502, 507)),
     ("GET", "/api/v1/openapi.json"): Operation("This document", tag="system",
                                                response={"type": "object"}),
+    ("GET", "/metrics"): Operation(
+        "Prometheus metrics (vLLM names plus llamahome_*); public when metrics_public is set",
+        tag="system", response={"type": "string"}, response_type="text/plain", admin=True),
+    ("GET", "/api/v1/status"): Operation(
+        "Daemon status: loaded models, plans, slots, queue, memory, uptime", tag="system",
+        response={"type": "object"}, admin=True),
     ("GET", "/api/v1/ws"): Operation(
         "WebSocket: many generations on one socket (see docs/OpenAI.md)", tag="generation",
         response={"type": "object"}, errors=(400, 403),

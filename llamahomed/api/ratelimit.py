@@ -34,7 +34,7 @@ from aiohttp import web
 from llamahome.auth import TokenClaims
 from llamahome.security import AdvancedRateLimiter, RateLimitDecision, TierDecision, TierLimits
 
-from llamahomed.api.keys import CLAIMS, CONFIG
+from llamahomed.api.keys import CLAIMS, CONFIG, METRICS
 from llamahomed.api.middleware import Handler
 from llamahomed.config_store import ConfigStore
 from llamahomed.errors import RateLimitExceeded
@@ -122,6 +122,7 @@ async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.St
     decision = limits.admit(claims)
     state = request[LIMIT] = RequestLimit(claims.user_id, decision)
     if not decision.allowed:
+        request.app[METRICS].rate_limited()
         raise refusal(decision)
     try:
         return await handler(request)

@@ -119,6 +119,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
         self._slots = [Slot(i) for i in range(self.n_slots)]
         self._live: list[BatchedSequence] = []
+        self.kv_usage = 0.0
         self._closed = False
 
     @classmethod
@@ -225,6 +226,9 @@ class BatchedEngine(Inbox[BatchedSequence]):
             except Exception as exc:  # noqa: BLE001 - a failed step fails its sequences only
                 events += [self._fail(s, "internal_error", f"decode step failed: {exc}")
                            for s in list(self._live)]
+        # KV cells held by running sequences (vllm:kv_cache_usage_perc); the worker's channel
+        # reads it when it sends this step's frame.
+        self.kv_usage = round(sum(s.n_past for s in self._live) / max(1, self.n_ctx), 4)
         if events:
             self._emit(events)
         return True

@@ -6,7 +6,9 @@ import asyncio
 import collections
 import itertools
 import json
+import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -21,6 +23,7 @@ from llamahomed.engine.protocol import HEADER, MAX_FRAME, ProtocolError, Samplin
 from llamahomed.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed, error_for_code
 
 log = structlog.get_logger(__name__)
+_ERROR_LINE = re.compile(r"\b(error|failed|abort(ed)?|out of memory)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ class SequenceStream:
     worker: WorkerHandle
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     finished: bool = False
+    request_id: str = ""
+    submitted_at: float = 0.0   # perf_counter when it asked for a slot
+    admitted_at: float = 0.0    # ... when it got one
+    first_token_at: float = 0.0
+    last_token_at: float = 0.0
 
     async def next_event(self) -> dict[str, Any]:
         event = await self.queue.get()
@@ -72,6 +80,18 @@ class SequenceStream:
         if not self.finished:
             self.finished = True
             await self.worker.cancel(self.seq_id)
+
+
+class PoolObserver:
+    """Hooks for metrics: the pool and its workers call these; the default does nothing."""
+
+    def model_loaded(self, model: str, seconds: float) -> None: ...
+    def model_load_failed(self, model: str) -> None: ...
+    def model_unloaded(self, model: str, reason: str) -> None: ...
+    def worker_crashed(self, model: str) -> None: ...
+    def first_token(self, model: str, stream: SequenceStream) -> None: ...
+    def next_token(self, model: str, stream: SequenceStream, gap: float) -> None: ...
+    def finished(self, model: str, stream: SequenceStream, event: dict[str, Any]) -> None: ...
 
 
 class WorkerHandle:
@@ -95,6 +115,9 @@ class WorkerHandle:
         self.finish_reasons: collections.Counter[str] = collections.Counter()
         self.tokens_generated = 0
         self.recent_done: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
+        self.observer = PoolObserver()
+        self.kv_usage = 0.0  # share of the KV cache held by running sequences (batched engine)
+        self.refusing: LlamaHomeError | None = None  # set when shutting down: no new sequences
 
     @property
     def in_flight(self) -> int:
@@ -152,13 +175,17 @@ class WorkerHandle:
         async for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             self._stderr_tail.append(line)
-            log.debug("worker_stderr", model=self.config.model_id, line=line)
+            level = "warning" if _ERROR_LINE.search(line) else "debug"
+            log.log(getattr(logging, level.upper()), "worker_stderr",
+                    model=self.config.model_id, line=line)
 
     async def _read_loop(self) -> None:
         try:
             while True:
                 frame = await self._read_frame()
                 if frame.get("ev") == "step":
+                    if "kv_usage" in frame:
+                        self.kv_usage = float(frame["kv_usage"])
                     for event in frame.get("events", []):
                         self._dispatch(event)
         except (asyncio.IncompleteReadError, ProtocolError, OSError, ConnectionError):
@@ -174,11 +201,23 @@ class WorkerHandle:
         kind = event["kind"]
         if kind == "text":
             self.tokens_generated += int(event.get("tokens", 0))
+            if event.get("tokens"):
+                self._token_seen(stream)
         elif kind in ("done", "error"):
             self._finish(stream, event)
             if kind == "done":
                 self.recent_done.append(event)
+            self.observer.finished(self.config.model_id, stream, event)
         stream.queue.put_nowait(event)
+
+    def _token_seen(self, stream: SequenceStream) -> None:
+        now = time.perf_counter()
+        if not stream.first_token_at:
+            stream.first_token_at = now
+            self.observer.first_token(self.config.model_id, stream)
+        else:
+            self.observer.next_token(self.config.model_id, stream, now - stream.last_token_at)
+        stream.last_token_at = now
 
     def _finish(self, stream: SequenceStream, event: dict[str, Any]) -> None:
         self._streams.pop(stream.seq_id, None)
@@ -194,6 +233,7 @@ class WorkerHandle:
             self.exit_reason = f"exit code {code}"
             log.error("worker_died", model=self.config.model_id, pid=self.pid, returncode=code,
                       in_flight=len(self._streams))
+            self.observer.worker_crashed(self.config.model_id)
         for stream in list(self._streams.values()):
             event = {"seq": stream.seq_id, "kind": "error", "code": WorkerCrashed.code,
                      "message": f"the worker for model {self.config.model_id!r} stopped "
@@ -211,16 +251,28 @@ class WorkerHandle:
         except (ConnectionError, OSError) as exc:
             raise WorkerCrashed(f"the worker for model {self.config.model_id!r} stopped") from exc
 
-    async def submit(self, prompt: str, params: SamplingParams, *,
-                     special: bool = False) -> SequenceStream:
-        """Wait for a slot (bounded queue), then hand the sequence to the worker."""
+    async def submit(self, prompt: str, params: SamplingParams, *, special: bool = False,
+                     request_id: str = "") -> SequenceStream:
+        """Wait for a slot (bounded queue), then hand the sequence to the worker.
+
+        ``request_id`` travels with the sequence into the worker and back on its last event;
+        ``special``: the prompt may spell special tokens (a rendered chat template).
+        """
         seq_id = next(self._seq_ids)
         self.last_used = time.monotonic()
+        submitted = time.perf_counter()
+        if self.refusing is not None:
+            raise self.refusing
         await self.admission.enter(seq_id)
-        stream = SequenceStream(seq_id, self)
+        if self.refusing is not None:
+            self.admission.leave(seq_id)
+            raise self.refusing
+        stream = SequenceStream(seq_id, self, request_id=request_id, submitted_at=submitted,
+                                admitted_at=time.perf_counter())
         self._streams[seq_id] = stream
         try:
-            message = {"op": "submit", "seq": seq_id, "prompt": prompt, "params": params.to_wire()}
+            message = {"op": "submit", "seq": seq_id, "prompt": prompt,
+                       "params": params.to_wire(), "request_id": request_id}
             if special:
                 message["special"] = True
             await self._send(message)
@@ -249,6 +301,22 @@ class WorkerHandle:
                 await self._send({"op": "cancel", "seq": seq_id})
             except WorkerCrashed:
                 pass
+
+    async def abort_all(self, error: LlamaHomeError) -> int:
+        """Refuse new sequences and end every in-flight one with ``error`` (shutdown after the
+        drain timeout): each stream gets an error event, the worker a cancel. Returns how many."""
+        self.refusing = error
+        aborted = list(self._streams.values())
+        for stream in aborted:
+            event = {"seq": stream.seq_id, "kind": "error", "code": error.code,
+                     "message": error.message, "details": dict(error.details)}
+            self._finish(stream, event)
+            stream.queue.put_nowait(event)
+            try:
+                await self._send({"op": "cancel", "seq": stream.seq_id})
+            except WorkerCrashed:
+                pass
+        return len(aborted)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``timeout``."""

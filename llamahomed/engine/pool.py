@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import structlog
 
-from llamahomed.engine.handle import LoadConfig, WorkerHandle
+from llamahomed.engine.handle import LoadConfig, PoolObserver, WorkerHandle
+from llamahomed.errors import LlamaHomeError
 
 log = structlog.get_logger(__name__)
 
@@ -16,7 +17,9 @@ log = structlog.get_logger(__name__)
 class WorkerPool:
     """Maps model ids to running workers. ``acquire`` is the only way to get one."""
 
-    def __init__(self, *, start_timeout: float, keep_alive: Callable[[], float]) -> None:
+    def __init__(self, *, start_timeout: float, keep_alive: Callable[[], float],
+                 observer: PoolObserver | None = None) -> None:
+        self.observer = observer or PoolObserver()
         self._workers: dict[str, WorkerHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._start_timeout = start_timeout
@@ -36,19 +39,36 @@ class WorkerPool:
                 worker.last_used = time.monotonic()
                 return worker
             if worker is not None:
+                reason = "reloaded" if worker.alive else "crashed"
                 await worker.stop()
+                self.observer.model_unloaded(config.model_id, reason)
             worker = WorkerHandle(config)
+            worker.observer = self.observer
             started = time.perf_counter()
             log.info("model_loading", model=config.model_id, n_ctx=config.n_ctx,
                      n_gpu_layers=config.n_gpu_layers)
-            await worker.start(self._start_timeout)
+            try:
+                await worker.start(self._start_timeout)
+            except BaseException:
+                self.observer.model_load_failed(config.model_id)
+                raise
+            seconds = time.perf_counter() - started
+            self.observer.model_loaded(config.model_id, seconds)
             log.info("model_loaded", model=config.model_id, pid=worker.pid,
-                     seconds=round(time.perf_counter() - started, 3))
+                     seconds=round(seconds, 3))
             self._workers[config.model_id] = worker
             self._ensure_reaper()
             return worker
 
-    async def unload(self, model_id: str) -> bool:
+    async def abort_all(self, error: LlamaHomeError) -> int:
+        """End every in-flight sequence of every worker with ``error``; refuse new ones."""
+        return sum([await worker.abort_all(error) for worker in list(self._workers.values())])
+
+    def busy(self) -> int:
+        """Sequences running or waiting for a slot, over all workers."""
+        return sum(w.in_flight + w.admission.waiting for w in self._workers.values() if w.alive)
+
+    async def unload(self, model_id: str, reason: str = "unloaded") -> bool:
         worker = self._workers.pop(model_id, None)
         if worker is None:
             return False
@@ -58,7 +78,8 @@ class WorkerPool:
         self._stopping.add(stopping)
         stopping.add_done_callback(self._stopping.discard)
         await asyncio.shield(stopping)
-        log.info("model_unloaded", model=model_id)
+        self.observer.model_unloaded(model_id, reason)
+        log.info("model_unloaded", model=model_id, reason=reason)
         return True
 
     async def close(self) -> None:
@@ -69,7 +90,7 @@ class WorkerPool:
             except asyncio.CancelledError:
                 pass
         for model_id in list(self._workers):
-            await self.unload(model_id)
+            await self.unload(model_id, "shutdown")
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
 
@@ -87,4 +108,4 @@ class WorkerPool:
                 if (worker.alive and worker.in_flight == 0 and worker.admission.waiting == 0
                         and idle >= self._keep_alive()):
                     log.info("model_idle_unload", model=model_id, idle_s=round(idle, 1))
-                    await self.unload(model_id)
+                    await self.unload(model_id, "idle")

@@ -1,7 +1,8 @@
 """The daemon <-> worker protocol: length-prefixed JSON frames over a socketpair.
 
 Daemon -> worker ("op"):
-    {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...}}
+    {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...},
+     "request_id": "..."}                        (optional; echoed on the sequence's last event)
         optional "special": true: the prompt may spell special tokens (a rendered chat template)
     {"op": "cancel", "seq": 7}
     {"op": "embed", "seq": 8, "inputs": ["text", ...]}   answered by one done (or error) event
@@ -12,6 +13,8 @@ Worker -> daemon ("ev"):
     {"ev": "ready", "info": {"n_ctx": ..., "n_ctx_train": ..., "load_ms": ..., ...}}
     {"ev": "load_failed", "message": "..."}
     {"ev": "step", "events": [event, ...]}      one frame per decode step, any number of sequences
+     (+ "kv_usage": 0.25 when it changed: share of the KV cache held by running sequences,
+      batched engine only)
 
 Sequence events inside a step (each names its "seq"):
     {"seq": 7, "kind": "accepted", "prompt_tokens": 12}
@@ -19,6 +22,7 @@ Sequence events inside a step (each names its "seq"):
     {"seq": 7, "kind": "done", "finish_reason": "stop"|"length"|"cancelled",
      "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}
     {"seq": 7, "kind": "error", "code": "context_length_exceeded", "message": "...", "details": {}}
+    done and error events also carry "request_id" when the submit had one.
 
 Many sequences may be in flight at once; the worker decides how to schedule them.
 """

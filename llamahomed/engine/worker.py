@@ -25,6 +25,9 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._lock = threading.Lock()
+        self.request_ids: dict[int, str] = {}  # seq -> the daemon's x-request-id, until it ends
+        self.engine: Any = None  # set once loaded; its ``kv_usage`` (if any) rides on frames
+        self._kv_usage: float | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         data = encode(message)
@@ -32,8 +35,17 @@ class Channel:
             self._sock.sendall(data)
 
     def send_events(self, events: list[dict[str, Any]]) -> None:
+        """One step frame; a sequence's last event carries its request id back."""
         if events:
-            self.send({"ev": "step", "events": events})
+            for event in events:
+                if event.get("kind") in ("done", "error") and event.get("seq") in self.request_ids:
+                    event["request_id"] = self.request_ids.pop(event["seq"])
+            frame: dict[str, Any] = {"ev": "step", "events": events}
+            with self._lock:  # frames leave in the order their kv_usage was read
+                usage = getattr(self.engine, "kv_usage", None)
+                if usage is not None and usage != self._kv_usage:  # sent when it changes
+                    self._kv_usage = frame["kv_usage"] = usage
+                self._sock.sendall(encode(frame))
 
     def recv(self) -> dict[str, Any] | None:
         return recv_frame(self._sock)
@@ -73,6 +85,7 @@ def serve(channel: Channel, config: dict[str, Any]) -> int:
     except Exception as exc:  # noqa: BLE001 - every load failure is reported, then we exit
         channel.send({"ev": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
         return 3
+    channel.engine = engine
     info = engine.info()
     info["buffers"] = parse_buffers(lines)
     info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -87,6 +100,8 @@ def serve(channel: Channel, config: dict[str, Any]) -> int:
                 break
             op = message.get("op")
             if op == "submit":
+                if message.get("request_id"):
+                    channel.request_ids[int(message["seq"])] = str(message["request_id"])
                 engine.submit(int(message["seq"]), str(message["prompt"]),
                               SamplingParams.from_wire(message["params"]),
                               bool(message.get("special", False)))

@@ -1,0 +1,48 @@
+"""Finding the running daemon from its runtime file, and talking to it over loopback."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+import psutil
+
+from llamahomed.settings import Settings
+
+
+def running_daemon(settings: Settings) -> dict[str, Any] | None:
+    """``{"pid", "host", "port"}`` of the live daemon for these settings, else None."""
+    try:
+        data: dict[str, Any] = json.loads(settings.runtime_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if is_daemon(int(data.get("pid", 0))) else None
+
+
+def is_daemon(pid: int) -> bool:
+    """A live (not zombie) llamahomed process: never signal a recycled pid."""
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and "llamahomed" in " ".join(process.cmdline())
+    except (psutil.Error, ValueError):
+        return False
+
+
+def base_url(runtime: dict[str, Any]) -> str:
+    host = "127.0.0.1" if runtime["host"] in ("0.0.0.0", "::", "") else runtime["host"]
+    return f"http://{host}:{runtime['port']}"
+
+
+def get_json(url: str, token: str | None, timeout: float = 5) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310
+                                timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def admin_token(settings: Settings) -> str | None:
+    try:
+        return settings.admin_token_file.read_text().strip() or None
+    except OSError:
+        return None

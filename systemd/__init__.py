@@ -1,0 +1,1 @@
+"""The systemd user unit and the launchd agent plist, shipped as package data."""
