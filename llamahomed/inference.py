@@ -124,7 +124,7 @@ class InferenceService:
         """How the worker loads ``entry``: the plan's choice, for this file."""
         result = result or self.plan([entry])
         if result.choice is None:
-            raise ModelTooLarge(result.refusal, details={"model": entry.id, **result.details})
+            raise self._too_large([entry], result)
         system = self.config.settings.system_settings
         params = result.choice.params
         return LoadConfig(
@@ -156,13 +156,58 @@ class InferenceService:
         if loaded is not None:
             return loaded
         result = self.plan(entries, n_ctx=n_ctx)
+        if result.choice is None and self._auto_quantize(entries, result):
+            entries = self.candidates(model)
+            result = self.plan(entries, n_ctx=n_ctx)
         if result.choice is None:
-            raise ModelTooLarge(result.refusal, details={"model": entries[0].id, **result.details})
+            raise self._too_large(entries, result)
         entry = result.choice.candidate.ref
         log.info("load_planned", model=entry.id, variant=entry.variant_id,
                  placement=result.choice.placement, n_gpu_layers=result.choice.params.n_gpu_layers,
                  n_ctx=result.choice.params.n_ctx, reasons=list(result.reasons))
         return entry, self.load_config(entry, result)
+
+    def _proposal(self, entries: list[ModelEntry], result: Plan) -> tuple[ModelEntry, str] | None:
+        """A smaller variant ``llamahomed quantize`` could make that would fit, if any: the
+        weights may take the memory budget less what the smallest option needs besides them."""
+        from llamahomed.registry.quantize import propose_quantization
+
+        details = result.details
+        source = min(entries, key=lambda e: e.size)
+        if "needed_bytes" not in details:
+            return None
+        gpus = details.get("gpu_budget_bytes") or []
+        budget = int(details.get("ram_budget_bytes") or 0) + sum(
+            int(b) for b in (gpus if isinstance(gpus, list) else [gpus]))
+        target = budget - max(0, int(details["needed_bytes"]) - source.size)
+        proposed = propose_quantization(source, target) if target > 0 else None
+        return (source, proposed) if proposed else None
+
+    def _auto_quantize(self, entries: list[ModelEntry], result: Plan) -> bool:
+        """With ``auto_quantize`` on, make the proposed smaller variant; whether one was made."""
+        if not self.config.settings.system_settings.auto_quantize:
+            return False
+        proposal = self._proposal(entries, result)
+        if proposal is None:
+            return False
+        from llamahomed.registry.quantize import QUANT_TYPES, quantize_model
+
+        source, name = proposal
+        log.info("auto_quantize", model=source.id, source=source.quantization, target=name)
+        quantize_model(source, QUANT_TYPES[name], self.config.settings.models_path)
+        return True
+
+    def _too_large(self, entries: list[ModelEntry], result: Plan) -> ModelTooLarge:
+        """The refusal, with the quantization that would fit when there is one."""
+        details: dict[str, Any] = {"model": entries[0].id, **result.details}
+        message = result.refusal
+        proposal = self._proposal(entries, result)
+        if proposal is not None:
+            source, name = proposal
+            details["proposed_quantization"] = name
+            message += (f". A {name} variant would fit: run `llamahomed quantize {source.id} "
+                        f"{name}`, or set system_settings.auto_quantize to make it on demand")
+        return ModelTooLarge(message, details=details)
 
     def resolve(self, model: str | None) -> ModelEntry:
         return self.select(model)[0]

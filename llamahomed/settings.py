@@ -100,7 +100,7 @@ class SystemSettings(BaseModel):
     queue_timeout: float = Field(60.0, gt=0,
                                  description="Seconds a request may wait for a slot before a 503.")
     max_streams_per_token: int = Field(
-        4, ge=1, le=10_000,
+        16, ge=1, le=10_000,
         description="Streams one token user may have open at once; more get 429 too_many_streams.")
     engine: Literal["batched", "sequential"] = Field(
         "batched", description="Worker engine: continuous batching, or one sequence at a time.")

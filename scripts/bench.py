@@ -338,7 +338,8 @@ def limits_off() -> dict[str, str]:
     """
     from llamahomed.settings import SystemSettings
 
-    wanted = {"keep_alive": "3600", "max_requests_per_minute": "1000000", "queue_timeout": "3600"}
+    wanted = {"keep_alive": "3600", "max_requests_per_minute": "1000000", "queue_timeout": "3600",
+              "max_streams_per_token": "10000"}
     return {f"LLAMAHOME_SYSTEM_SETTINGS__{name.upper()}": value for name, value in wanted.items()
             if name in SystemSettings.model_fields}
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from llamahomed.api.keys import CONFIG, INFERENCE
 from llamahomed.api.schemas import parse_body
 from llamahomed.errors import LlamaHomeError
-from llamahomed.registry.pull import PullProgress, PullResult, pull, resolve_source
+from llamahomed.registry.pull import (PullProgress, PullResult, choose_by_plan, pull,
+                                      resolve_source)
 
 NDJSON = "application/x-ndjson"
 log = structlog.get_logger(__name__)
@@ -58,7 +59,7 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     settings = request.app[CONFIG].settings
     catalog = request.app[INFERENCE].registry.catalog
     source = resolve_source(body.model, catalog, variant=body.variant, sha256=body.sha256,
-                            file_name=body.name)
+                            file_name=body.name, chooser=choose_by_plan(settings))
     events: asyncio.Queue[PullProgress] = asyncio.Queue()
     task = asyncio.create_task(pull(source, settings.models_path, progress=events.put_nowait))
     try:

@@ -37,17 +37,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llamahomed.commands._progress import ProgressLine
     from llamahomed.registry.catalog import Catalog
-    from llamahomed.registry.pull import choose_by_ram, pull, resolve_source, variant_size
+    from llamahomed.registry.pull import choose_by_plan, pull, resolve_source, variant_size
     from llamahomed.registry.store import ModelRegistry
 
     catalog = Catalog.load(args.catalog)
     err = sys.stderr
 
     def chooser(model: CatalogModel, variants: Sequence[CatalogVariant]) -> CatalogVariant:
-        chosen = choose_by_ram(model, variants)
+        chosen = choose_by_plan(settings)(model, variants)
         size = variant_size(model, chosen)
-        print(f"{model.id}: pulling {chosen.quantization} ({format_size(size or 0)}), the best "
-              "quality that fits in the available RAM (--variant picks another)", file=err)
+        print(f"{model.id}: pulling {chosen.quantization} ({format_size(size or 0)}), the variant "
+              "the load planner picks for this machine (--variant picks another)", file=err)
         return chosen
 
     source = resolve_source(args.name, catalog, variant=args.variant, sha256=args.sha256,

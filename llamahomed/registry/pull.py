@@ -1,7 +1,8 @@
 """``pull``: which GGUF to download for a catalog id or URL, then the download itself.
 
-Which catalog variant to pull is a ``VariantChooser``'s call: the default takes the best-quality
-variant whose file fits in the available RAM; the load planner replaces it. The transfer
+Which catalog variant to pull is a ``VariantChooser``'s call: the CLI and the API use
+``choose_by_plan`` (the variant the load planner would load here); ``choose_by_ram``, the best
+quality whose file fits in the available RAM, is the fallback for variants of unknown size. The transfer
 (resumable, sha256-verified, atomic) is ``llamahomed.registry.download``.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import psutil
@@ -22,8 +23,12 @@ from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
 from llamahomed.registry.download import PullProgress, PullResult, PullSource, download
 from llamahomed.registry.quantize import QUANT_TYPES, quality_rank
 
+if TYPE_CHECKING:
+    from llamahomed.resources import Machine
+    from llamahomed.settings import Settings
+
 __all__ = [
-    "PullProgress", "PullResult", "PullSource", "VariantChooser", "choose_by_ram", "download", "pull",
+    "PullProgress", "PullResult", "PullSource", "VariantChooser", "choose_by_plan", "choose_by_ram", "download", "pull",
     "resolve_source", "variant_size",
 ]
 
@@ -87,6 +92,28 @@ def choose_by_ram(model: CatalogModel, variants: Sequence[CatalogVariant],
         f"(sizes: {listing}); "
         "pass --variant to pull one anyway",
         details={"model": model.id, "available_bytes": available, "variants": known})
+
+
+def choose_by_plan(settings: Settings, machine: Machine | None = None) -> VariantChooser:
+    """A ``VariantChooser`` that asks the load planner: the variant it would load on this
+    machine (or ``machine``), with today's settings: weights, KV cache and buffers counted, GPUs
+    included. Variants whose size is unknown are left out."""
+    from llamahomed.planner import Candidate, PlanRequest, plan
+    from llamahomed.resources import read_machine
+
+    def choose(model: CatalogModel, variants: Sequence[CatalogVariant]) -> CatalogVariant:
+        sized = [(v, variant_size(model, v)) for v in variants]
+        candidates = [Candidate(model.id, v.quantization, size, ref=v) for v, size in sized if size]
+        if not candidates:
+            return choose_by_ram(model, variants)
+        result = plan(candidates, machine or read_machine(), PlanRequest.from_settings(settings))
+        if result.choice is None:
+            raise InvalidRequest(f"{model.id}: {result.refusal}; pass --variant to pull one anyway",
+                                 details={"model": model.id, **result.details})
+        chosen: CatalogVariant = result.choice.candidate.ref
+        return chosen
+
+    return choose
 
 
 def resolve_source(name: str, catalog: Catalog, *, variant: str | None = None,

@@ -109,3 +109,43 @@ async def test_explicit_settings_reach_the_worker(
     tiny = await (await api.get(f"/api/v1/models/{TINY_MODEL_ID}", headers=auth)).json()
     assert tiny["plan"]["kv_type"] == "f16"
     assert any("not q8_0 as set" in r for r in tiny["plan"]["reasons"])
+
+
+@pytest.fixture
+def wide_models_dir(tmp_path: Any) -> Any:
+    """A store with one F32 model, 256 wide (so that Q8_0 and k-quants apply)."""
+    models = tmp_path / "wide-models"
+    models.mkdir()
+    load_script("make_tiny_gguf").write_tiny_llama(
+        models / "wide.gguf", n_embd=256, n_layer=4, n_head=4, n_kv_head=2, n_ff=512, name="wide")
+    return models
+
+
+@pytest.mark.parametrize("auto", [False, True])
+async def test_a_too_large_model_gets_a_quantization_proposed_or_made(
+        aiohttp_client: Callable[..., Awaitable[Any]], make_settings: Callable[..., Any],
+        wide_models_dir: Any, auto: bool) -> None:
+    """42 MiB of RAM: the F32 file does not fit with its buffers, a Q8_0 variant would."""
+    from llamahomed.api.keys import INFERENCE
+    from llamahomed.app import create_app
+    from llamahomed.resources import simulated_machine
+
+    settings = make_settings(models_dir=wide_models_dir, model_settings={"default_model": "wide"},
+                             system_settings={"ram_reserve": "0", "n_ctx": 256,
+                                              "auto_quantize": auto})
+    api = await aiohttp_client(create_app(settings))
+    api.app[INFERENCE].read_machine = lambda: simulated_machine(ram=42 << 20)
+    auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
+    response = await api.post("/api/v1/process", json={"prompt": "hi", **GREEDY}, headers=auth)
+    body = await response.json()
+    if not auto:
+        assert response.status == 507, body
+        assert body["error"]["details"]["proposed_quantization"] == "Q8_0"
+        assert "llamahomed quantize wide Q8_0" in body["error"]["message"]
+        assert not (wide_models_dir / "wide-Q8_0.gguf").exists()
+        return
+    assert response.status == 200, body
+    assert (wide_models_dir / "wide-Q8_0.gguf").exists()
+    assert body["model"] == "wide" and body["usage"]["completion_tokens"] == GREEDY["max_tokens"]
+    detail = await (await api.get("/api/v1/models/wide", headers=auth)).json()
+    assert detail["quantization"] == "Q8_0" and detail["loaded"] is True
