@@ -49,7 +49,7 @@ async def test_pull_catalog_id_picks_a_variant_and_says_why(file_server: Any, tm
     code, out, err = await llamahomed("pull", "tiny-test", "--catalog", str(catalog),
                                       "--models-dir", str(tmp_path / "store"))
     assert code == 0, err
-    assert "tiny-test: pulling F32" in err and "best quality that fits" in err
+    assert "tiny-test: pulling F32" in err and "the load planner picks" in err
     assert out.startswith("pulled tiny-test-f32.gguf as tiny-test:f32") and "verified" in out
 
 

@@ -362,3 +362,30 @@ async def test_pulled_model_serves_a_generation(file_server: Any, tmp_path: Path
     body = await response.json()
     assert response.status == 200, body
     assert body["usage"]["completion_tokens"] == 6
+
+
+@pytest.mark.parametrize(("ram_gib", "expected"), [(2, "Q4_K_M"), (4, "F16"), (64, "F16")])
+def test_the_load_planner_picks_the_catalog_variant_to_pull(ram_gib: int, expected: str) -> None:
+    """``choose_by_plan``: the best quality whose weights, KV cache and buffers fit the machine."""
+    from llamahomed.registry.catalog import Catalog
+    from llamahomed.registry.pull import choose_by_plan
+    from llamahomed.resources import simulated_machine
+    from llamahomed.settings import Settings
+
+    model = Catalog.load().models["llama3.2-1b"]
+    chooser = choose_by_plan(Settings(install_default_model=False),
+                             simulated_machine(ram=ram_gib << 30))
+    assert chooser(model, model.variants).quantization == expected
+
+
+def test_the_load_planner_refuses_a_pull_that_fits_nowhere() -> None:
+    from llamahomed.errors import InvalidRequest
+    from llamahomed.registry.catalog import Catalog
+    from llamahomed.registry.pull import choose_by_plan
+    from llamahomed.resources import simulated_machine
+    from llamahomed.settings import Settings
+
+    model = Catalog.load().models["llama3.2-1b"]
+    with pytest.raises(InvalidRequest, match="no variant fits this machine"):
+        choose_by_plan(Settings(install_default_model=False), simulated_machine(ram=1 << 30))(
+            model, model.variants)
