@@ -4,8 +4,10 @@
 
 Starts ``llamahomed start`` on a free port with temporary dirs and the embedded Gemma model,
 streams ``--tokens`` greedy tokens per run, and in the same invocation runs llama-cpp-python's
-``Llama.generate`` on the same file, threads and context, interleaving the two. Decode tok/s is
-(tokens - 1) / (time from the first token to the last); TTFT is reported separately.
+``Llama.generate`` on the same file, threads and context, and llama.cpp's own ``llama-bench``
+(``tg<tokens>``, the binary ``scripts/bench --build-only`` builds and caches), interleaving all
+three. Decode tok/s is (tokens - 1) / (time from the first token to the last); TTFT is reported
+separately.
 """
 
 from __future__ import annotations
@@ -85,6 +87,20 @@ def direct_once(llm: object, n_tokens: int) -> tuple[float, float, int]:
     return first - started, (count - 1) / (last - first), count
 
 
+def find_llama_bench() -> Path | None:
+    """The llama-bench that ``scripts/bench`` built (the llama.cpp llama-cpp-python vendors)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llamahome" / "llama.cpp"
+    found = sorted(cache.glob("*/bin/llama-bench"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def llama_bench_once(binary: Path, model: Path, threads: int, n_tokens: int) -> float:
+    out = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", "0",
+                          "-n", str(n_tokens), "-r", "1", "-o", "json"],
+                         capture_output=True, text=True, check=True, timeout=600).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
@@ -103,13 +119,16 @@ def main() -> int:
         proc, port, token = start_daemon(home, args.threads, args.n_ctx)
         llm = llama_cpp.Llama(model_path=str(model), n_ctx=args.n_ctx, n_threads=args.threads,
                               n_batch=512, verbose=False)
+        bench = find_llama_bench()
         try:
             stream_once(port, token, 8)  # load the worker
             direct_once(llm, 8)
-            daemon, direct = [], []
+            daemon, direct, peer = [], [], []
             for _ in range(args.runs):
                 daemon.append(stream_once(port, token, args.tokens))
                 direct.append(direct_once(llm, args.tokens))
+                if bench is not None:
+                    peer.append(llama_bench_once(bench, model, args.threads, args.tokens))
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -122,6 +141,9 @@ def main() -> int:
         "llama_cpp_python": {"decode_tok_s": round(l_tps, 1),
                              "ttft_ms": round(statistics.median(r[0] for r in direct) * 1000, 1)},
         "ratio": round(d_tps / l_tps, 3),
+        "llama_bench": ({"tg_tok_s": round(statistics.median(peer), 1),
+                         "ratio_daemon_stream": round(d_tps / statistics.median(peer), 3)}
+                        if peer else "not built: run scripts/bench --build-only"),
     }, indent=2))
     return 0
 
