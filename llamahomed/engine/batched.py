@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamahomed.engine.embed import Embedder
-from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens
+from llamahomed.engine.inbox import Inbox, SequenceState, special_tokens, tokenize
 from llamahomed.engine.detok import TextOutput, text_event
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.engine.sampling import SamplerChain, resolve_seed
@@ -175,15 +175,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
     # -- called from the reader thread -------------------------------------------------------
     def tokenize(self, text: str, special: bool = False) -> list[int]:
         """Tokens of ``text`` with BOS as the vocab wants it; special tokens parsed if asked."""
-        data = text.encode("utf-8")
-        size = len(data) + 8
-        buffer = (ctypes.c_int32 * size)()
-        n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, special)
-        if n < 0:
-            size = -n
-            buffer = (ctypes.c_int32 * size)()
-            n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, special)
-        return list(buffer[:n])
+        return tokenize(self._lib, self._vocab, text, special)
 
     def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error).

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from llamahomed.engine.inbox import tokenize
+
 Event = dict[str, Any]
 MAX_INPUTS = 256
 
@@ -46,15 +48,7 @@ class Embedder:
         return self._ctx
 
     def _tokens(self, text: str) -> list[int]:
-        data = text.encode("utf-8")
-        size = len(data) + 8
-        buffer = (ctypes.c_int32 * size)()
-        n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, False)
-        if n < 0:
-            size = -n
-            buffer = (ctypes.c_int32 * size)()
-            n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, size, True, False)
-        return list(buffer[:n])
+        return tokenize(self._lib, self._vocab, text)
 
     def _one(self, ctx: Any, tokens: list[int]) -> list[float]:
         lib = self._lib
