@@ -6,32 +6,15 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY_MODEL_FILE, load_script
-from tests.e2e.test_daemon import Daemon, free_port
+from tests.conftest import ROOT
+from tests.e2e.test_daemon import Daemon
 
 pytestmark = pytest.mark.e2e
 NODE = shutil.which("node")
-
-
-@pytest.fixture
-def tiny_daemon(tmp_path: Path, tiny_model_file: Path,
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
-    store = tmp_path / "store"
-    store.mkdir()
-    os.link(tiny_model_file, store / TINY_MODEL_FILE)
-    load_script("make_tiny_gguf").write_tiny_llama(store / "tiny-long.gguf", n_ctx=4096,
-                                                   name="tiny-long")
-    monkeypatch.setenv("LLAMAHOME_MODEL_SETTINGS__DEFAULT_MODEL", "tiny-llama")
-    monkeypatch.setenv("LLAMAHOME_INSTALL_DEFAULT_MODEL", "false")
-    daemon = Daemon(store, free_port())
-    daemon.wait_ready()
-    yield daemon
-    daemon.stop()
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.conftest import TINY_MODEL_FILE, load_script
-from tests.e2e.test_daemon import Daemon, free_port
+from tests.e2e.test_daemon import Daemon
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def tiny_daemon(tmp_path: Path, tiny_model_file: Path,
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
-    store = tmp_path / "store"
-    store.mkdir()
-    os.link(tiny_model_file, store / TINY_MODEL_FILE)
-    load_script("make_tiny_gguf").write_tiny_llama(store / "tiny-long.gguf", n_ctx=4096,
-                                                   name="tiny-long")
-    monkeypatch.setenv("LLAMAHOME_INSTALL_DEFAULT_MODEL", "false")
-    daemon = Daemon(store, free_port())
-    daemon.wait_ready()
-    yield daemon
-    daemon.stop()
 
 
 async def test_closing_the_socket_stops_generation_on_the_real_daemon(

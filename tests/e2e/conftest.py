@@ -1,0 +1,30 @@
+"""Fixtures shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_MODEL_FILE, load_script
+from tests.e2e.test_daemon import Daemon, free_port
+
+
+@pytest.fixture
+def tiny_daemon(tmp_path: Path, tiny_model_file: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    """A real ``llamahomed start`` with the tiny model (the default) and ``tiny-long``, a tiny
+    model with a 4096-token context for long generations."""
+    store = tmp_path / "store"
+    store.mkdir()
+    os.link(tiny_model_file, store / TINY_MODEL_FILE)
+    load_script("make_tiny_gguf").write_tiny_llama(store / "tiny-long.gguf", n_ctx=4096,
+                                                   name="tiny-long")
+    monkeypatch.setenv("LLAMAHOME_MODEL_SETTINGS__DEFAULT_MODEL", "tiny-llama")
+    monkeypatch.setenv("LLAMAHOME_INSTALL_DEFAULT_MODEL", "false")
+    daemon = Daemon(store, free_port())
+    daemon.wait_ready()
+    yield daemon
+    daemon.stop()
