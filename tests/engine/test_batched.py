@@ -54,7 +54,7 @@ class Collector:
     def final(self, seq: int) -> Event:
         return next(e for e in self.events(seq) if e["kind"] in ("done", "error"))
 
-    def wait(self, seqs: list[int], timeout: float = 120) -> None:
+    def wait(self, seqs: list[int], timeout: float = 300) -> None:
         def finished() -> bool:
             ends = {e["seq"] for _, f in self.frames for e in f if e["kind"] in ("done", "error")}
             return set(seqs) <= ends
