@@ -38,7 +38,8 @@ from pydantic import Field, ValidationError
 
 from llamahomed.api.access import insufficient_scope, requires_scope, self_authenticating
 from llamahomed.api.generate import final_fields
-from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE
+from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE, METRICS
+from llamahomed.api.ratelimit import RATE_LIMITS, refusal
 from llamahomed.api.schemas import GenerationFields, validation_details
 from llamahomed.engine.handle import sequence_error
 from llamahomed.errors import (AuthenticationFailed, InvalidRequest, LlamaHomeError,
@@ -232,6 +233,12 @@ class Session:
             fields = ", ".join(e["field"] for e in details["errors"])
             return await self._reply_error(request_id, ValidationFailed(
                 f"invalid request field(s): {fields}", details=details))
+        limits, claims = self._request.app[RATE_LIMITS], self._request[CLAIMS]
+        if limits.enabled:  # each request on the socket is charged like an HTTP request
+            decision = limits.admit(claims)
+            if not decision.allowed:
+                self._request.app[METRICS].rate_limited()
+                return await self._reply_error(request_id, refusal(decision))
         task = asyncio.create_task(self._run(request_id, body))
         self._running[request_id] = _Running(task)
         task.add_done_callback(lambda _: self._running.pop(request_id, None))
@@ -269,6 +276,7 @@ class Session:
                     index += 1
                 elif event["kind"] == "done":
                     service.finished(generation, event)
+                    self._charge_tokens(event.get("usage") or {})
                     await self.send({"id": request_id, "done": True,
                                      **final_fields(generation, event)})
                 elif event["kind"] == "error":
@@ -291,6 +299,13 @@ class Session:
         finally:
             if generation is not None:
                 await generation.stream.cancel()
+
+    def _charge_tokens(self, usage: dict[str, Any]) -> None:
+        """Debit the tier's tokens-per-minute budget, as the HTTP routes do after a request."""
+        limits, claims = self._request.app[RATE_LIMITS], self._request[CLAIMS]
+        total = usage.get("total_tokens")
+        if limits.enabled and isinstance(total, int) and total > 0:
+            limits.record(claims.user_id, claims.tier, total)
 
     async def close(self) -> None:
         """The socket is gone: cancel every request in flight (their sequences stop next step)."""

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llamahomed.api.keys import INFERENCE
+from llamahomed.api.keys import INFERENCE, METRICS
 from llamahomed.api.ws import TicketBook
 from llamahomed.errors import AuthenticationFailed
 from tests.conftest import load_script
@@ -246,3 +246,23 @@ def test_a_ticket_expires() -> None:
         book.redeem(old)
     with pytest.raises(AuthenticationFailed):
         book.redeem("never-issued")
+
+
+async def test_each_request_on_the_socket_is_charged_to_the_rate_limit(
+        aiohttp_client: Any, make_settings: Any) -> None:
+    """Burst 1 for the admin token's tier: the first message takes it, the second is refused
+    with the 429 envelope and the socket stays open."""
+    from llamahomed.app import create_app
+
+    settings = make_settings(rate_limits={"tiers": {"basic": {}, "enterprise": {"rpm": 1, "burst": 1}}})
+    api = await aiohttp_client(create_app(settings))
+    auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
+    async with api.ws_connect("/api/v1/ws", headers=auth) as ws:
+        await ws.send_json({"id": 1, "prompt": "the cat sat on", **GREEDY})
+        first = await run_until_done(ws, {1})
+        await ws.send_json({"id": 2, "prompt": "the cat sat on", **GREEDY})
+        second = await run_until_done(ws, {2})
+    assert first[1][-1]["done"] is True
+    error = second[2][-1]["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["details"]["retry_after"] >= 1
+    assert api.app[METRICS]._rate_limited._value.get() == 1  # noqa: SLF001 - the counter itself
