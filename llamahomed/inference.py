@@ -209,8 +209,6 @@ class InferenceService:
                         f"{name}`, or set system_settings.auto_quantize to make it on demand")
         return ModelTooLarge(message, details=details)
 
-    def resolve(self, model: str | None) -> ModelEntry:
-        return self.select(model)[0]
 
     def _record_allocation(self, entry: ModelEntry, worker: WorkerHandle) -> None:
         """Keep what llama.cpp allocated at this load, for the next plan with these settings."""
@@ -222,19 +220,14 @@ class InferenceService:
             self.measurements.record(
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
-    async def worker_for(self, entry: ModelEntry, n_ctx: int | None = None) -> WorkerHandle:
-        """The worker for this variant, loaded on demand as planned.
+    async def prepare(self, model: str | None,
+                      n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
+        """``select`` off the event loop (it reads the store and the machine): the variant a
+        request gets and how it loads, before anything is loaded."""
+        return await asyncio.to_thread(self.select, model, n_ctx)
 
-        A running worker planned with today's settings is kept when its context is at least
-        ``n_ctx``, so a request that once asked for a bigger context does not make the next
-        ones reload the model.
-        """
-        loaded = self._loaded([entry], n_ctx)
-        load = loaded[1] if loaded else await asyncio.to_thread(
-            lambda: self.load_config(entry, self.plan([entry], n_ctx=n_ctx)))
-        return await self._acquire(entry, load)
-
-    async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
+    async def acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
+        """The worker for ``prepare``'s answer, loaded on demand (its allocation recorded)."""
         worker = await self.pool.acquire(load)
         self._record_allocation(entry, worker)
         return worker
@@ -245,9 +238,9 @@ class InferenceService:
         if self.refusing is not None:
             raise self.refusing
         trace = self._trace()
-        entry, load = await asyncio.to_thread(self.select, model, n_ctx)
+        entry, load = await self.prepare(model, n_ctx)
         with trace.phase("load"):
-            worker = await self._acquire(entry, load)
+            worker = await self.acquire(entry, load)
         return await self.submit(entry, worker, prompt, params, trace=trace)
 
     def _trace(self) -> Trace:
@@ -257,7 +250,7 @@ class InferenceService:
     async def submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
                      params: SamplingParams, *, special: bool = False,
                      trace: Trace | None = None) -> Generation:
-        """Submit to a worker from ``worker_for``; returns once the prompt is accepted.
+        """Submit to a worker from ``acquire``; returns once the prompt is accepted.
 
         ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
         ``<|im_start|>``); user prompts never do.

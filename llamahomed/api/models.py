@@ -87,9 +87,6 @@ async def list_models(request: web.Request) -> web.Response:
 @requires_scope("inference")
 async def get_model(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
-    groups = service.registry.models()
-    name = request.match_info["model_id"]
-    key = name.strip().lower()
-    entries = groups[key] if key in groups else [service.registry.resolve(name, groups)]
+    entries = service.candidates(request.match_info["model_id"])
     machine = await asyncio.to_thread(service.read_machine)
     return web.json_response(describe(service, entries, machine, detail=True))

@@ -240,13 +240,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body.check_supported()
     params = body.sampling(request, body.max_completion_tokens or body.max_tokens)
     service = request.app[INFERENCE]
-    entry = service.resolve(body.model)
+    entry, load = await service.prepare(body.model, body.n_ctx)
     if not entry.info.has_chat_template:
         raise InvalidRequest(
             f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
             "use /v1/completions with a prompt in the model's own format",
             details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
-    worker = await service.worker_for(entry, body.n_ctx)
+    worker = await service.acquire(entry, load)
     template = request.app[CHAT_TEMPLATES].get(entry, worker.info)
     prompt = template.render([m.for_template() for m in body.messages])
     generation = await service.submit(entry, worker, prompt, params, special=True)
@@ -276,10 +276,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     body.check_supported()
     params = body.sampling(request, body.max_tokens)
     service = request.app[INFERENCE]
-    entry = service.resolve(body.model)
+    entry, load = await service.prepare(body.model, body.n_ctx)
     reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        worker = await service.worker_for(entry, body.n_ctx)
+        worker = await service.acquire(entry, load)
         generation = await service.submit(entry, worker, body.prompts[0], params)
 
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
@@ -290,7 +290,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return await _sse(request, service, generation, chunk, body.include_usage, opening=False)
 
     async def one(prompt: str) -> dict[str, Any]:
-        worker = await service.worker_for(entry, body.n_ctx)
+        worker = await service.acquire(entry, load)
         return await collect(service, await service.submit(entry, worker, prompt, params))
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))
@@ -375,7 +375,7 @@ async def embeddings(request: web.Request) -> web.Response:
         raise InvalidRequest("dimensions: not supported; the model's own size is used",
                              details={"errors": [{"field": "dimensions", "message": "not supported"}]})
     service = request.app[INFERENCE]
-    entry = service.resolve(body.model)
+    entry, load = await service.prepare(body.model)
     if "embeddings" not in entry.capabilities:
         raise InvalidRequest(
             f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its GGUF "
@@ -387,7 +387,7 @@ async def embeddings(request: web.Request) -> web.Response:
         raise InvalidRequest(
             f"input: 1 to {MAX_EMBED_INPUTS} non-empty strings",
             details={"errors": [{"field": "input", "message": "empty or too many inputs"}]})
-    worker = await service.worker_for(entry)
+    worker = await service.acquire(entry, load)
     stream = await worker.embed(texts)
     try:
         done = await stream.next_event()

@@ -116,19 +116,30 @@ def note_usage(request: web.Request, usage: dict[str, Any]) -> None:
 async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """429 when the token's subject is over its tier's limit; debit token usage afterwards."""
     claims = request.get(CLAIMS)
-    limits = request.app[RATE_LIMITS]
-    if claims is None or not limits.enabled:
+    decision = charge(request.app, claims) if claims is not None else None
+    if claims is None or decision is None:
         return await handler(request)
-    decision = limits.admit(claims)
-    state = request[LIMIT] = RequestLimit(claims.user_id, decision)
+    state = request[LIMIT] = RequestLimit(claims.user_id, decision)  # its headers, 429 included
     if not decision.allowed:
-        request.app[METRICS].rate_limited()
         raise refusal(decision)
     try:
         return await handler(request)
     finally:
         if state.tokens_used:
-            limits.record(state.subject, decision.tier, state.tokens_used)
+            request.app[RATE_LIMITS].record(state.subject, decision.tier, state.tokens_used)
+
+
+def charge(app: web.Application, claims: TokenClaims) -> TierDecision | None:
+    """Take one request from the token subject's bucket (None when limits are off), counting a
+    refusal in the metrics; HTTP requests and WebSocket messages alike. The caller answers a
+    refused decision with ``refusal(decision)``."""
+    limits = app[RATE_LIMITS]
+    if not limits.enabled:
+        return None
+    decision = limits.admit(claims)
+    if not decision.allowed:
+        app[METRICS].rate_limited()
+    return decision
 
 
 def refusal(decision: TierDecision) -> RateLimitExceeded:

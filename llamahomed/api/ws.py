@@ -38,8 +38,8 @@ from pydantic import Field, ValidationError
 
 from llamahomed.api.access import insufficient_scope, requires_scope, self_authenticating
 from llamahomed.api.generate import final_fields
-from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE, METRICS
-from llamahomed.api.ratelimit import RATE_LIMITS, refusal
+from llamahomed.api.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE
+from llamahomed.api.ratelimit import RATE_LIMITS, charge, refusal
 from llamahomed.api.schemas import GenerationFields, validation_details
 from llamahomed.engine.handle import sequence_error
 from llamahomed.errors import (AuthenticationFailed, InvalidRequest, LlamaHomeError,
@@ -233,12 +233,9 @@ class Session:
             fields = ", ".join(e["field"] for e in details["errors"])
             return await self._reply_error(request_id, ValidationFailed(
                 f"invalid request field(s): {fields}", details=details))
-        limits, claims = self._request.app[RATE_LIMITS], self._request[CLAIMS]
-        if limits.enabled:  # each request on the socket is charged like an HTTP request
-            decision = limits.admit(claims)
-            if not decision.allowed:
-                self._request.app[METRICS].rate_limited()
-                return await self._reply_error(request_id, refusal(decision))
+        decision = charge(self._request.app, self._request[CLAIMS])  # like an HTTP request
+        if decision is not None and not decision.allowed:
+            return await self._reply_error(request_id, refusal(decision))
         task = asyncio.create_task(self._run(request_id, body))
         self._running[request_id] = _Running(task)
         task.add_done_callback(lambda _: self._running.pop(request_id, None))
