@@ -19,8 +19,8 @@ from llamahomed.commands import plan as plan_command
 from llamahomed.commands import pull, quantize, service, status
 from llamahomed.commands import token as token_command
 from llamahomed.commands.runtime import is_daemon, running_daemon
-from llamahomed.errors import LlamaHomeError, StartupError
-from llamahomed.settings import Settings, format_size
+from llamahomed.core.errors import LlamaHomeError, StartupError
+from llamahomed.core.settings import Settings, format_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from llamahomed.daemon import prepare, serve
-    from llamahomed.logs import configure_logging
-    from llamahomed.notify import Notifier
+    from llamahomed.observability.logs import configure_logging
+    from llamahomed.core.notify import Notifier
 
     if args.detach:
         from llamahomed.commands.detach import start_detached

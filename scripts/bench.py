@@ -336,7 +336,7 @@ def limits_off() -> dict[str, str]:
 
     Only those this daemon's settings know: it refuses to start with an unknown one.
     """
-    from llamahomed.settings import SystemSettings
+    from llamahomed.core.settings import SystemSettings
 
     wanted = {"keep_alive": "3600", "max_requests_per_minute": "1000000", "queue_timeout": "3600",
               "max_streams_per_token": "10000"}

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llamahomed.revocation import TokenStore
-from llamahomed.security import Authority
+from llamahomed.core.revocation import TokenStore
+from llamahomed.core.authority import Authority
 
 
 def per_call(fn: Callable[[], object], n: int) -> float:

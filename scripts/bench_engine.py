@@ -60,10 +60,10 @@ def load(args: argparse.Namespace, emit: Collector) -> Any:
                               "kv_unified": not args.split_kv, "prompt_cache": False,
                               "flash_attn": args.flash_attn}
     if args.engine == "sequential":
-        from llamahomed.engine.sequential import SequentialEngine
+        from llamahomed.engine.worker.sequential import SequentialEngine
 
         return SequentialEngine.load(config, emit)
-    from llamahomed.engine.batched import BatchedEngine
+    from llamahomed.engine.worker.batched import BatchedEngine
 
     return BatchedEngine.load(config, emit)
 

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from llamahomed.engine.batched import BatchedEngine
+from llamahomed.engine.worker.batched import BatchedEngine
 from llamahomed.engine.protocol import SamplingParams
 
 SYSTEM = ("You are a careful assistant for a hardware shop. Answer in one short sentence, "

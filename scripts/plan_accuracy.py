@@ -32,8 +32,8 @@ N_SLOTS = 8
 _CHILD = r"""
 import json, sys, psutil
 from llamahomed.planner.measured import capture_buffers, parse_buffers
-from llamahomed.engine.batched import BatchedEngine
-from llamahomed.engine.sequential import SequentialEngine
+from llamahomed.engine.worker.batched import BatchedEngine
+from llamahomed.engine.worker.sequential import SequentialEngine
 engine = BatchedEngine if sys.argv[5] == "batched" else SequentialEngine
 proc = psutil.Process(); before = proc.memory_info().rss
 cfg = dict(model_path=sys.argv[1], n_ctx=int(sys.argv[2]), n_batch=512, n_threads=2,

@@ -34,7 +34,7 @@ from llamahomed.engine.handle import LoadConfig, WorkerHandle  # noqa: E402
 from llamahomed.engine.protocol import SamplingParams  # noqa: E402
 from llamahomed.planner import Candidate, ModelShape, PlanRequest, plan  # noqa: E402
 from llamahomed.registry.gguf_meta import read_gguf_info  # noqa: E402
-from llamahomed.resources import read_machine, read_nvml  # noqa: E402
+from llamahomed.core.resources import read_machine, read_nvml  # noqa: E402
 
 MiB = 2**20
 PROMPT = "The history of the printing press begins"

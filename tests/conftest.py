@@ -74,7 +74,7 @@ def models_dir(tmp_path: Path, tiny_model_file: Path) -> Path:
 
 @pytest.fixture
 def make_settings(tmp_path: Path, models_dir: Path) -> Callable[..., Any]:
-    from llamahomed.settings import ModelSettings, Settings
+    from llamahomed.core.settings import ModelSettings, Settings
 
     def build(**overrides: Any) -> Settings:
         model_settings = overrides.pop("model_settings", {})
@@ -95,7 +95,7 @@ def settings(make_settings: Callable[..., Any]) -> Any:
 @pytest.fixture
 async def api(aiohttp_client: Callable[..., Awaitable[Any]], settings: Any) -> Any:
     """The real app (real workers, real llama.cpp) on a real socket."""
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     return await aiohttp_client(create_app(settings))
 

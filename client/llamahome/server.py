@@ -13,9 +13,9 @@
         return await llama.process(prompt)     # a ProcessResponse (a dataclass)
 
 :class:`LlamaServer` runs what ``llamahomed`` runs behind its HTTP layer: the
-same :class:`~llamahomed.settings.Settings` (environment, config file), model
+same :class:`~llamahomed.core.settings.Settings` (environment, config file), model
 registry, worker pool (one worker process per model, continuous batching) and
-request validation, through :class:`llamahomed.inference.InferenceService`.
+request validation, through :class:`llamahomed.service.inference.InferenceService`.
 There is no HTTP and no token check: the embedding app decides who may call.
 Results and errors are the client's types (:class:`~llamahome.types.ProcessResponse`,
 :class:`~llamahome.error.APIError` subclasses), so code can move between
@@ -42,8 +42,8 @@ from .types import ModelInfo, ProcessResponse, StreamChunk
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from llamahomed.inference import Generation, InferenceService
-    from llamahomed.settings import Settings
+    from llamahomed.service.inference import Generation, InferenceService
+    from llamahomed.core.settings import Settings
 
     from ._base import GenerationOptions, SamplingOptions
 
@@ -59,7 +59,7 @@ _INSTALL_HINT = (
 @contextlib.contextmanager
 def _translated() -> Iterator[None]:
     """The daemon's errors as the client's, so both raise the same classes."""
-    from llamahomed.errors import LlamaHomeError
+    from llamahomed.core.errors import LlamaHomeError
 
     try:
         yield
@@ -70,14 +70,14 @@ def _translated() -> Iterator[None]:
 class LlamaServer:
     """The LlamaHome engine in this process (see the module docstring).
 
-    ``settings`` is a :class:`llamahomed.settings.Settings`; when left out one
+    ``settings`` is a :class:`llamahomed.core.settings.Settings`; when left out one
     is built from the environment and config file like the daemon's, with
     ``overrides`` (e.g. ``models_dir=...``) on top.
     """
 
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         try:
-            from llamahomed.settings import Settings
+            from llamahomed.core.settings import Settings
         except ImportError as exc:
             raise ImportError(_INSTALL_HINT) from exc
         self.settings: Settings = settings if settings is not None else Settings(**overrides)
@@ -100,10 +100,10 @@ class LlamaServer:
         async with self._lock:
             if self._service is not None:
                 return
-            from llamahomed.config_store import ConfigStore
+            from llamahomed.core.config_store import ConfigStore
             from llamahomed.daemon import prepare
-            from llamahomed.errors import StartupError
-            from llamahomed.inference import InferenceService
+            from llamahomed.core.errors import StartupError
+            from llamahomed.service.inference import InferenceService
 
             try:
                 await asyncio.to_thread(prepare, self.settings)
@@ -142,8 +142,8 @@ class LlamaServer:
 
     async def _generate(self, prompt: str, model: str | None,
                         options: dict[str, Any]) -> tuple[InferenceService, Generation]:
-        from llamahomed.api.schemas import ProcessRequest, validation_details
-        from llamahomed.errors import ValidationFailed
+        from llamahomed.http.schemas import ProcessRequest, validation_details
+        from llamahomed.core.errors import ValidationFailed
         from pydantic import ValidationError
 
         service = await self._running()
@@ -167,7 +167,7 @@ class LlamaServer:
         **options: Unpack[SamplingOptions],
     ) -> ProcessResponse:
         """Generate a completion, as ``POST /api/v1/process`` would."""
-        from llamahomed.api.generate import collect
+        from llamahomed.http.handlers.native import collect
 
         with _translated():
             service, generation = await self._generate(
@@ -218,7 +218,7 @@ class LlamaServer:
 
     async def list_models(self) -> list[ModelInfo]:
         """The installed models, as ``GET /api/v1/models`` lists them."""
-        from llamahomed.api.models import describe
+        from llamahomed.http.handlers.models import describe
 
         service = await self._running()
         groups = await asyncio.to_thread(service.registry.models)

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from llamahomed.settings import format_size
+from llamahomed.core.settings import format_size
 
 _SPINNER = "|/-\\"
 

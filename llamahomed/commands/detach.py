@@ -14,8 +14,8 @@ import sys
 import time
 
 from llamahomed.commands.runtime import base_url, running_daemon
-from llamahomed.errors import StartupError
-from llamahomed.settings import Settings
+from llamahomed.core.errors import StartupError
+from llamahomed.core.settings import Settings
 
 FLAGS = (("--config", "config"), ("--models-dir", "models_dir"), ("--host", "host"),
          ("--port", "port"))

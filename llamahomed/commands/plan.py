@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llamahomed.errors import StartupError
+from llamahomed.core.errors import StartupError
 from llamahomed.planner import Candidate, ModelShape, Plan, PlanRequest, llama_shape, plan
 from llamahomed.planner.synthetic import LLAMA_SIZES, MIXES
-from llamahomed.resources import Machine, read_machine, simulated_machine
-from llamahomed.settings import Settings, parse_size
+from llamahomed.core.resources import Machine, read_machine, simulated_machine
+from llamahomed.core.settings import Settings, parse_size
 
 GiB = 2**30
 

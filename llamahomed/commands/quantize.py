@@ -8,7 +8,7 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from llamahomed.settings import Settings, format_size
+from llamahomed.core.settings import Settings, format_size
 
 if TYPE_CHECKING:
     from llamahomed.registry.quantize import QuantizeProgress

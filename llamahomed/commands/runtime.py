@@ -8,7 +8,7 @@ from typing import Any
 
 import psutil
 
-from llamahomed.settings import Settings
+from llamahomed.core.settings import Settings
 
 
 def running_daemon(settings: Settings) -> dict[str, Any] | None:

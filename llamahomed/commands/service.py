@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from llamahomed.settings import Settings
+from llamahomed.core.settings import Settings
 
 UNIT_NAME = "llamahomed.service"
 AGENT_LABEL = "com.llamahome.llamahomed"

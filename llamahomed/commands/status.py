@@ -9,8 +9,8 @@ import urllib.error
 from typing import Any
 
 from llamahomed.commands.runtime import admin_token, base_url, get_json, running_daemon
-from llamahomed.errors import StartupError
-from llamahomed.settings import Settings, format_size
+from llamahomed.core.errors import StartupError
+from llamahomed.core.settings import Settings, format_size
 
 NOT_RUNNING = 3  # the LSB status code for "program is not running"
 

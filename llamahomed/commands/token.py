@@ -13,11 +13,11 @@ import re
 import sys
 import time
 
-from llamahomed.errors import InvalidRequest
-from llamahomed.revocation import IssuedToken
-from llamahomed.security import (ADMIN_SCOPES, Authority, ensure_admin_token, key_id,
+from llamahomed.core.errors import InvalidRequest
+from llamahomed.core.revocation import IssuedToken
+from llamahomed.core.authority import (ADMIN_SCOPES, Authority, ensure_admin_token, key_id,
                                  revoke_admin_token)
-from llamahomed.settings import Settings
+from llamahomed.core.settings import Settings
 
 DEFAULT_LIFETIME = 30 * 86400
 _JTI_RE = re.compile(r"^[0-9a-f]{8,32}$")

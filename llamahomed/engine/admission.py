@@ -12,7 +12,7 @@ import collections
 import math
 import time
 
-from llamahomed.errors import ServerBusy
+from llamahomed.core.errors import ServerBusy
 
 
 class Admission:

@@ -20,7 +20,7 @@ import structlog
 
 from llamahomed.engine.admission import Admission
 from llamahomed.engine.protocol import HEADER, MAX_FRAME, ProtocolError, SamplingParams, decode_body, encode
-from llamahomed.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed, error_for_code
+from llamahomed.core.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed, error_for_code
 
 log = structlog.get_logger(__name__)
 _ERROR_LINE = re.compile(r"\b(error|failed|abort(ed)?|out of memory)\b", re.IGNORECASE)

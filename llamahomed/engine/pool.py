@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 
 from llamahomed.engine.handle import LoadConfig, PoolObserver, WorkerHandle
-from llamahomed.errors import LlamaHomeError
+from llamahomed.core.errors import LlamaHomeError
 
 log = structlog.get_logger(__name__)
 

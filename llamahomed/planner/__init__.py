@@ -1,7 +1,7 @@
 """The load planner: which variant, how many GPU layers, what context, KV type, batch, threads.
 
 ``plan(candidates, machine, request)`` weighs every variant of a model on a machine (real or
-simulated, see :mod:`llamahomed.resources`) from GGUF header data alone and returns a
+simulated, see :mod:`llamahomed.core.resources`) from GGUF header data alone and returns a
 :class:`Plan` with the choice, the options it weighed and its reasons. docs/Planner.md explains
 the estimate and the order of preference.
 """

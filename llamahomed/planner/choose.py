@@ -24,7 +24,7 @@ from llamahomed.planner.candidates import Candidate, fill_shapes, quality
 from llamahomed.planner.estimate import DevicePart, Estimate, LoadParams, estimate
 from llamahomed.planner.measured import Measurements
 from llamahomed.planner.shape import ModelShape
-from llamahomed.resources import Machine
+from llamahomed.core.resources import Machine
 
 Policy = Literal["quality", "speed"]
 Placement = Literal["gpu", "partial", "cpu"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from llamahomed.errors import StartupError
+from llamahomed.core.errors import StartupError
 
 log = structlog.get_logger(__name__)
 

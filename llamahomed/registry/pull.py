@@ -18,14 +18,14 @@ from urllib.parse import unquote, urlsplit
 import psutil
 import structlog
 
-from llamahomed.errors import InvalidRequest, ModelNotFound, StartupError
+from llamahomed.core.errors import InvalidRequest, ModelNotFound, StartupError
 from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
 from llamahomed.registry.download import PullProgress, PullResult, PullSource, download
 from llamahomed.registry.quantize import QUANT_TYPES, quality_rank
 
 if TYPE_CHECKING:
-    from llamahomed.resources import Machine
-    from llamahomed.settings import Settings
+    from llamahomed.core.resources import Machine
+    from llamahomed.core.settings import Settings
 
 __all__ = [
     "PullProgress", "PullResult", "PullSource", "VariantChooser", "choose_by_plan", "choose_by_ram", "download", "pull",
@@ -99,7 +99,7 @@ def choose_by_plan(settings: Settings, machine: Machine | None = None) -> Varian
     machine (or ``machine``), with today's settings: weights, KV cache and buffers counted, GPUs
     included. Variants whose size is unknown are left out."""
     from llamahomed.planner import Candidate, PlanRequest, plan
-    from llamahomed.resources import read_machine
+    from llamahomed.core.resources import read_machine
 
     def choose(model: CatalogModel, variants: Sequence[CatalogVariant]) -> CatalogVariant:
         sized = [(v, variant_size(model, v)) for v in variants]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from llamahomed.errors import InvalidRequest, ModelNotFound, NotFound
+from llamahomed.core.errors import InvalidRequest, ModelNotFound, NotFound
 from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
 from llamahomed.registry.gguf_meta import GGUFError, GGUFInfo, read_gguf_info
 from llamahomed.registry.names import check_file_name, check_inside, check_model_id

@@ -55,7 +55,7 @@ async def test_a_rejected_update_changes_nothing(api: Any, auth: dict[str, str],
 async def test_settings_file_is_read_at_start(make_settings: Any, settings: Any) -> None:
     settings.config_file.parent.mkdir(parents=True, exist_ok=True)
     settings.config_file.write_text('port = 9999\n[system_settings]\nkeep_alive = 12.5\n')
-    from llamahomed.settings import Settings
+    from llamahomed.core.settings import Settings
 
     loaded = Settings()
     assert loaded.port == 9999

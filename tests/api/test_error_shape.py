@@ -112,7 +112,7 @@ async def test_a_worker_killed_mid_request_gives_worker_crashed_then_recovers(
                               json={"prompt": "the cat", "max_tokens": 200, "temperature": 0})
     first = await response.content.readline()
     assert b'"chunk"' in first
-    from llamahomed.api.keys import INFERENCE
+    from llamahomed.http.keys import INFERENCE
 
     worker = api.server.app[INFERENCE].pool.workers()["tiny-llama"]
     assert worker.pid is not None
@@ -136,7 +136,7 @@ async def test_a_malformed_file_in_the_store_is_skipped_not_fatal(
 
 
 def test_every_error_class_has_a_distinct_code() -> None:
-    from llamahomed.errors import ERROR_CLASSES
+    from llamahomed.core.errors import ERROR_CLASSES
 
     codes = [cls.code for cls in ERROR_CLASSES]
     assert len(codes) == len(set(codes))
@@ -145,7 +145,7 @@ def test_every_error_class_has_a_distinct_code() -> None:
 
 
 async def test_changing_config_needs_the_admin_scope(api: Any, settings: Any) -> None:
-    from llamahomed.security import Authority
+    from llamahomed.core.authority import Authority
 
     token = Authority.from_settings(settings).generator.create_token(
         user_id="bob", expires_in=60, scopes=("inference",))
@@ -162,7 +162,7 @@ async def test_an_expired_token_is_refused(api: Any, settings: Any) -> None:
 
     from llamahome.auth import TokenGenerator
 
-    from llamahomed.security import load_or_create_secret
+    from llamahomed.core.authority import load_or_create_secret
 
     secret = load_or_create_secret(settings.secret_file)
     token = TokenGenerator(secret_key=secret, clock=lambda: time.time() - 3600).create_token(
@@ -174,7 +174,7 @@ async def test_an_expired_token_is_refused(api: Any, settings: Any) -> None:
 
 async def test_an_unexpected_exception_is_a_500_envelope(aiohttp_client: Any, settings: Any) -> None:
     # HTTP-layer logic only: a route that raises something no handler expects.
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     app = create_app(settings)
 
@@ -193,7 +193,7 @@ async def test_an_unexpected_exception_is_a_500_envelope(aiohttp_client: Any, se
 def test_secret_and_admin_token_files_are_private(settings: Any) -> None:
     import stat
 
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     create_app(settings)
     for path in (settings.secret_file, settings.admin_token_file):
@@ -202,8 +202,8 @@ def test_secret_and_admin_token_files_are_private(settings: Any) -> None:
 
 async def test_a_full_queue_is_refused_at_once_with_server_busy(
         aiohttp_client: Any, make_settings: Any) -> None:
-    from llamahomed.app import create_app
-    from llamahomed.settings import SystemSettings
+    from llamahomed.http.app import create_app
+    from llamahomed.core.settings import SystemSettings
 
     settings = make_settings(system_settings=SystemSettings(
         engine="sequential", n_slots=1, max_queue=0, queue_timeout=5))

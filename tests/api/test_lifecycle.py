@@ -6,7 +6,7 @@ import asyncio
 import os
 from typing import Any
 
-from llamahomed.api.keys import INFERENCE
+from llamahomed.http.keys import INFERENCE
 
 
 def _alive(pid: int) -> bool:

@@ -98,7 +98,7 @@ async def test_values_move_after_real_requests_through_the_tiny_model(
 
 
 async def test_a_killed_worker_counts_as_a_crash(api: Any, auth: dict[str, str]) -> None:
-    from llamahomed.api.keys import INFERENCE
+    from llamahomed.http.keys import INFERENCE
 
     await api.post("/api/v1/process", json={"prompt": "hi", **GREEDY}, headers=auth)
     worker = api.server.app[INFERENCE].pool.workers()[TINY_MODEL_ID]
@@ -195,7 +195,7 @@ def gemma_settings(make_settings: Callable[..., Any], tmp_path: Path, gemma_file
 @pytest.mark.gemma
 async def test_running_kv_usage_and_a_client_disconnect_through_gemma(
         aiohttp_client: Callable[..., Any], gemma_settings: Any) -> None:
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     api = await aiohttp_client(create_app(gemma_settings))
     auth = {"Authorization": f"Bearer {gemma_settings.admin_token_file.read_text().strip()}"}

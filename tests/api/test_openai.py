@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from llamahomed.api.keys import INFERENCE
+from llamahomed.http.keys import INFERENCE
 from tests.conftest import TINY_MODEL_ID, load_script
 
 CHAT_MODEL = "tiny-chat"
@@ -120,7 +120,7 @@ async def test_llamahome_options_pass_through_extra_body(
 
 async def test_context_size_through_extra_body_loads_a_bigger_context_once(
         client: openai.AsyncOpenAI, aiohttp_client: Any, make_settings: Any) -> None:
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     settings = make_settings(system_settings={"n_ctx": 256})
     load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
@@ -255,7 +255,7 @@ async def test_the_sdk_gets_real_text_from_gemma(aiohttp_client: Any, make_setti
                                                  gemma_file: Any, tmp_path: Any) -> None:
     import os
 
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     store = tmp_path / "gemma-store"
     store.mkdir()

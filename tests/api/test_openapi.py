@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from llamahomed.api.openapi import OPERATIONS, build_spec, routes
-from llamahomed.app import create_app
+from llamahomed.http.openapi import OPERATIONS, build_spec, routes
+from llamahomed.http.app import create_app
 from tests.conftest import TINY_MODEL_FILE, TINY_MODEL_ID
 
 LIMIT_HEADERS = ("RateLimit-Policy", "RateLimit", "x-ratelimit-limit-requests",
@@ -38,7 +38,7 @@ async def test_the_document_describes_every_route_the_app_serves(api: Any, auth:
     assert described == served
     undocumented = [f"{m.upper()} {p}" for p, item in spec["paths"].items()
                     for m, op in item.items() if op.get("x-undocumented")]
-    assert undocumented == [], "add an entry to llamahomed.api.openapi.OPERATIONS"
+    assert undocumented == [], "add an entry to llamahomed.http.openapi.OPERATIONS"
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     assert spec["security"] == [{"bearerAuth": []}]
     assert spec["paths"]["/health"]["get"]["security"] == []
@@ -62,7 +62,7 @@ async def test_the_document_needs_a_token(api: Any) -> None:
 def test_a_route_added_later_appears_and_is_flagged_until_described(settings: Any) -> None:
     from aiohttp import web
 
-    from llamahomed.api.openapi import Operation
+    from llamahomed.http.openapi import Operation
 
     app = create_app(settings)
 

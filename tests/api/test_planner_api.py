@@ -63,7 +63,7 @@ async def test_a_load_follows_the_plan_and_its_allocation_is_used_next_time(
 
 async def test_a_model_that_fits_nowhere_is_refused_with_what_it_needs(
         aiohttp_client: Callable[..., Awaitable[Any]], make_settings: Callable[..., Any]) -> None:
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     settings = make_settings(system_settings={"ram_reserve": "100TB"})
     api = await aiohttp_client(create_app(settings))
@@ -83,7 +83,7 @@ async def test_a_model_that_fits_nowhere_is_refused_with_what_it_needs(
 async def test_explicit_settings_reach_the_worker(
         aiohttp_client: Callable[..., Awaitable[Any]], make_settings: Callable[..., Any],
         models_dir: Path) -> None:
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     # head size 32 (128 / 4 heads), so a q8_0 KV cache is possible
     load_script("make_tiny_gguf").write_tiny_llama(models_dir / "tiny-wide.gguf", n_embd=128,
@@ -126,9 +126,9 @@ async def test_a_too_large_model_gets_a_quantization_proposed_or_made(
         aiohttp_client: Callable[..., Awaitable[Any]], make_settings: Callable[..., Any],
         wide_models_dir: Any, auto: bool) -> None:
     """42 MiB of RAM: the F32 file does not fit with its buffers, a Q8_0 variant would."""
-    from llamahomed.api.keys import INFERENCE
-    from llamahomed.app import create_app
-    from llamahomed.resources import simulated_machine
+    from llamahomed.http.keys import INFERENCE
+    from llamahomed.http.app import create_app
+    from llamahomed.core.resources import simulated_machine
 
     settings = make_settings(models_dir=wide_models_dir, model_settings={"default_model": "wide"},
                              system_settings={"ram_reserve": "0", "n_ctx": 256,

@@ -72,7 +72,7 @@ async def test_pull_without_streaming(api: Any, auth: dict[str, str], file_serve
 
 async def test_pull_needs_the_admin_scope_and_a_known_model(api: Any, auth: dict[str, str],
                                                             settings: Any) -> None:
-    from llamahomed.security import Authority
+    from llamahomed.core.authority import Authority
 
     token = Authority.from_settings(settings).generator.create_token(
         user_id="bob", expires_in=60, scopes=("inference",))

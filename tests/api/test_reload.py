@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import structlog
 
-from llamahomed.api.keys import CONFIG, MONITORING
+from llamahomed.http.keys import CONFIG, MONITORING
 from llamahomed.daemon import reload_config
-from llamahomed.notify import Notifier
+from llamahomed.core.notify import Notifier
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llamahomed.api.keys import INFERENCE, METRICS
-from llamahomed.api.ws import TicketBook
-from llamahomed.errors import AuthenticationFailed
+from llamahomed.http.keys import INFERENCE, METRICS
+from llamahomed.http.handlers.ws import TicketBook
+from llamahomed.core.errors import AuthenticationFailed
 from tests.conftest import load_script
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
@@ -207,7 +207,7 @@ async def test_a_foreign_origin_is_refused_before_the_upgrade(api: Any, auth: di
 
 
 async def test_an_allowed_origin_connects(aiohttp_client: Any, make_settings: Any) -> None:
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     settings = make_settings(allowed_origins=["http://localhost:3000"])
     client = await aiohttp_client(create_app(settings))
@@ -252,7 +252,7 @@ async def test_each_request_on_the_socket_is_charged_to_the_rate_limit(
         aiohttp_client: Any, make_settings: Any) -> None:
     """Burst 1 for the admin token's tier: the first message takes it, the second is refused
     with the 429 envelope and the socket stays open."""
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     settings = make_settings(rate_limits={"tiers": {"basic": {}, "enterprise": {"rpm": 1, "burst": 1}}})
     api = await aiohttp_client(create_app(settings))

@@ -9,7 +9,7 @@ import pytest
 from llamahome.error import AuthenticationError, ModelNotFoundError
 from llamahome.websocket import WebSocketClient
 
-from llamahomed.api.keys import INFERENCE
+from llamahomed.http.keys import INFERENCE
 from tests.conftest import load_script
 
 GREEDY = {"temperature": 0, "max_tokens": 12}

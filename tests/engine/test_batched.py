@@ -16,9 +16,9 @@ from typing import Any
 import llama_cpp
 import pytest
 
-from llamahomed.engine.batched import BatchedEngine
+from llamahomed.engine.worker.batched import BatchedEngine
 from llamahomed.engine.protocol import SamplingParams
-from llamahomed.engine.sequential import SequentialEngine
+from llamahomed.engine.worker.sequential import SequentialEngine
 from tests.conftest import load_script
 
 Event = dict[str, Any]

@@ -9,7 +9,7 @@ import pytest
 
 from llamahomed.engine.handle import LoadConfig, PoolObserver, SequenceStream, WorkerHandle
 from llamahomed.engine.protocol import SamplingParams
-from llamahomed.errors import ShuttingDown
+from llamahomed.core.errors import ShuttingDown
 
 
 class Recorder(PoolObserver):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from llamahomed.errors import (AlreadyExists, DigestMismatch, DownloadInterrupted,
+from llamahomed.core.errors import (AlreadyExists, DigestMismatch, DownloadInterrupted,
                                DownloadNotFound, InsufficientStorage, InvalidRequest,
                                ModelNotFound, NotGGUF)
 from llamahomed.registry.catalog import Catalog
@@ -348,7 +348,7 @@ async def test_pulled_model_serves_a_generation(file_server: Any, tmp_path: Path
     result = await download(PullSource(str(server.make_url("/q8")), "tiny-llama-Q8_0.gguf",
                                        served.sha256), models_dir)
     assert read_gguf_info(result.path).quantization == "Q8_0"
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     settings = make_settings()
     client = await aiohttp_client(create_app(settings))
@@ -369,8 +369,8 @@ def test_the_load_planner_picks_the_catalog_variant_to_pull(ram_gib: int, expect
     """``choose_by_plan``: the best quality whose weights, KV cache and buffers fit the machine."""
     from llamahomed.registry.catalog import Catalog
     from llamahomed.registry.pull import choose_by_plan
-    from llamahomed.resources import simulated_machine
-    from llamahomed.settings import Settings
+    from llamahomed.core.resources import simulated_machine
+    from llamahomed.core.settings import Settings
 
     model = Catalog.load().models["llama3.2-1b"]
     chooser = choose_by_plan(Settings(install_default_model=False),
@@ -379,11 +379,11 @@ def test_the_load_planner_picks_the_catalog_variant_to_pull(ram_gib: int, expect
 
 
 def test_the_load_planner_refuses_a_pull_that_fits_nowhere() -> None:
-    from llamahomed.errors import InvalidRequest
+    from llamahomed.core.errors import InvalidRequest
     from llamahomed.registry.catalog import Catalog
     from llamahomed.registry.pull import choose_by_plan
-    from llamahomed.resources import simulated_machine
-    from llamahomed.settings import Settings
+    from llamahomed.core.resources import simulated_machine
+    from llamahomed.core.settings import Settings
 
     model = Catalog.load().models["llama3.2-1b"]
     with pytest.raises(InvalidRequest, match="no variant fits this machine"):

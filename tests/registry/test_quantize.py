@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llamahomed.errors import AlreadyExists, InsufficientStorage, InvalidRequest, QuantizeFailed
+from llamahomed.core.errors import AlreadyExists, InsufficientStorage, InvalidRequest, QuantizeFailed
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.gguf_meta import read_gguf_info
 from llamahomed.registry.quantize import (QUANT_TYPES, QuantizeProgress, estimate_size,
@@ -75,7 +75,7 @@ def test_k_quant_of_a_256_wide_model_loads_and_generates(wide_model_file: Path,
 
 async def test_quantized_variant_serves_through_the_daemon(models_dir: Path, aiohttp_client: Any,
                                                            make_settings: Any) -> None:
-    from llamahomed.app import create_app
+    from llamahomed.http.app import create_app
 
     entry = registry(models_dir).resolve(TINY_MODEL_ID)
     quantize_model(entry, parse_type("Q4_0"), models_dir, threads=1)
@@ -170,7 +170,7 @@ def test_propose_quantization(models_dir: Path) -> None:
 
 
 def test_auto_quantize_setting_defaults_off() -> None:
-    from llamahomed.settings import Settings, SystemSettings
+    from llamahomed.core.settings import Settings, SystemSettings
 
     assert SystemSettings().auto_quantize is False
     assert Settings(system_settings={"auto_quantize": True}).system_settings.auto_quantize is True

@@ -16,7 +16,7 @@ def bearer(token: str) -> dict[str, str]:
 def issue(settings: Any, user: str = "alice", *, scopes: Sequence[str] = ("inference",),
           tier: str = "basic", expires_in: float | None = 3600) -> str:
     """A token issued through the daemon's Authority (recorded in its token store)."""
-    from llamahomed.security import Authority
+    from llamahomed.core.authority import Authority
 
     authority = Authority.from_settings(settings)
     try:

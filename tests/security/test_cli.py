@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llamahomed.cli import main
-from llamahomed.security import Authority, read_keys
+from llamahomed.core.authority import Authority, read_keys
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

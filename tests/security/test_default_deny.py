@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 from llamahome.auth import TokenGenerator
 
-from llamahomed.api.access import ALWAYS_PUBLIC, DEFAULT_SCOPE, METRICS_PATH
-from llamahomed.app import create_app
+from llamahomed.http.access import ALWAYS_PUBLIC, DEFAULT_SCOPE, METRICS_PATH
+from llamahomed.http.app import create_app
 from tests.security.helpers import assert_envelope, bearer, issue
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from llamahomed.security import read_keys
+from llamahomed.core.authority import read_keys
 from tests.security.helpers import bearer, issue
 
 

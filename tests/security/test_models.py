@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from llamahomed.app import create_app
+from llamahomed.http.app import create_app
 from llamahomed.cli import main
-from llamahomed.errors import InvalidRequest
+from llamahomed.core.errors import InvalidRequest
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.names import check_digest, check_file_name, check_model_id, inside
 from llamahomed.registry.store import ModelRegistry

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from llamahomed.api.keys import AUTHORITY, CONFIG
-from llamahomed.api.ratelimit import RATE_LIMITS, DaemonRateLimits
-from llamahomed.app import create_app
+from llamahomed.http.keys import AUTHORITY, CONFIG
+from llamahomed.http.ratelimit import RATE_LIMITS, DaemonRateLimits
+from llamahomed.http.app import create_app
 from tests.security.test_ratelimit_buckets import FakeClock
 
 LIMIT_HEADERS = ("RateLimit-Policy", "RateLimit", "x-ratelimit-limit-requests",
@@ -219,7 +219,7 @@ async def test_the_client_library_reads_the_429(start: Any) -> None:
 
 
 def test_reset_durations_use_openais_format() -> None:
-    from llamahomed.api.ratelimit import format_duration
+    from llamahomed.http.ratelimit import format_duration
 
     assert [format_duration(s) for s in (0, 0.0201, 1, 17.5, 100, 3600)] == [
         "0s", "21ms", "1s", "17.5s", "1m40s", "60m0s"]

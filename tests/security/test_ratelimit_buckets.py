@@ -34,7 +34,7 @@ def test_the_guides_calls_run() -> None:
 def test_the_daemon_uses_these_same_classes() -> None:
     import llamahome.security
 
-    from llamahomed.api import ratelimit
+    from llamahomed.http import ratelimit
 
     assert ratelimit.AdvancedRateLimiter is llamahome.security.AdvancedRateLimiter
 

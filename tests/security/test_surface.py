@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from llamahomed.api.guard import check_bind, check_origin, is_loopback, split_host
-from llamahomed.app import create_app
-from llamahomed.errors import OriginNotAllowed, StartupError
-from llamahomed.settings import SystemSettings
+from llamahomed.http.guard import check_bind, check_origin, is_loopback, split_host
+from llamahomed.http.app import create_app
+from llamahomed.core.errors import OriginNotAllowed, StartupError
+from llamahomed.core.settings import SystemSettings
 from tests.conftest import load_script
 from tests.security.helpers import assert_envelope, bearer, handshake_request, issue
 

@@ -9,11 +9,11 @@ import pytest
 from aiohttp import web
 from llamahome.auth import TokenGenerator
 
-from llamahomed.api.access import requires_scope
-from llamahomed.api.keys import CLAIMS
-from llamahomed.app import create_app
+from llamahomed.http.access import requires_scope
+from llamahomed.http.keys import CLAIMS
+from llamahomed.http.app import create_app
 from llamahomed.cli import main
-from llamahomed.security import Authority, read_keys
+from llamahomed.core.authority import Authority, read_keys
 from tests.security.helpers import assert_envelope, bearer, issue
 
 MODELS = "/api/v1/models"
@@ -229,7 +229,7 @@ async def test_an_unreadable_token_store_fails_closed(api: Any, settings: Any,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
 
-    from llamahomed.api.keys import AUTHORITY
+    from llamahomed.http.keys import AUTHORITY
 
     # WAL mode means a writer never blocks the daemon's reads; a broken or vanished disk can
     # still make a read fail, and then no token is served unchecked.

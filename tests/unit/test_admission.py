@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from llamahomed.engine.admission import Admission
-from llamahomed.errors import ServerBusy
+from llamahomed.core.errors import ServerBusy
 
 
 async def test_slots_then_fifo_queue_then_refusal() -> None:

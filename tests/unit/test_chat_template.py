@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from llamahomed.chat_template import ChatTemplate, ChatTemplateError
-from llamahomed.errors import LlamaHomeError
+from llamahomed.service.chat_template import ChatTemplate, ChatTemplateError
+from llamahomed.core.errors import LlamaHomeError
 
 GEMMA_LIKE = (
     "{{ bos_token }}{% for message in messages %}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llamahomed.engine.detok import IncrementalText, StopMatcher
+from llamahomed.engine.worker.detok import IncrementalText, StopMatcher
 
 
 def test_a_multibyte_character_split_over_tokens_comes_out_whole() -> None:

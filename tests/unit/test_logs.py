@@ -14,7 +14,7 @@ import sys
 SCRIPT = r"""
 import logging, sys
 import structlog
-from llamahomed.logs import configure_logging
+from llamahomed.observability.logs import configure_logging
 configure_logging("info", sys.argv[1])
 structlog.get_logger("llamahomed.test").info("hello", answer=42)
 logging.getLogger("aiohttp.server").error("stdlib says %s", "hi")

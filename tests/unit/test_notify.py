@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from llamahomed.notify import Notifier
+from llamahomed.core.notify import Notifier
 
 
 def test_from_environ_takes_the_variable_out_so_workers_do_not_inherit_it() -> None:

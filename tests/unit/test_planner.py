@@ -15,7 +15,7 @@ import pytest
 from llamahomed.planner import Candidate, PlanRequest, choose_variant, estimate, llama_shape, plan
 from llamahomed.planner.choose import Option, Plan
 from llamahomed.planner.estimate import LoadParams
-from llamahomed.resources import Machine, simulated_machine
+from llamahomed.core.resources import Machine, simulated_machine
 
 GiB = 2**30
 VARIANTS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]

@@ -35,6 +35,6 @@ def test_the_guides_token_example_runs() -> None:
 
 def test_the_daemon_and_the_client_share_one_token_implementation() -> None:
     import llamahome.auth
-    import llamahomed.security
+    import llamahomed.core.authority
 
-    assert llamahomed.security.TokenValidator is llamahome.auth.TokenValidator
+    assert llamahomed.core.authority.TokenValidator is llamahome.auth.TokenValidator

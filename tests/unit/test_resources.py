@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from llamahomed.planner import Candidate, PlanRequest, llama_shape, plan
-from llamahomed.resources import (GPU, apple_gpu_budget, read_llama_devices, read_machine,
+from llamahomed.core.resources import (GPU, apple_gpu_budget, read_llama_devices, read_machine,
                                   read_nvml, simulated_machine)
 
 GiB = 2**30
@@ -150,7 +150,7 @@ def test_other_llama_cpp_backends_are_used_when_there_is_no_nvidia_gpu() -> None
 
 
 def test_the_daemon_reads_llama_cpps_devices_in_a_child_process() -> None:
-    from llamahomed.resources import llama_devices_isolated
+    from llamahomed.core.resources import llama_devices_isolated
 
     gpus, why = llama_devices_isolated()
     assert (gpus, why) == read_llama_devices()  # the same answer as reading it here

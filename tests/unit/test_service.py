@@ -18,7 +18,7 @@ import pytest
 
 from llamahomed.cli import main
 from llamahomed.commands import service
-from llamahomed.settings import Settings
+from llamahomed.core.settings import Settings
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llamahomed.config_store import ConfigStore, atomic_write
-from llamahomed.errors import StartupError, ValidationFailed
-from llamahomed.settings import Settings, format_size, parse_size
+from llamahomed.core.config_store import ConfigStore, atomic_write
+from llamahomed.core.errors import StartupError, ValidationFailed
+from llamahomed.core.settings import Settings, format_size, parse_size
 
 
 def test_env_overrides_file_and_arguments_override_env(isolated_env: Path,
@@ -86,13 +86,13 @@ def test_kill_9_during_config_writes_never_leaves_a_broken_file(tmp_path: Path) 
     import sys
     import time
 
-    from llamahomed.settings import read_config_file
+    from llamahomed.core.settings import read_config_file
 
     target = tmp_path / "config.toml"
     writer = subprocess.Popen([sys.executable, "-c", f"""
 import tomli_w
 from pathlib import Path
-from llamahomed.config_store import atomic_write
+from llamahomed.core.config_store import atomic_write
 i = 0
 while True:
     i += 1

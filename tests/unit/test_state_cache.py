@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llamahomed.engine.state_cache import StateCache, common_prefix
+from llamahomed.engine.worker.state_cache import StateCache, common_prefix
 
 
 def test_best_finds_the_longest_shared_prefix() -> None:

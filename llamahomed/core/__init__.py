@@ -1,0 +1,1 @@
+"""Core: settings, config store, errors, files, resources, tokens. Imports no other layer."""

@@ -1,0 +1,103 @@
+"""Live configuration: validated partial updates that persist atomically and apply at once."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ValidationError
+
+from llamahomed.core.errors import ValidationFailed
+from llamahomed.core.settings import (ModelSettings, RateLimitSettings, Settings, SystemSettings,
+                                 read_config_file)
+
+SECTIONS: dict[str, type[BaseModel]] = {"model_settings": ModelSettings,
+                                        "system_settings": SystemSettings,
+                                        "rate_limits": RateLimitSettings}
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` so that a crash at any moment leaves either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _validation_details(exc: ValidationError, section: str) -> dict[str, Any]:
+    errors = [{"field": ".".join([section, *(str(p) for p in err["loc"])]), "message": err["msg"]}
+              for err in exc.errors()]
+    return {"errors": errors}
+
+
+def _drop_none(value: Any) -> Any:
+    """TOML has no null: an unset nested field (a tier's ``rpm: null``) is left out."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+class ConfigStore:
+    """Holds the current :class:`Settings`; handlers read ``store.settings`` on every request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def public(self) -> dict[str, Any]:
+        """The guide's config document."""
+        return {name: getattr(self.settings, name).model_dump(mode="json") for name in SECTIONS}
+
+    def update(self, patch: Any) -> dict[str, Any]:
+        """Merge a partial update, validate it, persist it, then make it current."""
+        if not isinstance(patch, dict):
+            raise ValidationFailed("the config body must be a JSON object",
+                                   details={"errors": [{"field": "", "message": "not an object"}]})
+        unknown = sorted(set(patch) - set(SECTIONS))
+        if unknown:
+            raise ValidationFailed(
+                f"unknown config section(s): {', '.join(unknown)}",
+                details={"errors": [{"field": k, "message": "unknown section"} for k in unknown]})
+        new_sections: dict[str, BaseModel] = {}
+        for name, changes in patch.items():
+            if not isinstance(changes, dict):
+                raise ValidationFailed(f"{name} must be an object",
+                                       details={"errors": [{"field": name, "message": "not an object"}]})
+            current = getattr(self.settings, name).model_dump()
+            try:
+                new_sections[name] = SECTIONS[name].model_validate({**current, **changes})
+            except ValidationError as exc:
+                raise ValidationFailed(f"invalid value in {name}",
+                                       details=_validation_details(exc, name)) from exc
+        self._persist(patch)
+        self.settings = self.settings.model_copy(update=new_sections)
+        return self.public()
+
+    def _persist(self, patch: dict[str, Any]) -> None:
+        path = self.settings.config_file
+        document = read_config_file(path)
+        for name, changes in patch.items():
+            section = dict(document.get(name, {}))
+            section.update({k: _drop_none(v) for k, v in changes.items() if v is not None})
+            for key in [k for k, v in changes.items() if v is None]:
+                section.pop(key, None)
+            document[name] = section
+        atomic_write(path, tomli_w.dumps(document).encode())

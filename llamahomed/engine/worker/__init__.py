@@ -1,0 +1,1 @@
+"""The worker process side: everything here runs inside ``python -m llamahomed.engine.worker``."""

@@ -1,0 +1,3 @@
+from llamahomed.engine.worker.serve import main
+
+main()

@@ -1,0 +1,150 @@
+"""The first engine: llama-cpp-python's ``Llama``, one sequence decoding at a time.
+
+It speaks the full worker protocol (many sequences in flight, each with its id, cancel at any
+step), so the continuous-batching engine can replace it without touching the daemon. Sequences
+queue in arrival order; each step decodes one token of the sequence at the head.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from llamahomed.engine.worker.embed import Embedder
+from llamahomed.engine.worker.inbox import Inbox, SequenceState, special_tokens
+from llamahomed.engine.worker.detok import TextOutput, text_event
+from llamahomed.engine.protocol import SamplingParams
+
+Event = dict[str, Any]
+Emit = Callable[[list[Event]], None]
+
+
+@dataclass(eq=False)
+class Sequence(SequenceState):
+    stream: Generator[int, Any, None] | None = None
+
+
+class SequentialEngine(Inbox[Sequence]):
+    """Owns one ``llama_cpp.Llama``; ``run()`` is the decode thread's loop."""
+
+    def __init__(self, llm: Any, emit: Emit) -> None:
+        import llama_cpp
+
+        super().__init__(emit)
+        self._llama_cpp = llama_cpp
+        self.llm = llm
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    @classmethod
+    def load(cls, config: dict[str, Any], emit: Emit) -> SequentialEngine:
+        import llama_cpp
+
+        from llamahomed.engine.worker.batched import kv_ggml_type
+
+        llm = llama_cpp.Llama(
+            model_path=config["model_path"],
+            n_ctx=int(config["n_ctx"]),
+            n_batch=int(config.get("n_batch", 512)),
+            n_threads=config.get("n_threads"),
+            n_gpu_layers=int(config.get("n_gpu_layers", 0)),
+            n_ubatch=int(config.get("n_ubatch", 512)),
+            swa_full=bool(config.get("swa_full", True)),
+            type_k=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
+            type_v=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
+            seed=int(config.get("seed", llama_cpp.LLAMA_DEFAULT_SEED)),
+            verbose=bool(config.get("verbose", False)),
+        )
+        return cls(llm, emit)
+
+    def info(self) -> dict[str, Any]:
+        return {"n_ctx": self.llm.n_ctx(),
+                "n_ctx_train": self._llama_cpp.llama_model_n_ctx_train(self.llm.model),
+                "n_vocab": self.llm.n_vocab(), "n_threads": self.llm.n_threads,
+                "n_batch": self.llm.n_batch, "n_slots": 1, "engine": "sequential",
+                **special_tokens(self._llama_cpp, self._vocab)}
+
+    def embedder(self) -> Embedder:
+        """Embeddings on this model through a context of its own (see ``embed.py``)."""
+        return Embedder(self._llama_cpp, self.llm.model, self.llm.n_ctx(), int(self.llm.n_threads))
+
+    # -- called from the reader thread -------------------------------------------------------
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
+        """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
+        self._accept(seq_id, tokens, self.llm.n_ctx(),
+                     lambda: Sequence(seq_id, tokens, params, out=TextOutput(params.stop)))
+
+    # -- the decode thread --------------------------------------------------------------------
+    def run(self) -> None:
+        active: Sequence | None = None
+        while True:
+            with self._cond:
+                while not self._stopping and active is None and not self._queue:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                if active is not None and active.seq_id in self._cancelled:
+                    self._cancelled.discard(active.seq_id)
+                    self._emit([self._finish(active, "cancelled")])
+                    active = None
+                    continue
+                if active is None:
+                    active = self._queue.popleft()
+                    if active.seq_id in self._cancelled:
+                        self._cancelled.discard(active.seq_id)
+                        self._emit([self._finish(active, "cancelled")])
+                        active = None
+                        continue
+            try:
+                events, done = self._step(active)
+            except Exception as exc:  # noqa: BLE001 - a failed decode fails this sequence only
+                events, done = [{"seq": active.seq_id, "kind": "error", "code": "internal_error",
+                                 "message": f"decode failed: {exc}", "details": {}}], True
+            self._emit(events)
+            if done:
+                active = None
+
+    def _start(self, seq: Sequence) -> None:
+        seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(31)
+        self.llm.set_seed(seed)
+        seq.started = time.perf_counter()
+        seq.stream = self.llm.generate(
+            seq.tokens, top_k=seq.params.top_k, top_p=seq.params.top_p, min_p=seq.params.min_p,
+            temp=seq.params.temperature, repeat_penalty=seq.params.repeat_penalty, reset=True)
+
+    def _step(self, seq: Sequence) -> tuple[list[Event], bool]:
+        if seq.stream is None:
+            self._start(seq)
+        assert seq.stream is not None
+        token = next(seq.stream)
+        if not seq.first_token:
+            seq.first_token = time.perf_counter()
+        if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            return self._end(seq, "stop"), True
+        seq.generated += 1
+        piece = self.llm.detokenize([token])
+        text, stopped = seq.out.feed(piece)
+        events: list[Event] = [text_event(seq.seq_id, text, 1)] if text else []
+        if stopped:
+            return events + [self._finish(seq, "stop")], True
+        room = self.llm.n_ctx() - len(seq.tokens) - seq.generated
+        if seq.generated >= seq.params.max_tokens or room <= 0:
+            return events + self._end(seq, "length"), True
+        return events, False
+
+    def _end(self, seq: Sequence, reason: str) -> list[Event]:
+        """Flush held-back text, then finish."""
+        tail = seq.out.flush()
+        events: list[Event] = [text_event(seq.seq_id, tail, 0)] if tail else []
+        return events + [self._finish(seq, reason)]
+
+    def _finish(self, seq: Sequence, reason: str) -> Event:
+        if seq.stream is not None:
+            seq.stream.close()
+        if not seq.started:
+            seq.started = time.perf_counter()
+        return {"seq": seq.seq_id, "kind": "done", "finish_reason": reason,
+                "usage": seq.usage(), "timings": seq.timings()}

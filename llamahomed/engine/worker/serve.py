@@ -1,0 +1,137 @@
+"""The model worker process: ``python -m llamahomed.engine.worker --fd N --config JSON``.
+
+It owns one llama.cpp model. The main thread reads frames from the daemon (submit, cancel,
+shutdown); one decode thread owns the llama context and runs the engine's step loop, sending one
+frame per step. The process exits when the daemon says so or its socket closes (the daemon died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from llamahomed.engine.protocol import ProtocolError, SamplingParams, encode, recv_frame
+
+
+class Channel:
+    """The worker's end of the socketpair; sends are serialised across threads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self.request_ids: dict[int, str] = {}  # seq -> the daemon's x-request-id, until it ends
+        self.engine: Any = None  # set once loaded; its ``kv_usage`` (if any) rides on frames
+        self._kv_usage: float | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = encode(message)
+        with self._lock:
+            self._sock.sendall(data)
+
+    def send_events(self, events: list[dict[str, Any]]) -> None:
+        """One step frame; a sequence's last event carries its request id back."""
+        if events:
+            for event in events:
+                if event.get("kind") in ("done", "error") and event.get("seq") in self.request_ids:
+                    event["request_id"] = self.request_ids.pop(event["seq"])
+            frame: dict[str, Any] = {"ev": "step", "events": events}
+            with self._lock:  # frames leave in the order their kv_usage was read
+                usage = getattr(self.engine, "kv_usage", None)
+                if usage is not None and usage != self._kv_usage:  # sent when it changes
+                    self._kv_usage = frame["kv_usage"] = usage
+                self._sock.sendall(encode(frame))
+
+    def recv(self) -> dict[str, Any] | None:
+        return recv_frame(self._sock)
+
+
+def _load_engine(config: dict[str, Any], channel: Channel) -> Any:
+    # Imported here so that a crash inside llama.cpp's import or load kills only this process.
+    if config.get("engine", "batched") == "batched":
+        from llamahomed.engine.worker.batched import BatchedEngine
+
+        return BatchedEngine.load(config, channel.send_events)
+    from llamahomed.engine.worker.sequential import SequentialEngine
+
+    return SequentialEngine.load(config, channel.send_events)
+
+
+def _embed(embedder: Any, channel: Channel, message: dict[str, Any]) -> None:
+    seq_id = int(message["seq"])
+    try:
+        event = embedder.embed(seq_id, [str(text) for text in message["inputs"]])
+    except Exception as exc:  # noqa: BLE001 - reported to the daemon as this request's error
+        event = {"seq": seq_id, "kind": "error", "code": "internal_error",
+                 "message": f"embedding failed: {type(exc).__name__}: {exc}", "details": {}}
+    try:
+        channel.send_events([event])
+    except OSError:
+        pass
+
+
+def serve(channel: Channel, config: dict[str, Any]) -> int:
+    started = time.perf_counter()
+    try:
+        from llamahomed.planner.measured import capture_buffers, parse_buffers
+
+        with capture_buffers() as lines:  # what llama.cpp allocates, for the planner
+            engine = _load_engine(config, channel)
+    except Exception as exc:  # noqa: BLE001 - every load failure is reported, then we exit
+        channel.send({"ev": "load_failed", "message": f"{type(exc).__name__}: {exc}"})
+        return 3
+    channel.engine = engine
+    info = engine.info()
+    info["buffers"] = parse_buffers(lines)
+    info["load_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    channel.send({"ev": "ready", "info": info})
+    decode = threading.Thread(target=engine.run, name="decode", daemon=True)
+    decode.start()
+    embedder = None
+    try:
+        while True:
+            message = channel.recv()
+            if message is None or message.get("op") == "shutdown":
+                break
+            op = message.get("op")
+            if op == "submit":
+                if message.get("request_id"):
+                    channel.request_ids[int(message["seq"])] = str(message["request_id"])
+                engine.submit(int(message["seq"]), str(message["prompt"]),
+                              SamplingParams.from_wire(message["params"]),
+                              bool(message.get("special", False)))
+            elif op == "cancel":
+                engine.cancel(int(message["seq"]))
+            elif op == "embed":
+                embedder = embedder or engine.embedder()
+                threading.Thread(target=_embed, args=(embedder, channel, message), name="embed",
+                                 daemon=True).start()
+    except (ProtocolError, OSError):
+        pass
+    if embedder is not None:
+        embedder.close()
+    engine.stop()
+    decode.join(timeout=5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llamahomed-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    code = serve(Channel(sock), json.loads(args.config))
+    sock.close()
+    sys.stdout.flush()
+    # Skip interpreter teardown: llama.cpp's static destructors can be slow or noisy at exit.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

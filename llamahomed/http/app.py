@@ -1,0 +1,78 @@
+"""The application factory: routes, middlewares, and the resources they share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from llamahomed.http import openapi, ratelimit
+from llamahomed.http.handlers import (metrics, models, native as generate, openai, pull, status,
+                                      system, ws)
+from llamahomed.http.access import auth_middleware
+from llamahomed.http.guard import guard_middleware, setup_guard
+from llamahomed.http.keys import AUTHORITY, CONFIG, INFERENCE, METRICS, MONITORING, STARTED_AT
+from llamahomed.http.middleware import add_request_id_header, error_middleware, request_id_middleware
+from llamahomed.core.config_store import ConfigStore
+from llamahomed.service.inference import InferenceService
+from llamahomed.observability.metrics import Monitoring
+from llamahomed.core.authority import Authority, ensure_admin_token
+from llamahomed.core.settings import Settings
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", system.health)
+    app.router.add_get("/metrics", metrics.metrics)
+    app.router.add_get("/api/v1/status", status.status)
+    app.router.add_post("/api/v1/process", generate.process)
+    app.router.add_post("/api/v1/stream", generate.stream)
+    app.router.add_post("/api/v1/batch", generate.batch)
+    app.router.add_get("/api/v1/models", models.list_models)
+    app.router.add_get("/api/v1/models/{model_id}", models.get_model)
+    app.router.add_post("/api/v1/models/pull", pull.pull_model)
+    app.router.add_get("/api/v1/config", system.get_config)
+    app.router.add_post("/api/v1/config", system.update_config)
+    app.router.add_get("/api/v1/openapi.json", openapi.serve)
+    openai.add_routes(app)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """A ready-to-run app; workers start on first use and stop in cleanup."""
+    app = web.Application(
+        middlewares=[request_id_middleware, metrics.metrics_middleware, error_middleware,
+                     guard_middleware, auth_middleware, ratelimit.ratelimit_middleware],
+        client_max_size=settings.max_body_bytes,
+        # aiohttp's own hard caps (a plain 400 beyond); max_header_bytes (431, enveloped) is lower.
+        handler_args={"max_field_size": 65536, "max_line_size": 16384},
+    )
+    config = ConfigStore(settings)
+    app[CONFIG] = config
+    app[STARTED_AT] = time.monotonic()
+    app[MONITORING] = Monitoring.create(
+        tracing=settings.tracing,
+        workers=lambda: app[INFERENCE].pool.workers() if INFERENCE in app else {})
+    app[METRICS] = app[MONITORING].metrics
+    authority = Authority.from_settings(settings)
+    ensure_admin_token(settings, authority)
+    app[AUTHORITY] = authority
+    setup_guard(app)
+    app.cleanup_ctx.append(_authority_ctx)
+    app.cleanup_ctx.append(_inference_ctx)
+    app.on_response_prepare.append(add_request_id_header)
+    ratelimit.setup(app)
+    add_routes(app)
+    ws.setup(app)
+    return app
+
+
+async def _authority_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[AUTHORITY].prune_keys()
+    yield
+    app[AUTHORITY].close()
+
+
+async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[INFERENCE] = service = InferenceService.create(app[CONFIG], app[MONITORING])
+    yield
+    await service.close()

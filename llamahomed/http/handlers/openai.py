@@ -1,0 +1,410 @@
+"""OpenAI-compatible routes, so tools built for OpenAI's API talk to the daemon unchanged.
+
+``POST /v1/chat/completions`` (the model's own chat template from its GGUF), ``POST
+/v1/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/embeddings``. The same
+bearer tokens as the rest of the API (a LlamaHome token is the OpenAI ``api_key``); errors on
+these routes have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (rendered
+by the error middleware). Streaming is SSE: ``data: {chunk}`` events, then ``data: [DONE]``.
+
+LlamaHome's own options ride in the body next to OpenAI's fields (the SDKs' ``extra_body``):
+``top_k``, ``min_p``, ``repeat_penalty`` and ``n_ctx`` (the context to load the model with).
+OpenAI features the daemon cannot honour (``n > 1``, logprobs, tools, penalties other than 0)
+are refused with a 400 that names the field, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llamahomed.http.access import requires_scope
+from llamahomed.http.handlers.native import collect
+from llamahomed.http.keys import CONFIG, INFERENCE
+from llamahomed.http.schemas import GenerationFields, parse_body, validation_details
+from llamahomed.service.chat_template import ChatTemplate
+from llamahomed.engine.handle import sequence_error
+from llamahomed.engine.protocol import SamplingParams
+from llamahomed.core.errors import InvalidRequest, ValidationFailed
+from llamahomed.service.inference import Generation, InferenceService
+from llamahomed.registry.store import ModelEntry
+
+SSE = "text/event-stream"
+MAX_EMBED_INPUTS = 256
+OWNER = "llamahome"
+
+
+def add_routes(app: web.Application) -> None:
+    app[CHAT_TEMPLATES] = TemplateCache()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id}", get_model)
+    app.router.add_post("/v1/embeddings", embeddings)
+
+
+class TemplateCache:
+    """Compiled chat templates by model file (compiling Gemma's takes a few milliseconds)."""
+
+    def __init__(self, limit: int = 16) -> None:
+        self._limit = limit
+        self._templates: dict[tuple[str, str, str, bool], ChatTemplate] = {}
+
+    def get(self, entry: ModelEntry, info: dict[str, Any]) -> ChatTemplate:
+        source = entry.info.chat_template or ""
+        key = (source, str(info.get("bos_token", "")), str(info.get("eos_token", "")),
+               bool(info.get("add_bos", True)))
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= self._limit:
+                self._templates.pop(next(iter(self._templates)))
+            template = ChatTemplate(source, bos_token=key[1], eos_token=key[2], strip_bos=key[3])
+            self._templates[key] = template
+        return template
+
+
+CHAT_TEMPLATES = web.AppKey("chat_templates", TemplateCache)
+
+
+# -- request bodies -----------------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Common(_Strict):
+    """Fields both completion routes share, plus LlamaHome's own (``extra_body``)."""
+
+    model: str | None = Field(None, min_length=1, max_length=200)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = Field(None, max_length=256)
+    # LlamaHome options
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    n_ctx: int | None = Field(None, ge=64, le=1_048_576)
+
+    def _unsupported(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.n != 1:
+            problems.append(("n", "only n=1 is supported; send several requests"))
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name) not in (None, 0, 0.0):
+                problems.append((name, "not supported; use repeat_penalty (extra_body) instead"))
+        if self.logit_bias:
+            problems.append(("logit_bias", "not supported"))
+        return problems
+
+    def check_supported(self) -> None:
+        problems = self._unsupported()
+        if problems:
+            field, why = problems[0]
+            raise InvalidRequest(f"{field}: {why}", details={"errors": [
+                {"field": f, "message": m} for f, m in problems]})
+
+    def sampling(self, request: web.Request, max_tokens: int | None) -> SamplingParams:
+        """The LlamaHome sampling fields, validated by the same rules as /api/v1/process."""
+        try:
+            fields = GenerationFields.model_validate({
+                "model": self.model, "max_tokens": max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
+                "repeat_penalty": self.repeat_penalty,
+                "seed": None if self.seed is None else self.seed % 2**32, "stop": self.stop})
+        except ValidationError as exc:
+            details = validation_details(exc)
+            raise ValidationFailed(f"invalid field(s): {', '.join(e['field'] for e in details['errors'])}",
+                                   details=details) from exc
+        settings = request.app[CONFIG].settings
+        return fields.sampling(settings.model_settings, settings.system_settings)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(None, max_length=256)
+
+    def for_template(self) -> dict[str, Any]:
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text for part in content)
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
+                                   "content": content or ""}
+        if self.name:
+            message["name"] = self.name
+        return message
+
+
+class ChatRequest(_Common):
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=10_000)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+
+    def _unsupported(self) -> list[tuple[str, str]]:
+        problems = super()._unsupported()
+        if self.logprobs or self.top_logprobs:
+            problems.append(("logprobs", "not supported"))
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            problems.append(("response_format", "only {'type': 'text'} is supported"))
+        if self.tools or self.tool_choice not in (None, "none", "auto"):
+            problems.append(("tools", "tool calling is not supported"))
+        return problems
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str] = Field(..., min_length=1)
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def _unsupported(self) -> list[tuple[str, str]]:
+        problems = super()._unsupported()
+        if self.echo:
+            problems.append(("echo", "not supported"))
+        if self.logprobs:
+            problems.append(("logprobs", "not supported"))
+        if self.suffix:
+            problems.append(("suffix", "not supported"))
+        if self.best_of not in (None, 1):
+            problems.append(("best_of", "only best_of=1 is supported"))
+        if isinstance(self.prompt, list) and self.stream and len(self.prompt) != 1:
+            problems.append(("prompt", "streaming takes one prompt"))
+        if isinstance(self.prompt, list) and not all(self.prompt):
+            problems.append(("prompt", "prompts must not be empty strings"))
+        if isinstance(self.prompt, list) and len(self.prompt) > 64:
+            problems.append(("prompt", "at most 64 prompts per request"))
+        return problems
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+
+
+class EmbeddingRequest(_Strict):
+    input: str | list[str] = Field(..., min_length=1)
+    model: str | None = Field(None, min_length=1, max_length=200)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = Field(None, max_length=256)
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+def _finish_reason(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, int]:
+    return {key: int(usage.get(key, 0)) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+@requires_scope("inference")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, ChatRequest)
+    body.check_supported()
+    params = body.sampling(request, body.max_completion_tokens or body.max_tokens)
+    service = request.app[INFERENCE]
+    entry, load = await service.prepare(body.model, body.n_ctx)
+    if not entry.info.has_chat_template:
+        raise InvalidRequest(
+            f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
+            "use /v1/completions with a prompt in the model's own format",
+            details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
+    worker = await service.acquire(entry, load)
+    template = request.app[CHAT_TEMPLATES].get(entry, worker.info)
+    prompt = template.render([m.for_template() for m in body.messages])
+    generation = await service.submit(entry, worker, prompt, params, special=True)
+    reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if text is not None:
+                delta["content"] = text
+            return {"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                    "model": entry.id, "system_fingerprint": None,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                 "finish_reason": finish}]}
+        return await _sse(request, service, generation, chunk, body.include_usage, opening=True)
+    result = await collect(service, generation)
+    return web.json_response({
+        "id": reply_id, "object": "chat.completion", "created": created, "model": entry.id,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
+                     "logprobs": None, "finish_reason": _finish_reason(result["finish_reason"])}],
+        "usage": _usage(result["usage"])})
+
+
+@requires_scope("inference")
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, CompletionRequest)
+    body.check_supported()
+    params = body.sampling(request, body.max_tokens)
+    service = request.app[INFERENCE]
+    entry, load = await service.prepare(body.model, body.n_ctx)
+    reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        worker = await service.acquire(entry, load)
+        generation = await service.submit(entry, worker, body.prompts[0], params)
+
+        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+            return {"id": reply_id, "object": "text_completion", "created": created,
+                    "model": entry.id, "system_fingerprint": None,
+                    "choices": [{"index": 0, "text": text or "", "logprobs": None,
+                                 "finish_reason": finish}]}
+        return await _sse(request, service, generation, chunk, body.include_usage, opening=False)
+
+    async def one(prompt: str) -> dict[str, Any]:
+        worker = await service.acquire(entry, load)
+        return await collect(service, await service.submit(entry, worker, prompt, params))
+
+    results = await asyncio.gather(*(one(p) for p in body.prompts))
+    usage = {key: sum(r["usage"][key] for r in results)
+             for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return web.json_response({
+        "id": reply_id, "object": "text_completion", "created": created, "model": entry.id,
+        "system_fingerprint": None,
+        "choices": [{"index": i, "text": r["text"], "logprobs": None,
+                     "finish_reason": _finish_reason(r["finish_reason"])}
+                    for i, r in enumerate(results)],
+        "usage": usage})
+
+
+Chunk = Callable[..., dict[str, Any]]
+
+
+async def _sse(request: web.Request, service: InferenceService, generation: Generation,
+               chunk: Chunk, include_usage: bool, *, opening: bool) -> web.StreamResponse:
+    """``data: {chunk}`` events, a last chunk with the finish reason, usage if asked, [DONE].
+
+    An error after the first byte is a ``data: {"error": ...}`` event (OpenAI's SDKs raise it).
+    A client that goes away cancels the sequence at the worker's next step.
+    """
+    response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
+
+    async def send(data: dict[str, Any]) -> None:
+        if include_usage and "choices" in data and "usage" not in data:
+            data["usage"] = None
+        await response.write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
+
+    try:
+        await response.prepare(request)
+        if opening:
+            await send(chunk(None, None, first=True))
+        async for event in generation.stream.events():
+            if event["kind"] == "text":
+                await send(chunk(event["text"], None))
+            elif event["kind"] == "done":
+                service.finished(generation, event)
+                await send(chunk(None, _finish_reason(event.get("finish_reason"))))
+                if include_usage:
+                    final = chunk(None, None)
+                    final["choices"] = []
+                    final["usage"] = _usage(event["usage"])
+                    await send(final)
+            else:
+                await send(sequence_error(event).openai_envelope())
+                break
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    finally:
+        await generation.stream.cancel()
+    return response
+
+
+def _model_object(entry: ModelEntry) -> dict[str, Any]:
+    try:
+        created = int(entry.path.stat().st_mtime)
+    except OSError:
+        created = 0
+    return {"id": entry.id, "object": "model", "created": created, "owned_by": OWNER}
+
+
+@requires_scope("inference")
+async def list_models(request: web.Request) -> web.Response:
+    groups = request.app[INFERENCE].registry.models()
+    return web.json_response({"object": "list",
+                              "data": [_model_object(entries[0]) for entries in groups.values()]})
+
+
+@requires_scope("inference")
+async def get_model(request: web.Request) -> web.Response:
+    service = request.app[INFERENCE]
+    return web.json_response(_model_object(service.registry.resolve(request.match_info["model_id"])))
+
+
+@requires_scope("inference")
+async def embeddings(request: web.Request) -> web.Response:
+    body = await parse_body(request, EmbeddingRequest)
+    if body.dimensions is not None:
+        raise InvalidRequest("dimensions: not supported; the model's own size is used",
+                             details={"errors": [{"field": "dimensions", "message": "not supported"}]})
+    service = request.app[INFERENCE]
+    entry, load = await service.prepare(body.model)
+    if "embeddings" not in entry.capabilities:
+        raise InvalidRequest(
+            f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its GGUF "
+            "declares no pooling type); use an embedding model such as nomic-embed-text or bge",
+            details={"errors": [{"field": "model", "message": "the model cannot embed"}],
+                     "capabilities": entry.capabilities})
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or not all(texts) or len(texts) > MAX_EMBED_INPUTS:
+        raise InvalidRequest(
+            f"input: 1 to {MAX_EMBED_INPUTS} non-empty strings",
+            details={"errors": [{"field": "input", "message": "empty or too many inputs"}]})
+    worker = await service.acquire(entry, load)
+    stream = await worker.embed(texts)
+    try:
+        done = await stream.next_event()
+    finally:
+        await stream.cancel()
+    if done["kind"] != "done":
+        raise sequence_error(done)
+    data = [{"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
+            for i, vector in enumerate(done["embeddings"])]
+    usage = done["usage"]
+    return web.json_response({"object": "list", "data": data, "model": entry.id,
+                              "usage": {"prompt_tokens": usage["prompt_tokens"],
+                                        "total_tokens": usage["total_tokens"]}})
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    """``float``: the list; ``base64``: little-endian float32 bytes (what OpenAI's SDK asks for)."""
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

@@ -1,0 +1,50 @@
+"""GET /api/v1/status: what ``llamahomed status`` shows (loaded models, plans, slots, memory)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llamahomed import __version__
+from llamahomed.http.keys import INFERENCE, MONITORING, STARTED_AT
+
+
+def snapshot(app: web.Application) -> dict[str, Any]:
+    """The daemon's state right now (reads memory through the shared ResourceMonitor)."""
+    workers = app[INFERENCE].pool.workers()
+    reading = app[MONITORING].resources.sample(["memory", "gpu"])
+    now = time.monotonic()
+    models = []
+    for model_id, worker in sorted(workers.items()):
+        config = worker.config
+        models.append({
+            "id": model_id, "pid": worker.pid, "path": config.model_path,
+            "plan": {"engine": config.engine, "n_ctx": config.n_ctx, "n_batch": config.n_batch,
+                     "n_threads": config.n_threads, "n_gpu_layers": config.n_gpu_layers,
+                     "n_slots": config.n_slots},
+            "slots": worker.admission.slots, "slots_in_use": worker.admission.running,
+            "queued": worker.admission.waiting, "kv_cache_usage": worker.kv_usage,
+            "rss_bytes": reading.processes.get(f"worker:{model_id}", (0.0, 0))[1],
+            "tokens_generated": worker.tokens_generated,
+            "idle_s": round(now - worker.last_used, 1) if worker.in_flight == 0 else 0.0,
+            "load_ms": worker.info.get("load_ms"),
+        })
+    return {
+        "version": __version__, "pid": os.getpid(),
+        "uptime_s": round(now - app[STARTED_AT], 1),
+        "models": models,
+        "memory": {"daemon_rss_bytes": reading.processes.get("daemon", (0.0, 0))[1],
+                   "workers_rss_bytes": sum(m["rss_bytes"] for m in models),
+                   "system_total_bytes": reading.memory_total,
+                   "system_available_bytes": reading.memory_available},
+        "gpus": [{"index": g.index, "name": g.name, "memory_used_bytes": g.memory_used,
+                  "memory_total_bytes": g.memory_total, "utilization_percent": g.utilization}
+                 for g in reading.gpus],
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(snapshot(request.app))

@@ -1,0 +1,324 @@
+"""``GET /api/v1/ws``: many generations on one WebSocket; ``POST /api/v1/ws/ticket`` for browsers.
+
+The upgrade is refused (a normal HTTP error in the envelope) unless the Origin is allowed and the
+caller authenticated: an ``Authorization: Bearer`` header, or ``?ticket=`` with a single-use
+ticket from ``POST /api/v1/ws/ticket`` (browsers cannot put headers on a WebSocket), valid for
+``TICKET_TTL`` seconds.
+
+Messages are JSON text. Client -> daemon::
+
+    {"id": "a1", "prompt": "...", "model": ..., "max_tokens": ..., ...the process fields}
+    {"cancel": "a1"}
+
+Daemon -> client, for each request (several may run at once, their messages interleave)::
+
+    {"id": "a1", "chunk": "Hello", "index": 0}
+    {"id": "a1", "done": true, "usage": {...}, "finish_reason": "length", "model": ..., "created": ...}
+    {"id": "a1", "error": {"code", "message", "details"}}        instead of ``done``
+
+A cancelled request ends with ``done`` and ``finish_reason: "cancelled"``. Closing the socket
+cancels everything it has in flight at the worker's next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import structlog
+from aiohttp import WSMsgType, web
+from llamahome.auth import TokenClaims
+from pydantic import Field, ValidationError
+
+from llamahomed.http.access import insufficient_scope, requires_scope, self_authenticating
+from llamahomed.http.handlers.native import final_fields
+from llamahomed.http.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE
+from llamahomed.http.ratelimit import RATE_LIMITS, charge, refusal
+from llamahomed.http.schemas import GenerationFields, validation_details
+from llamahomed.engine.handle import sequence_error
+from llamahomed.core.errors import (AuthenticationFailed, InvalidRequest, LlamaHomeError,
+                               PermissionDenied, ServerBusy, ValidationFailed)
+from llamahomed.service.inference import Generation
+
+log = structlog.get_logger(__name__)
+
+TICKET_TTL = 30.0
+MAX_TICKETS = 10_000
+MAX_IN_FLIGHT = 32
+MAX_ID_LENGTH = 128
+HEARTBEAT_S = 30.0
+
+RequestId = Union[str, int]
+
+
+class WsRequest(GenerationFields):
+    """One generation asked for over the socket (``id`` is taken off before validation)."""
+
+    prompt: str = Field(..., min_length=1, max_length=4_000_000)
+
+
+class TicketBook:
+    """Single-use WebSocket tickets: random, kept only as a hash, valid ``ttl`` seconds."""
+
+    def __init__(self, ttl: float = TICKET_TTL, limit: int = MAX_TICKETS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self._limit, self._clock = ttl, limit, clock
+        self._tickets: dict[str, tuple[TokenClaims, float]] = {}
+
+    @staticmethod
+    def _key(ticket: str) -> str:
+        return hashlib.sha256(ticket.encode()).hexdigest()
+
+    def _purge(self) -> None:
+        now = self._clock()
+        for key in [k for k, (_, expires) in self._tickets.items() if expires <= now]:
+            del self._tickets[key]
+
+    def issue(self, claims: TokenClaims) -> str:
+        """A new ticket standing for ``claims`` once, for ``ttl`` seconds."""
+        self._purge()
+        if len(self._tickets) >= self._limit:
+            raise ServerBusy("too many unused WebSocket tickets; retry in a few seconds",
+                             details={"retry_after": int(self.ttl)},
+                             headers={"Retry-After": str(int(self.ttl))})
+        ticket = secrets.token_urlsafe(32)
+        expires = self._clock() + self.ttl
+        if claims.expires_at is not None:  # never outlive the token it was bought with
+            expires = min(expires, self._clock() + max(0.0, claims.expires_at - time.time()))
+        self._tickets[self._key(ticket)] = (claims, expires)
+        return ticket
+
+    def redeem(self, ticket: str) -> TokenClaims:
+        """The ticket's claims; it cannot be used again. AuthenticationFailed if unknown or old."""
+        entry = self._tickets.pop(self._key(ticket), None)
+        if entry is None or entry[1] <= self._clock():
+            raise AuthenticationFailed("invalid, expired or already used WebSocket ticket; "
+                                       "get a new one from POST /api/v1/ws/ticket")
+        return entry[0]
+
+
+@dataclass
+class WsHub:
+    """What the WebSocket routes share: the ticket book and the open sockets."""
+
+    tickets: TicketBook = field(default_factory=TicketBook)
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+
+WS_HUB = web.AppKey("ws_hub", WsHub)
+
+
+def setup(app: web.Application) -> None:
+    """Routes, shared state, and closing every socket when the daemon shuts down."""
+    app[WS_HUB] = WsHub()
+    app.router.add_get("/api/v1/ws", websocket)
+    app.router.add_post("/api/v1/ws/ticket", ticket)
+    app.on_shutdown.append(close_all)
+
+
+async def close_all(app: web.Application) -> None:
+    for ws in list(app[WS_HUB].sockets):
+        await ws.close(code=1001, message=b"server shutting down")
+
+
+def _authenticate(request: web.Request) -> TokenClaims:
+    header = request.headers.get("Authorization")
+    given = request.query.get("ticket")
+    if header or not given:
+        return request.app[AUTHORITY].check(header)
+    return request.app[WS_HUB].tickets.redeem(given)
+
+
+@requires_scope("inference")
+async def ticket(request: web.Request) -> web.Response:
+    """A single-use ticket for a browser's WebSocket (the bearer token was checked already)."""
+    hub = request.app[WS_HUB]
+    value = hub.tickets.issue(request[CLAIMS])
+    return web.json_response({"ticket": value, "expires_in": hub.tickets.ttl})
+
+
+@requires_scope("inference")
+@self_authenticating
+async def websocket(request: web.Request) -> web.StreamResponse:
+    # Host and Origin were checked by the guard middleware (check_origin) before this runs.
+    claims = request[CLAIMS] = _authenticate(request)
+    if not claims.has_scope("inference"):
+        raise insufficient_scope("inference")
+    settings = request.app[CONFIG].settings
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=settings.max_body_bytes)
+    if not ws.can_prepare(request).ok:
+        raise InvalidRequest("this route is a WebSocket: send a GET with 'Connection: Upgrade' "
+                             "and 'Upgrade: websocket'")
+    await ws.prepare(request)
+    hub = request.app[WS_HUB]
+    hub.sockets.add(ws)
+    session = Session(request, ws)
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await session.receive(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await session.send_error(None, InvalidRequest("send JSON as text messages"))
+    finally:
+        hub.sockets.discard(ws)
+        await session.close()
+    return ws
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    generation: Generation | None = None
+    cancel_requested: bool = False
+
+
+class Session:
+    """One socket's requests in flight, each a task feeding the shared batcher."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self._request = request
+        self._ws = ws
+        self._running: dict[RequestId, _Running] = {}
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._send_lock:
+            if not self._ws.closed:
+                await self._ws.send_str(json.dumps(message, ensure_ascii=False))
+
+    async def send_error(self, request_id: RequestId | None, error: LlamaHomeError) -> None:
+        await self.send({"id": request_id, **error.envelope()})
+
+    async def _reply_error(self, request_id: RequestId | None, error: LlamaHomeError) -> None:
+        await self._safe(self.send_error(request_id, error))
+
+    async def _safe(self, sending: Any) -> None:
+        try:
+            await sending
+        except (ConnectionError, RuntimeError):
+            pass  # the socket went away; its close cancels everything anyway
+
+    async def receive(self, raw: str) -> None:
+        """Start or cancel a request; every mistake answers with an error message, never a close."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            return await self._reply_error(None, InvalidRequest(f"the message is not valid JSON: {exc}"))
+        if not isinstance(data, dict):
+            return await self._reply_error(None, InvalidRequest("a message must be a JSON object"))
+        if "cancel" in data:
+            return await self._cancel(data["cancel"])
+        request_id = data.pop("id", None)
+        if not _valid_id(request_id):
+            return await self._reply_error(None, InvalidRequest(
+                f"every request needs an 'id': a string of 1 to {MAX_ID_LENGTH} characters "
+                "or an integer", details={"id": request_id if _jsonable_id(request_id) else None}))
+        if request_id in self._running:
+            return await self._reply_error(request_id, InvalidRequest(
+                f"request id {request_id!r} is already in flight on this socket"))
+        if len(self._running) >= MAX_IN_FLIGHT:
+            return await self._reply_error(request_id, InvalidRequest(
+                f"at most {MAX_IN_FLIGHT} requests may be in flight on one socket",
+                details={"max_in_flight": MAX_IN_FLIGHT}))
+        try:
+            body = WsRequest.model_validate(data)
+        except ValidationError as exc:
+            details = validation_details(exc)
+            fields = ", ".join(e["field"] for e in details["errors"])
+            return await self._reply_error(request_id, ValidationFailed(
+                f"invalid request field(s): {fields}", details=details))
+        decision = charge(self._request.app, self._request[CLAIMS])  # like an HTTP request
+        if decision is not None and not decision.allowed:
+            return await self._reply_error(request_id, refusal(decision))
+        task = asyncio.create_task(self._run(request_id, body))
+        self._running[request_id] = _Running(task)
+        task.add_done_callback(lambda _: self._running.pop(request_id, None))
+        return None
+
+    async def _cancel(self, request_id: Any) -> None:
+        running = self._running.get(request_id) if _valid_id(request_id) else None
+        if running is None:
+            return await self._reply_error(request_id if _jsonable_id(request_id) else None,
+                                     InvalidRequest("no request with this id is in flight"))
+        running.cancel_requested = True
+        if running.generation is not None:  # the worker answers with a "cancelled" done event
+            stream = running.generation.stream
+            await stream.worker.cancel(stream.seq_id)
+        else:  # still waiting for a slot or a model load
+            running.task.cancel()
+        return None
+
+    async def _run(self, request_id: RequestId, body: WsRequest) -> None:
+        app = self._request.app
+        service = app[INFERENCE]
+        running = self._running[request_id]
+        generation: Generation | None = None
+        try:
+            settings = app[CONFIG].settings
+            params = body.sampling(settings.model_settings, settings.system_settings)
+            generation = await service.start(body.model, body.prompt, params)
+            running.generation = generation
+            if running.cancel_requested:  # asked while the worker was checking the prompt
+                await generation.stream.worker.cancel(generation.stream.seq_id)
+            index = 0
+            async for event in generation.stream.events():
+                if event["kind"] == "text":
+                    await self.send({"id": request_id, "chunk": event["text"], "index": index})
+                    index += 1
+                elif event["kind"] == "done":
+                    service.finished(generation, event)
+                    self._charge_tokens(event.get("usage") or {})
+                    await self.send({"id": request_id, "done": True,
+                                     **final_fields(generation, event)})
+                elif event["kind"] == "error":
+                    await self.send_error(request_id, sequence_error(event))
+        except LlamaHomeError as exc:
+            await self._safe(self.send_error(request_id, exc))
+        except asyncio.CancelledError:
+            if running.cancel_requested and not self._ws.closed:
+                await self._safe(self.send({
+                    "id": request_id, "done": True, "finish_reason": "cancelled",
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}))
+            else:
+                raise
+        except (ConnectionError, RuntimeError):
+            pass  # the socket closed under us; close() cancels the sequence
+        except Exception:  # noqa: BLE001 - one request's bug must not take the socket down
+            log.exception("ws_request_failed")
+            await self._safe(self.send_error(request_id, LlamaHomeError(
+                "internal error; the daemon log has the details")))
+        finally:
+            if generation is not None:
+                await generation.stream.cancel()
+
+    def _charge_tokens(self, usage: dict[str, Any]) -> None:
+        """Debit the tier's tokens-per-minute budget, as the HTTP routes do after a request."""
+        limits, claims = self._request.app[RATE_LIMITS], self._request[CLAIMS]
+        total = usage.get("total_tokens")
+        if limits.enabled and isinstance(total, int) and total > 0:
+            limits.record(claims.user_id, claims.tier, total)
+
+    async def close(self) -> None:
+        """The socket is gone: cancel every request in flight (their sequences stop next step)."""
+        tasks = [running.task for running in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**63
+    return isinstance(value, str) and 1 <= len(value) <= MAX_ID_LENGTH
+
+
+def _jsonable_id(value: Any) -> bool:
+    return value is None or _valid_id(value)

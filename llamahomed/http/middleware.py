@@ -1,0 +1,92 @@
+"""Middlewares: request id -> (metrics and summary log line, api/metrics.py) -> error envelope
+(-> guard, api/guard.py -> auth, api/access.py -> rate limit, api/ratelimit.py)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from llamahomed.http.access import auth_middleware
+from llamahomed.http.keys import REQUEST_ID
+from llamahomed.core.errors import (LlamaHomeError, MethodNotAllowed, NotFound, PayloadTooLarge,
+                               UnsupportedMediaType)
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["add_request_id_header", "auth_middleware", "error_middleware", "render",
+           "request_id_middleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Accept a sane ``x-request-id`` or make one and bind it to every log line of the request
+    (the summary line per request comes from ``api/metrics.py``'s middleware)."""
+    given = request.headers.get("x-request-id", "")
+    request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        return await handler(request)
+
+
+def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:
+    if exc.status == 404:
+        return NotFound("no such endpoint; see the API guide for the routes")
+    if exc.status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        return MethodNotAllowed(f"method not allowed; this route accepts {', '.join(allowed)}",
+                                details={"allowed": allowed})
+    if exc.status == 413:
+        return PayloadTooLarge(f"the request body is too large: {exc.text or ''}".strip())
+    if exc.status == 415:
+        return UnsupportedMediaType(exc.text or "unsupported media type")
+    err = LlamaHomeError(exc.reason or "error")
+    err.status, err.code = exc.status, "invalid_request" if exc.status < 500 else "internal_error"
+    return err
+
+
+OPENAI_PREFIX = "/v1/"
+
+
+def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = False) -> web.Response:
+    """The guide's envelope (OpenAI's on the ``/v1/`` routes) with the error's status and headers."""
+    headers = dict(error.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    body = error.openai_envelope() if openai else error.envelope()
+    return web.json_response(body, status=error.status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": {"code", "message", "details"}}``.
+
+    The OpenAI-compatible routes (``/v1/...``) get OpenAI's shape instead,
+    ``{"error": {"message", "type", "param", "code"}}``, so OpenAI's SDKs read them.
+    """
+    openai = request.path.startswith(OPENAI_PREFIX)
+    try:
+        return await handler(request)
+    except LlamaHomeError as exc:
+        return render(exc, request.get(REQUEST_ID), openai=openai)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return render(_from_http_exception(exc), request.get(REQUEST_ID), openai=openai)
+    except Exception:  # noqa: BLE001 - the boundary where anything unexpected becomes a 500
+        log.exception("unhandled_error", path=request.path)
+        return render(LlamaHomeError("internal error; the daemon log has the details"),
+                      request.get(REQUEST_ID), openai=openai)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: runs before any response's headers go out, streams included."""
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["x-request-id"] = request_id

@@ -1,0 +1,1 @@
+"""The service layer: validated requests -> placement -> a Generation and its typed events."""

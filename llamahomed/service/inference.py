@@ -1,0 +1,300 @@
+"""From a validated request to a running sequence: resolve the model, get its worker, submit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from llamahome.monitoring import AdvancedMetrics, Trace
+
+from llamahomed.observability import tracing
+from llamahomed.core.config_store import ConfigStore, atomic_write
+from llamahomed.engine.handle import LoadConfig, SequenceStream, WorkerHandle, sequence_error
+from llamahomed.engine.pool import WorkerPool
+from llamahomed.engine.protocol import SamplingParams
+from llamahomed.core.errors import LlamaHomeError, ModelTooLarge
+from llamahomed.planner import LoadParams, Measurements, Plan, PlanRequest, candidates_from_entries, plan
+from llamahomed.registry.catalog import Catalog
+from llamahomed.registry.store import ModelEntry, ModelRegistry
+from llamahomed.core.resources import Machine, read_machine
+
+if TYPE_CHECKING:
+    from llamahomed.observability.metrics import Monitoring
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Generation:
+    """A submitted sequence whose prompt the worker accepted."""
+
+    entry: ModelEntry
+    stream: SequenceStream
+    prompt_tokens: int
+    created: str
+    trace: Trace = field(default_factory=Trace)
+
+
+class Performance:
+    """Decode speed measured from real runs, per model file; persisted in the state dir."""
+
+    def __init__(self, path: Any) -> None:
+        self._path = path
+        self._speeds: dict[str, float] = {}
+        try:
+            self._speeds = {k: float(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            self._speeds = {}
+
+    def tokens_per_second(self, entry: ModelEntry) -> float | None:
+        return self._speeds.get(entry.path.name)
+
+    def record(self, entry: ModelEntry, done: dict[str, Any]) -> None:
+        generated = done.get("usage", {}).get("completion_tokens", 0)
+        decode_ms = done.get("timings", {}).get("decode_ms", 0.0)
+        if generated < 4 or decode_ms <= 0:
+            return  # too short to say anything about speed
+        speed = (generated - 1) / (decode_ms / 1000.0)
+        old = self._speeds.get(entry.path.name)
+        self._speeds[entry.path.name] = round(speed if old is None else 0.7 * old + 0.3 * speed, 2)
+
+    def save(self) -> None:
+        try:
+            atomic_write(self._path, json.dumps(self._speeds, indent=1).encode(), mode=0o644)
+        except OSError as exc:
+            log.warning("performance_save_failed", error=str(exc))
+
+
+class InferenceService:
+    """What the handlers call. Holds no request state of its own."""
+
+    def __init__(self, config: ConfigStore, registry: ModelRegistry, pool: WorkerPool,
+                 performance: Performance, measurements: Measurements | None = None,
+                 machine: Callable[[], Machine] = read_machine,
+                 metrics: AdvancedMetrics | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.pool = pool
+        self.performance = performance
+        self.measurements = measurements
+        self.read_machine = machine
+        self._planned: dict[int, str] = {}  # worker pid -> the plan request it was loaded for
+        self.metrics = metrics or AdvancedMetrics()
+        self.refusing: LlamaHomeError | None = None  # set while shutting down
+
+    @classmethod
+    def create(cls, config: ConfigStore, monitoring: Monitoring | None = None) -> InferenceService:
+        """The registry, worker pool and measurements for ``config`` (the daemon's and
+        ``llamahome.server.LlamaServer``'s one way to build them); ``close()`` when done.
+        ``monitoring``: the daemon's metrics, fed by the pool and every request."""
+        settings = config.settings
+        pool = WorkerPool(start_timeout=settings.worker_start_timeout,
+                          keep_alive=lambda: config.settings.system_settings.keep_alive,
+                          observer=monitoring.observer if monitoring else None)
+        return cls(config, ModelRegistry(settings.models_path, Catalog.load()), pool,
+                   Performance(settings.measurements_file),
+                   Measurements(settings.state_dir / "allocations.json"),
+                   metrics=monitoring.metrics if monitoring else None)
+
+    async def close(self) -> None:
+        """Stop every worker and save the speed measurements."""
+        await self.pool.close()
+        self.performance.save()
+
+    def candidates(self, model: str | None) -> list[ModelEntry]:
+        """The files a model name may load: every variant for an id, one for ``id:quant``."""
+        name = model or self.config.settings.model_settings.default_model
+        groups = self.registry.models()
+        key = name.strip().lower()
+        return groups[key] if key in groups else [self.registry.resolve(name, groups)]
+
+    def plan(self, entries: list[ModelEntry], machine: Machine | None = None,
+             n_ctx: int | None = None) -> Plan:
+        """Plan a load of one of ``entries`` on this machine now (loads nothing)."""
+        request = PlanRequest.from_settings(self.config.settings, n_ctx)
+        return plan(candidates_from_entries(entries), machine or self.read_machine(), request,
+                    self.measurements)
+
+    def load_config(self, entry: ModelEntry, result: Plan | None = None) -> LoadConfig:
+        """How the worker loads ``entry``: the plan's choice, for this file."""
+        result = result or self.plan([entry])
+        if result.choice is None:
+            raise self._too_large([entry], result)
+        system = self.config.settings.system_settings
+        params = result.choice.params
+        return LoadConfig(
+            model_id=entry.id, model_path=str(entry.path), n_ctx=params.n_ctx,
+            n_batch=result.n_batch, n_threads=result.n_threads,
+            n_gpu_layers=params.n_gpu_layers, n_ubatch=params.n_ubatch, kv_type=params.kv_type,
+            swa_full=params.swa_full, state_cache_bytes=system.cache_size_bytes,
+            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
+
+    def _loaded(self, entries: list[ModelEntry],
+                n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig] | None:
+        """The running variant and its load, if it was planned with today's settings and has
+        at least ``n_ctx``: a loaded model keeps its load (re-planning would count its own
+        memory as taken and reload it smaller)."""
+        running = self.pool.workers().get(entries[0].id)
+        request = repr(PlanRequest.from_settings(self.config.settings))
+        if running is None or self._planned.get(running.pid or 0) != request or \
+                (n_ctx is not None and running.config.n_ctx < n_ctx):
+            return None
+        return next(((e, running.config) for e in entries
+                     if str(e.path) == running.config.model_path), None)
+
+    def select(self, model: str | None,
+               n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
+        """The variant and load settings a request gets (``n_ctx``: a larger context asked by
+        this request)."""
+        entries = self.candidates(model)
+        loaded = self._loaded(entries, n_ctx)
+        if loaded is not None:
+            return loaded
+        result = self.plan(entries, n_ctx=n_ctx)
+        if result.choice is None and self._auto_quantize(entries, result):
+            entries = self.candidates(model)
+            result = self.plan(entries, n_ctx=n_ctx)
+        if result.choice is None:
+            raise self._too_large(entries, result)
+        entry = result.choice.candidate.ref
+        log.info("load_planned", model=entry.id, variant=entry.variant_id,
+                 placement=result.choice.placement, n_gpu_layers=result.choice.params.n_gpu_layers,
+                 n_ctx=result.choice.params.n_ctx, reasons=list(result.reasons))
+        return entry, self.load_config(entry, result)
+
+    def _proposal(self, entries: list[ModelEntry], result: Plan) -> tuple[ModelEntry, str] | None:
+        """A smaller variant ``llamahomed quantize`` could make that would fit, if any: the
+        weights may take the memory budget less what the smallest option needs besides them."""
+        from llamahomed.registry.quantize import propose_quantization
+
+        details = result.details
+        source = min(entries, key=lambda e: e.size)
+        if "needed_bytes" not in details:
+            return None
+        gpus = details.get("gpu_budget_bytes") or []
+        budget = int(details.get("ram_budget_bytes") or 0) + sum(
+            int(b) for b in (gpus if isinstance(gpus, list) else [gpus]))
+        target = budget - max(0, int(details["needed_bytes"]) - source.size)
+        proposed = propose_quantization(source, target) if target > 0 else None
+        return (source, proposed) if proposed else None
+
+    def _auto_quantize(self, entries: list[ModelEntry], result: Plan) -> bool:
+        """With ``auto_quantize`` on, make the proposed smaller variant; whether one was made."""
+        if not self.config.settings.system_settings.auto_quantize:
+            return False
+        proposal = self._proposal(entries, result)
+        if proposal is None:
+            return False
+        from llamahomed.registry.quantize import QUANT_TYPES, quantize_model
+
+        source, name = proposal
+        log.info("auto_quantize", model=source.id, source=source.quantization, target=name)
+        quantize_model(source, QUANT_TYPES[name], self.config.settings.models_path)
+        return True
+
+    def _too_large(self, entries: list[ModelEntry], result: Plan) -> ModelTooLarge:
+        """The refusal, with the quantization that would fit when there is one."""
+        details: dict[str, Any] = {"model": entries[0].id, **result.details}
+        message = result.refusal
+        proposal = self._proposal(entries, result)
+        if proposal is not None:
+            source, name = proposal
+            details["proposed_quantization"] = name
+            message += (f". A {name} variant would fit: run `llamahomed quantize {source.id} "
+                        f"{name}`, or set system_settings.auto_quantize to make it on demand")
+        return ModelTooLarge(message, details=details)
+
+
+    def _record_allocation(self, entry: ModelEntry, worker: WorkerHandle) -> None:
+        """Keep what llama.cpp allocated at this load, for the next plan with these settings."""
+        if (worker.pid or 0) in self._planned:
+            return
+        self._planned[worker.pid or 0] = repr(PlanRequest.from_settings(self.config.settings))
+        buffers = worker.info.get("buffers")
+        if self.measurements is not None and buffers:
+            self.measurements.record(
+            Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
+
+    async def prepare(self, model: str | None,
+                      n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
+        """``select`` off the event loop (it reads the store and the machine): the variant a
+        request gets and how it loads, before anything is loaded."""
+        return await asyncio.to_thread(self.select, model, n_ctx)
+
+    async def acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
+        """The worker for ``prepare``'s answer, loaded on demand (its allocation recorded)."""
+        worker = await self.pool.acquire(load)
+        self._record_allocation(entry, worker)
+        return worker
+
+    async def start(self, model: str | None, prompt: str, params: SamplingParams, *,
+                    n_ctx: int | None = None) -> Generation:
+        """Submit a prompt; returns once the worker accepted it (or raises its error)."""
+        if self.refusing is not None:
+            raise self.refusing
+        trace = self._trace()
+        entry, load = await self.prepare(model, n_ctx)
+        with trace.phase("load"):
+            worker = await self.acquire(entry, load)
+        return await self.submit(entry, worker, prompt, params, trace=trace)
+
+    def _trace(self) -> Trace:
+        context = tracing.current()
+        return self.metrics.trace(context.request_id if context else None)
+
+    async def submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
+                     params: SamplingParams, *, special: bool = False,
+                     trace: Trace | None = None) -> Generation:
+        """Submit to a worker from ``acquire``; returns once the prompt is accepted.
+
+        ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
+        ``<|im_start|>``); user prompts never do.
+        """
+        if self.refusing is not None:  # shutdown began while the model was loading
+            raise self.refusing
+        trace = trace or self._trace()
+        context = tracing.current()
+        system = self.config.settings.system_settings
+        worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
+        stream = await worker.submit(prompt, params, special=special,
+                                     request_id=context.request_id if context else "")
+        if self.config.settings.log_prompts:
+            log.info("prompt", model=entry.id, seq=stream.seq_id, prompt=prompt)
+        try:
+            first = await stream.next_event()
+        except BaseException:  # cancelled while the worker checks the prompt: drop the sequence
+            await stream.cancel()
+            raise
+        if first["kind"] == "error":
+            raise sequence_error(first)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return Generation(entry, stream, int(first.get("prompt_tokens", 0)), created, trace)
+
+    def finished(self, generation: Generation, done: dict[str, Any]) -> None:
+        """A sequence's ``done`` event: record its speed, finish its trace (added to ``done``
+        as ``trace`` when tracing is on) and add it to the request's log line."""
+        self.performance.record(generation.entry, done)
+        stream, timings = generation.stream, done.get("timings") or {}
+        generation.trace.add("queue", (stream.admitted_at - stream.submitted_at) * 1000
+                             + float(timings.get("queue_ms", 0.0)))
+        generation.trace.add("prefill", float(timings.get("prefill_ms", 0.0)))
+        generation.trace.add("decode", float(timings.get("decode_ms", 0.0)))
+        data = self.metrics.finish_trace(generation.trace)
+        if data is not None:
+            done["trace"] = data
+        context = tracing.current()
+        if context is not None:
+            context.add_sequence(generation.entry.id, done.get("usage") or {}, data)
+
+
+def load_params(config: LoadConfig) -> LoadParams:
+    """The planner's view of a worker's load settings (the key of its measurements)."""
+    return LoadParams(n_ctx=config.n_ctx, n_gpu_layers=config.n_gpu_layers,
+                      n_ubatch=min(config.n_ubatch, config.n_batch), n_seq=config.n_slots,
+                      kv_type=config.kv_type, flash_attn=config.engine == "batched",
+                      swa_full=config.swa_full)
