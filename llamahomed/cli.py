@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    from llamahomed.core.notify import Notifier
     from llamahomed.daemon import prepare, serve
     from llamahomed.observability.logs import configure_logging
-    from llamahomed.core.notify import Notifier
 
     if args.detach:
         from llamahomed.commands.detach import start_detached

@@ -26,14 +26,14 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from llamahomed.core.errors import ShuttingDown, StartupError
+from llamahomed.core.files import atomic_write
+from llamahomed.core.notify import Notifier
+from llamahomed.core.settings import Settings, read_config_file
+from llamahomed.http.app import create_app
 from llamahomed.http.guard import check_bind
 from llamahomed.http.keys import CONFIG, INFERENCE, MONITORING
-from llamahomed.http.app import create_app
-from llamahomed.core.config_store import atomic_write
-from llamahomed.core.errors import ShuttingDown, StartupError
-from llamahomed.core.notify import Notifier
 from llamahomed.registry.default_model import install_default_model
-from llamahomed.core.settings import Settings, read_config_file
 
 log = structlog.get_logger(__name__)
 

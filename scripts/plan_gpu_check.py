@@ -30,7 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llamahomed.engine.handle import LoadConfig, WorkerHandle  # noqa: E402
+from llamahomed.engine.config import LoadConfig  # noqa: E402
+from llamahomed.engine.handle import WorkerHandle  # noqa: E402
+from llamahomed.engine.protocol import Done, Failed  # noqa: E402
 from llamahomed.engine.protocol import SamplingParams  # noqa: E402
 from llamahomed.planner import Candidate, ModelShape, PlanRequest, plan  # noqa: E402
 from llamahomed.registry.gguf_meta import read_gguf_info  # noqa: E402
@@ -58,8 +60,8 @@ async def run_load(config: LoadConfig, tokens: int) -> dict[str, Any]:
         stream = await worker.submit(PROMPT, SamplingParams(max_tokens=tokens, temperature=0.0))
         done: dict[str, Any] = {}
         async for event in stream.events():
-            if event["kind"] in ("done", "error"):
-                done = event
+            if isinstance(event, (Done, Failed)):
+                done = event.wire()
         after = gpu_used()
     finally:
         await worker.stop()

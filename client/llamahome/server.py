@@ -13,9 +13,9 @@
         return await llama.process(prompt)     # a ProcessResponse (a dataclass)
 
 :class:`LlamaServer` runs what ``llamahomed`` runs behind its HTTP layer: the
-same :class:`~llamahomed.core.settings.Settings` (environment, config file), model
+same ``Settings`` (environment, config file), model
 registry, worker pool (one worker process per model, continuous batching) and
-request validation, through :class:`llamahomed.service.inference.InferenceService`.
+request validation, through ``llamahomed.service.facade.LocalEngine``.
 There is no HTTP and no token check: the embedding app decides who may call.
 Results and errors are the client's types (:class:`~llamahome.types.ProcessResponse`,
 :class:`~llamahome.error.APIError` subclasses), so code can move between
@@ -42,8 +42,8 @@ from .types import ModelInfo, ProcessResponse, StreamChunk
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from llamahomed.service.inference import Generation, InferenceService
     from llamahomed.core.settings import Settings
+    from llamahomed.service.facade import LocalEngine
 
     from ._base import GenerationOptions, SamplingOptions
 
@@ -51,7 +51,7 @@ __all__ = ["LlamaServer"]
 
 _INSTALL_HINT = (
     "llamahome.server runs the engine in this process and needs the llamahomed package "
-    "with llama-cpp-python (pip install llamahomed); to talk to a running daemon use "
+    "with llama-cpp-python (pip install 'llamahome[server]'); to talk to a running daemon use "
     "llamahome.client.APIClient instead"
 )
 
@@ -59,33 +59,36 @@ _INSTALL_HINT = (
 @contextlib.contextmanager
 def _translated() -> Iterator[None]:
     """The daemon's errors as the client's, so both raise the same classes."""
-    from llamahomed.core.errors import LlamaHomeError
+    from llamahomed.core.errors import LlamaHomeError, StartupError
 
     try:
         yield
     except LlamaHomeError as exc:
         raise error_from_response(exc.status, exc.envelope(), exc.headers) from exc
+    except StartupError as exc:
+        raise APIError(str(exc), "startup_error") from exc
 
 
 class LlamaServer:
-    """The LlamaHome engine in this process (see the module docstring).
+    """The LlamaHome engine in this process (see the module docstring): a thin shim over
+    ``llamahomed.service.facade.LocalEngine`` that speaks the client's types.
 
-    ``settings`` is a :class:`llamahomed.core.settings.Settings`; when left out one
-    is built from the environment and config file like the daemon's, with
-    ``overrides`` (e.g. ``models_dir=...``) on top.
+    ``settings`` is a ``llamahomed.core.settings.Settings``; when left out one is built from
+    the environment and config file like the daemon's, with ``overrides`` (e.g.
+    ``models_dir=...``) on top.
     """
 
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         try:
             from llamahomed.core.settings import Settings
+            from llamahomed.service.facade import LocalEngine
         except ImportError as exc:
             raise ImportError(_INSTALL_HINT) from exc
         self.settings: Settings = settings if settings is not None else Settings(**overrides)
-        self._service: InferenceService | None = None
-        self._lock: asyncio.Lock | None = None
+        self._engine: LocalEngine = LocalEngine(self.settings)
 
     def __repr__(self) -> str:
-        state = "running" if self._service is not None else "idle"
+        state = "running" if self._engine.running else "idle"
         return f"<LlamaServer {state} models_dir={str(self.settings.models_path)!r}>"
 
     # -- lifecycle --------------------------------------------------------------
@@ -95,27 +98,12 @@ class LlamaServer:
 
         Called by the first request; call it yourself to fail early. Idempotent.
         """
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._service is not None:
-                return
-            from llamahomed.core.config_store import ConfigStore
-            from llamahomed.daemon import prepare
-            from llamahomed.core.errors import StartupError
-            from llamahomed.service.inference import InferenceService
-
-            try:
-                await asyncio.to_thread(prepare, self.settings)
-            except StartupError as exc:
-                raise APIError(str(exc), "startup_error") from exc
-            self._service = InferenceService.create(ConfigStore(self.settings))
+        with _translated():
+            await self._engine.start()
 
     async def close(self) -> None:
         """Stop every worker process. The server may be started again."""
-        service, self._service = self._service, None
-        if service is not None:
-            await service.close()
+        await self._engine.close()
 
     async def __aenter__(self) -> LlamaServer:
         await self.start()
@@ -133,30 +121,7 @@ class LlamaServer:
         finally:
             await self.close()
 
-    async def _running(self) -> InferenceService:
-        await self.start()
-        assert self._service is not None
-        return self._service
-
     # -- generation -------------------------------------------------------------
-
-    async def _generate(self, prompt: str, model: str | None,
-                        options: dict[str, Any]) -> tuple[InferenceService, Generation]:
-        from llamahomed.http.schemas import ProcessRequest, validation_details
-        from llamahomed.core.errors import ValidationFailed
-        from pydantic import ValidationError
-
-        service = await self._running()
-        body = {k: v for k, v in {"prompt": prompt, "model": model, **options}.items()
-                if v is not None}
-        try:
-            fields = ProcessRequest.model_validate(body)
-        except ValidationError as exc:
-            raise ValidationFailed("invalid request field(s)",
-                                   details=validation_details(exc)) from exc
-        settings = service.config.settings
-        params = fields.sampling(settings.model_settings, settings.system_settings)
-        return service, await service.start(fields.model, prompt, params)
 
     async def process(
         self,
@@ -167,12 +132,9 @@ class LlamaServer:
         **options: Unpack[SamplingOptions],
     ) -> ProcessResponse:
         """Generate a completion, as ``POST /api/v1/process`` would."""
-        from llamahomed.http.handlers.native import collect
-
         with _translated():
-            service, generation = await self._generate(
-                prompt, model, {"max_tokens": max_tokens, "temperature": temperature, **options})
-            return ProcessResponse.from_dict(await collect(service, generation))
+            return ProcessResponse.from_dict(await self._engine.process(prompt, {
+                "model": model, "max_tokens": max_tokens, "temperature": temperature, **options}))
 
     process_prompt = process
 
@@ -186,23 +148,16 @@ class LlamaServer:
     ) -> AsyncIterator[StreamChunk]:
         """Yield the completion's text as it is generated; closing the iterator early
         cancels the sequence at the worker's next step."""
-        from llamahomed.engine.handle import sequence_error
-
         with _translated():
-            service, generation = await self._generate(
-                prompt, model, {"max_tokens": max_tokens, "temperature": temperature, **options})
-            index = 0
+            chunks = self._engine.stream(prompt, {
+                "model": model, "max_tokens": max_tokens, "temperature": temperature, **options})
             try:
-                async for event in generation.stream.events():
-                    if event["kind"] == "text":
-                        yield StreamChunk(event["text"], index)
-                        index += 1
-                    elif event["kind"] == "error":
-                        raise sequence_error(event)
-                    elif event["kind"] == "done":
-                        service.finished(generation, event)
+                index = 0
+                async for text in chunks:
+                    yield StreamChunk(text, index)
+                    index += 1
             finally:
-                await generation.stream.cancel()
+                await chunks.aclose()
 
     async def process_batch(
         self, prompts: Sequence[str], model: str | None = None,
@@ -218,10 +173,5 @@ class LlamaServer:
 
     async def list_models(self) -> list[ModelInfo]:
         """The installed models, as ``GET /api/v1/models`` lists them."""
-        from llamahomed.http.handlers.models import describe
-
-        service = await self._running()
-        groups = await asyncio.to_thread(service.registry.models)
-        machine = await asyncio.to_thread(service.read_machine)
-        return [ModelInfo.from_dict(describe(service, entries, machine, detail=False))
-                for entries in groups.values()]
+        with _translated():
+            return [ModelInfo.from_dict(m) for m in await self._engine.list_models()]

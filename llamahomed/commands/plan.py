@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from llamahomed.core.errors import StartupError
-from llamahomed.planner import Candidate, ModelShape, Plan, PlanRequest, llama_shape, plan
-from llamahomed.planner.synthetic import LLAMA_SIZES, MIXES
 from llamahomed.core.resources import Machine, read_machine, simulated_machine
 from llamahomed.core.settings import Settings, parse_size
+from llamahomed.planner import (
+    Candidate,
+    ModelShape,
+    Plan,
+    PlanRequest,
+    llama_shape,
+    plan,
+)
+from llamahomed.planner.synthetic import LLAMA_SIZES, MIXES
 
 GiB = 2**30
 

@@ -7,9 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llamahomed.core.settings import Settings, format_size
 
@@ -37,7 +35,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llamahomed.commands._progress import ProgressLine
     from llamahomed.registry.catalog import Catalog
-    from llamahomed.registry.pull import choose_by_plan, pull, resolve_source, variant_size
+    from llamahomed.registry.pull import (
+        choose_by_plan,
+        pull,
+        resolve_source,
+        variant_size,
+    )
     from llamahomed.registry.store import ModelRegistry
 
     catalog = Catalog.load(args.catalog)

@@ -13,10 +13,15 @@ import re
 import sys
 import time
 
+from llamahomed.core.authority import (
+    ADMIN_SCOPES,
+    Authority,
+    ensure_admin_token,
+    key_id,
+    revoke_admin_token,
+)
 from llamahomed.core.errors import InvalidRequest
 from llamahomed.core.revocation import IssuedToken
-from llamahomed.core.authority import (ADMIN_SCOPES, Authority, ensure_admin_token, key_id,
-                                 revoke_admin_token)
 from llamahomed.core.settings import Settings
 
 DEFAULT_LIFETIME = 30 * 86400

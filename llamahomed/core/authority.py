@@ -27,8 +27,8 @@ from llamahome.auth import TokenClaims, TokenGenerator, TokenValidator
 from llamahome.error import AuthenticationError as ClientAuthError
 from llamahome.error import ExpiredTokenError
 
-from llamahomed.core.config_store import atomic_write
 from llamahomed.core.errors import AuthenticationFailed, InvalidRequest, ServerBusy
+from llamahomed.core.files import atomic_write
 from llamahomed.core.revocation import IssuedToken, TokenStore
 from llamahomed.core.settings import Settings
 

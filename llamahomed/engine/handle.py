@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import json
 import logging
 import os
 import re
@@ -18,37 +17,25 @@ from typing import Any
 
 import structlog
 
+from llamahomed.core.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed
 from llamahomed.engine.admission import Admission
-from llamahomed.engine.protocol import HEADER, MAX_FRAME, ProtocolError, SamplingParams, decode_body, encode
-from llamahomed.core.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed, error_for_code
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.protocol import (
+    HEADER,
+    MAX_FRAME,
+    Done,
+    Failed,
+    ProtocolError,
+    SamplingParams,
+    SeqEvent,
+    Text,
+    decode_body,
+    encode,
+    parse_event,
+)
 
 log = structlog.get_logger(__name__)
 _ERROR_LINE = re.compile(r"\b(error|failed|abort(ed)?|out of memory)\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    """Everything a worker needs to load its model."""
-
-    model_id: str
-    model_path: str
-    n_ctx: int
-    n_batch: int
-    n_threads: int | None
-    n_gpu_layers: int
-    n_slots: int = 1
-    engine: str = "sequential"
-    state_cache_bytes: int = 0
-    n_ubatch: int = 512
-    kv_type: str = "f16"
-    swa_full: bool = True
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
-                "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers,
-                "n_slots": self.n_slots, "engine": self.engine, "n_ubatch": self.n_ubatch,
-                "kv_type": self.kv_type, "swa_full": self.swa_full,
-                "state_cache_bytes": self.state_cache_bytes}
 
 
 @dataclass
@@ -57,7 +44,7 @@ class SequenceStream:
 
     seq_id: int
     worker: WorkerHandle
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[SeqEvent] = field(default_factory=asyncio.Queue)
     finished: bool = False
     request_id: str = ""
     submitted_at: float = 0.0   # perf_counter when it asked for a slot
@@ -65,15 +52,20 @@ class SequenceStream:
     first_token_at: float = 0.0
     last_token_at: float = 0.0
 
-    async def next_event(self) -> dict[str, Any]:
+    async def next_event(self) -> SeqEvent:
         event = await self.queue.get()
-        if event["kind"] in ("done", "error"):
+        if isinstance(event, (Done, Failed)):
             self.finished = True
         return event
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncIterator[SeqEvent]:
         while not self.finished:
             yield await self.next_event()
+
+    def queue_ms(self, done: Done | Failed | None = None) -> float:
+        """Time spent waiting: for a daemon-side slot, then in the worker before prefill."""
+        worker_ms = float(done.timings.get("queue_ms", 0.0)) if isinstance(done, Done) else 0.0
+        return max(0.0, self.admitted_at - self.submitted_at) * 1000.0 + worker_ms
 
     async def cancel(self) -> None:
         """Stop this sequence at the worker's next step (no-op once it finished)."""
@@ -91,7 +83,7 @@ class PoolObserver:
     def worker_crashed(self, model: str) -> None: ...
     def first_token(self, model: str, stream: SequenceStream) -> None: ...
     def next_token(self, model: str, stream: SequenceStream, gap: float) -> None: ...
-    def finished(self, model: str, stream: SequenceStream, event: dict[str, Any]) -> None: ...
+    def finished(self, model: str, stream: SequenceStream, event: Done | Failed) -> None: ...
 
 
 class WorkerHandle:
@@ -112,9 +104,7 @@ class WorkerHandle:
         self.alive = False
         self.last_used = time.monotonic()
         self.exit_reason: str | None = None
-        self.finish_reasons: collections.Counter[str] = collections.Counter()
         self.tokens_generated = 0
-        self.recent_done: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
         self.observer = PoolObserver()
         self.kv_usage = 0.0  # share of the KV cache held by running sequences (batched engine)
         self.refusing: LlamaHomeError | None = None  # set when shutting down: no new sequences
@@ -133,7 +123,7 @@ class WorkerHandle:
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "llamahomed.engine.worker", "--fd", str(child.fileno()),
-                "--config", json.dumps(self.config.to_wire()),
+                "--config", self.config.to_wire(),
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -187,26 +177,21 @@ class WorkerHandle:
                     if "kv_usage" in frame:
                         self.kv_usage = float(frame["kv_usage"])
                     for event in frame.get("events", []):
-                        self._dispatch(event)
+                        self._dispatch(parse_event(event))
         except (asyncio.IncompleteReadError, ProtocolError, OSError, ConnectionError):
             pass
         await self._on_exit()
 
-    def _dispatch(self, event: dict[str, Any]) -> None:
-        stream = self._streams.get(event.get("seq", -1))
-        if stream is None:
-            if event.get("kind") == "text":  # a step that raced a cancel still counts
-                self.tokens_generated += int(event.get("tokens", 0))
-            return
-        kind = event["kind"]
-        if kind == "text":
-            self.tokens_generated += int(event.get("tokens", 0))
-            if event.get("tokens"):
+    def _dispatch(self, event: SeqEvent) -> None:
+        stream = self._streams.get(event.seq)
+        if isinstance(event, Text):
+            self.tokens_generated += event.tokens  # a step that raced a cancel still counts
+            if stream is not None and event.tokens:
                 self._token_seen(stream)
-        elif kind in ("done", "error"):
-            self._finish(stream, event)
-            if kind == "done":
-                self.recent_done.append(event)
+        if stream is None:
+            return
+        if isinstance(event, (Done, Failed)):
+            self._finish(stream)
             self.observer.finished(self.config.model_id, stream, event)
         stream.queue.put_nowait(event)
 
@@ -219,11 +204,18 @@ class WorkerHandle:
             self.observer.next_token(self.config.model_id, stream, now - stream.last_token_at)
         stream.last_token_at = now
 
-    def _finish(self, stream: SequenceStream, event: dict[str, Any]) -> None:
+    def _finish(self, stream: SequenceStream) -> None:
         self._streams.pop(stream.seq_id, None)
         self.admission.leave(stream.seq_id)
         self.last_used = time.monotonic()
-        self.finish_reasons[event.get("finish_reason") or event.get("code", "error")] += 1
+
+    def _fail_stream(self, stream: SequenceStream, error: LlamaHomeError) -> None:
+        """End ``stream`` from the daemon's side (the worker died, or shutdown aborts it)."""
+        event = Failed(stream.seq_id, error.code, error.message, dict(error.details),
+                       stream.request_id)
+        self._finish(stream)
+        self.observer.finished(self.config.model_id, stream, event)
+        stream.queue.put_nowait(event)
 
     async def _on_exit(self) -> None:
         """The worker is gone: fail everything still in flight with a clear error."""
@@ -235,12 +227,9 @@ class WorkerHandle:
                       in_flight=len(self._streams))
             self.observer.worker_crashed(self.config.model_id)
         for stream in list(self._streams.values()):
-            event = {"seq": stream.seq_id, "kind": "error", "code": WorkerCrashed.code,
-                     "message": f"the worker for model {self.config.model_id!r} stopped "
-                                f"({self.exit_reason}) while this request was running; retry it",
-                     "details": {"model": self.config.model_id}}
-            self._finish(stream, event)
-            stream.queue.put_nowait(event)
+            self._fail_stream(stream, WorkerCrashed(
+                f"the worker for model {self.config.model_id!r} stopped ({self.exit_reason}) "
+                "while this request was running; retry it", details={"model": self.config.model_id}))
 
     async def _send(self, message: dict[str, Any]) -> None:
         if not self.alive or self._writer is None:
@@ -308,10 +297,7 @@ class WorkerHandle:
         self.refusing = error
         aborted = list(self._streams.values())
         for stream in aborted:
-            event = {"seq": stream.seq_id, "kind": "error", "code": error.code,
-                     "message": error.message, "details": dict(error.details)}
-            self._finish(stream, event)
-            stream.queue.put_nowait(event)
+            self._fail_stream(stream, error)
             try:
                 await self._send({"op": "cancel", "seq": stream.seq_id})
             except WorkerCrashed:
@@ -354,9 +340,3 @@ class WorkerHandle:
                     await asyncio.wait_for(task, 2)
                 except (asyncio.TimeoutError, asyncio.CancelledError):
                     task.cancel()
-
-
-def sequence_error(event: dict[str, Any]) -> LlamaHomeError:
-    """The daemon-side exception for a worker's error event."""
-    return error_for_code(event.get("code", "internal_error"), event.get("message", "error"),
-                          event.get("details") or {})

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import structlog
 
-from llamahomed.engine.handle import LoadConfig, PoolObserver, WorkerHandle
 from llamahomed.core.errors import LlamaHomeError
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.handle import PoolObserver, WorkerHandle
 
 log = structlog.get_logger(__name__)
 

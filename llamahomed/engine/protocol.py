@@ -25,6 +25,9 @@ Sequence events inside a step (each names its "seq"):
     done and error events also carry "request_id" when the submit had one.
 
 Many sequences may be in flight at once; the worker decides how to schedule them.
+
+Both sides speak through the typed events below: the worker builds them and sends ``wire()``,
+the daemon reads each with :func:`parse_event`. Nothing else spells a sequence event by hand.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import socket
 import struct
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Union
 
 HEADER = struct.Struct("!I")
 MAX_FRAME = 64 * 2**20
@@ -64,6 +67,102 @@ class SamplingParams:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> SamplingParams:
         return cls(**{**data, "stop": tuple(data.get("stop") or ())})
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The worker took the prompt (it fits the context); decoding follows."""
+
+    seq: int
+    prompt_tokens: int
+
+    def wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": "accepted", "prompt_tokens": self.prompt_tokens}
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Text safe to show (whole UTF-8 characters, no partial stop string); ``tokens`` decoded."""
+
+    seq: int
+    text: str
+    tokens: int = 1
+
+    def wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": "text", "text": self.text, "tokens": self.tokens}
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The sequence ended: why, its usage, timings in ms, prompt-cache use, or embeddings."""
+
+    seq: int
+    finish_reason: str
+    usage: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, Any] | None = None
+    embeddings: list[list[float]] | None = None
+    request_id: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"seq": self.seq, "kind": "done", "finish_reason": self.finish_reason,
+                                "usage": self.usage, "timings": self.timings}
+        if self.cache is not None:
+            data["cache"] = self.cache
+        if self.embeddings is not None:
+            data["embeddings"] = self.embeddings
+        if self.request_id:
+            data["request_id"] = self.request_id
+        return data
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.usage.get("total_tokens", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The sequence failed with an error code of the daemon's one code table."""
+
+    seq: int
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"seq": self.seq, "kind": "error", "code": self.code,
+                                "message": self.message, "details": self.details}
+        if self.request_id:
+            data["request_id"] = self.request_id
+        return data
+
+
+SeqEvent = Union[Accepted, Text, Done, Failed]
+FINAL_KINDS = frozenset({"done", "error"})
+
+
+def empty_usage(prompt_tokens: int = 0, completion_tokens: int = 0) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def parse_event(data: dict[str, Any]) -> SeqEvent:
+    """A worker's event dict as its typed event (ProtocolError for an unknown kind)."""
+    kind, seq = data.get("kind"), int(data.get("seq", -1))
+    if kind == "text":
+        return Text(seq, str(data.get("text", "")), int(data.get("tokens", 0)))
+    if kind == "done":
+        return Done(seq, str(data.get("finish_reason") or "stop"),
+                    dict(data.get("usage") or empty_usage()), dict(data.get("timings") or {}),
+                    data.get("cache"), data.get("embeddings"), str(data.get("request_id", "")))
+    if kind == "error":
+        return Failed(seq, str(data.get("code") or "internal_error"),
+                      str(data.get("message") or "error"), dict(data.get("details") or {}),
+                      str(data.get("request_id", "")))
+    if kind == "accepted":
+        return Accepted(seq, int(data.get("prompt_tokens", 0)))
+    raise ProtocolError(f"unknown sequence event kind {kind!r}")
 
 
 def encode(message: dict[str, Any]) -> bytes:

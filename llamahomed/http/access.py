@@ -1,63 +1,37 @@
-"""Default deny: every route needs a valid bearer token, and a scope, unless it is public.
+"""Default deny: every route needs a valid bearer token and its scope, unless it is public.
 
-A handler states the scope it needs with ``@requires_scope("inference")``; a route whose
-handler says nothing needs ``admin`` (fail closed: a new route is never open by accident).
-``/health`` is public; ``/metrics`` is public only when ``metrics_public`` is set. Tokens come
-only from the ``Authorization`` header: no cookies, no query strings.
+The scope of each route is its entry in the route table (``http/routes.py``); a route the
+table does not know needs ``admin`` (fail closed). ``/health`` is public; ``/metrics`` is
+public only when ``metrics_public`` is set. Tokens come only from the ``Authorization``
+header: no cookies, no query strings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
 from aiohttp import web
 
-from llamahomed.http.keys import AUTHORITY, CLAIMS, CONFIG, METRICS
 from llamahomed.core.errors import AuthenticationFailed, PermissionDenied
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-F = TypeVar("F", bound=Callable[..., Any])
-
-ALWAYS_PUBLIC = frozenset({"/health"})
-METRICS_PATH = "/metrics"
-DEFAULT_SCOPE = "admin"
-_SCOPE_ATTR = "__llamahome_scope__"
-_SELF_AUTH_ATTR = "__llamahome_self_authenticating__"
+from llamahomed.http.keys import AUTHORITY, CLAIMS, CONFIG, METRICS, ROUTES
+from llamahomed.http.route import DEFAULT_SCOPE, Handler, Route
 
 
-def requires_scope(scope: str) -> Callable[[F], F]:
-    """Mark a handler as needing ``scope`` (without it a route needs ``admin``)."""
-
-    def mark(handler: F) -> F:
-        setattr(handler, _SCOPE_ATTR, scope)
-        return handler
-
-    return mark
-
-
-def self_authenticating(handler: F) -> F:
-    """Mark a handler that checks credentials itself, before it does anything else (the
-    WebSocket upgrade: a bearer header, or a single-use ticket, since browsers cannot set
-    headers on a WebSocket). It must set ``request[CLAIMS]`` and check its scope."""
-    setattr(handler, _SELF_AUTH_ATTR, True)
-    return handler
-
-
-def public_paths(request: web.Request) -> frozenset[str]:
-    """The paths this app serves without a token, from the live settings."""
-    if request.app[CONFIG].settings.metrics_public:
-        return ALWAYS_PUBLIC | {METRICS_PATH}
-    return ALWAYS_PUBLIC
+def matched_route(request: web.Request) -> Route | None:
+    """The table's entry for the route ``request`` matched (None: unmatched, or not in it)."""
+    match = request.match_info
+    if match.http_exception is not None:
+        return None
+    resource = match.route.resource
+    if resource is None:
+        return None
+    return request.app[ROUTES].find(request.method, resource.canonical)
 
 
 def route_scope(request: web.Request) -> str | None:
     """The scope the matched route needs; None for no route (it will answer 404/405)."""
-    match = request.match_info
-    if match.http_exception is not None:
+    if request.match_info.http_exception is not None:
         return None
-    scope = getattr(match.handler, _SCOPE_ATTR, DEFAULT_SCOPE)
-    return scope if isinstance(scope, str) else DEFAULT_SCOPE
+    route = matched_route(request)
+    return route.scope if route is not None else DEFAULT_SCOPE
 
 
 def require_scope(request: web.Request, scope: str) -> None:
@@ -77,8 +51,9 @@ def insufficient_scope(scope: str) -> PermissionDenied:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 without a valid token, 403 without the route's scope; the claims go on the request."""
-    if request.path in public_paths(request) or \
-            getattr(request.match_info.handler, _SELF_AUTH_ATTR, False):
+    route = matched_route(request)
+    if route is not None and (route.self_authenticating
+                              or route.is_public(request.app[CONFIG].settings)):
         return await handler(request)
     try:
         claims = request.app[AUTHORITY].check(request.headers.get("Authorization"))

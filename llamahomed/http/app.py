@@ -7,34 +7,30 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llamahomed.http import openapi, ratelimit
-from llamahomed.http.handlers import (metrics, models, native as generate, openai, pull, status,
-                                      system, ws)
+from llamahomed.core.authority import Authority, ensure_admin_token
+from llamahomed.core.config_store import ConfigStore
+from llamahomed.core.settings import Settings
+from llamahomed.http import ratelimit
 from llamahomed.http.access import auth_middleware
 from llamahomed.http.guard import guard_middleware, setup_guard
-from llamahomed.http.keys import AUTHORITY, CONFIG, INFERENCE, METRICS, MONITORING, STARTED_AT
-from llamahomed.http.middleware import add_request_id_header, error_middleware, request_id_middleware
-from llamahomed.core.config_store import ConfigStore
-from llamahomed.service.inference import InferenceService
+from llamahomed.http.handlers import metrics, ws
+from llamahomed.http.keys import (
+    AUTHORITY,
+    CONFIG,
+    INFERENCE,
+    METRICS,
+    MONITORING,
+    ROUTES,
+    STARTED_AT,
+)
+from llamahomed.http.middleware import (
+    add_request_id_header,
+    error_middleware,
+    request_id_middleware,
+)
+from llamahomed.http.routes import route_table
 from llamahomed.observability.metrics import Monitoring
-from llamahomed.core.authority import Authority, ensure_admin_token
-from llamahomed.core.settings import Settings
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/health", system.health)
-    app.router.add_get("/metrics", metrics.metrics)
-    app.router.add_get("/api/v1/status", status.status)
-    app.router.add_post("/api/v1/process", generate.process)
-    app.router.add_post("/api/v1/stream", generate.stream)
-    app.router.add_post("/api/v1/batch", generate.batch)
-    app.router.add_get("/api/v1/models", models.list_models)
-    app.router.add_get("/api/v1/models/{model_id}", models.get_model)
-    app.router.add_post("/api/v1/models/pull", pull.pull_model)
-    app.router.add_get("/api/v1/config", system.get_config)
-    app.router.add_post("/api/v1/config", system.update_config)
-    app.router.add_get("/api/v1/openapi.json", openapi.serve)
-    openai.add_routes(app)
+from llamahomed.service.inference import InferenceService
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -61,8 +57,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_inference_ctx)
     app.on_response_prepare.append(add_request_id_header)
     ratelimit.setup(app)
-    add_routes(app)
     ws.setup(app)
+    app[ROUTES] = route_table()
+    app[ROUTES].install(app)
     return app
 
 

@@ -21,10 +21,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from llamahomed.http.keys import CLAIMS, CONFIG
-from llamahomed.core.errors import (HeadersTooLarge, HostNotAllowed, OriginNotAllowed, StartupError,
-                               TooManyStreams)
+from llamahomed.core.errors import (
+    HeadersTooLarge,
+    HostNotAllowed,
+    OriginNotAllowed,
+    StartupError,
+    TooManyStreams,
+)
 from llamahomed.core.settings import Settings
+from llamahomed.http.keys import CLAIMS, CONFIG
 
 log = structlog.get_logger(__name__)
 

@@ -6,10 +6,11 @@ from aiohttp import web
 from llamahome.auth import TokenClaims
 from llamahome.monitoring import AdvancedMetrics
 
-from llamahomed.core.config_store import ConfigStore
-from llamahomed.service.inference import InferenceService
-from llamahomed.observability.metrics import Monitoring
 from llamahomed.core.authority import Authority
+from llamahomed.core.config_store import ConfigStore
+from llamahomed.http.route import RouteTable
+from llamahomed.observability.metrics import Monitoring
+from llamahomed.service.inference import InferenceService
 
 CONFIG = web.AppKey("config", ConfigStore)
 AUTHORITY = web.AppKey("authority", Authority)
@@ -18,6 +19,7 @@ STARTED_AT = web.AppKey("started_at", float)
 MONITORING = web.AppKey("monitoring", Monitoring)
 # The counters other parts call: app[METRICS].rate_limited(), .auth_failed(), ...
 METRICS = web.AppKey("metrics", AdvancedMetrics)
+ROUTES = web.AppKey("routes", RouteTable)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLAIMS = web.RequestKey("claims", TokenClaims)

@@ -10,10 +10,15 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from llamahomed.core.errors import (
+    LlamaHomeError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from llamahomed.http.access import auth_middleware
 from llamahomed.http.keys import REQUEST_ID
-from llamahomed.core.errors import (LlamaHomeError, MethodNotAllowed, NotFound, PayloadTooLarge,
-                               UnsupportedMediaType)
 
 log = structlog.get_logger(__name__)
 

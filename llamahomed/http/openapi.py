@@ -1,27 +1,17 @@
-"""GET /api/v1/openapi.json: an OpenAPI 3.1 description built from the app's own routes.
+"""GET /api/v1/openapi.json: an OpenAPI 3.1 description built from the app's route table.
 
-The document is a function of the routes registered on the app: :func:`build_spec` walks
-``app.router`` and describes each (method, path) with its entry in :data:`OPERATIONS`. Request
-bodies are the pydantic models the handlers validate with (``api/schemas.py``), responses the
-models below, and every error the one envelope (``ErrorEnvelope``). A route with no entry
-still appears, marked ``x-undocumented`` with a generic body, and ``tests/api/test_openapi.py``
-fails until it gets one.
-
-To describe a new route, add one entry next to where the route is registered, e.g.::
-
-    from llamahomed.http.openapi import OPERATIONS, Operation
-    OPERATIONS[("POST", "/api/v1/tokens")] = Operation(
-        "Create a token", tag="tokens", request=TokenRequest, response=TokenResponse,
-        admin=True)
-
-``request`` / ``response`` take a pydantic model (or a JSON-schema dict); ``public=True`` marks
-a route that needs no token, ``admin=True`` one that needs the admin scope (403 otherwise).
+:func:`build_spec` walks ``app.router`` and describes each (method, path) with its
+:class:`~llamahomed.http.route.Route` in the app's table: the operation, and the scope (a public
+route has no security, an admin one answers 403). Request bodies are the pydantic models the
+handlers validate with, responses the models below, and every error the one envelope
+(``ErrorEnvelope``). A route registered outside the table still appears, marked
+``x-undocumented`` with a generic body, and ``tests/http/test_openapi.py`` fails until it is in
+the table. To add a route, add one ``Route`` to ``http/routes.py``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -29,13 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from llamahomed import __version__
-from llamahomed.http.access import requires_scope
-from llamahomed.http.handlers.openai import ChatRequest, CompletionRequest, EmbeddingRequest
-from llamahomed.http.handlers.pull import PullRequest
-from llamahomed.http.schemas import BatchRequest, ProcessRequest
 from llamahomed.core.config_store import SECTIONS
+from llamahomed.http.keys import ROUTES
+from llamahomed.http.route import JSON, Operation, Route
 
-JSON = "application/json"
 NDJSON = "application/x-ndjson"
 REF = "#/components/schemas/{model}"
 
@@ -118,84 +105,6 @@ class ConfigDocument(BaseModel):
 
 # ---- operations
 
-@dataclass(frozen=True)
-class Operation:
-    """How one route is described."""
-
-    summary: str
-    tag: str = "api"
-    request: type[BaseModel] | dict[str, Any] | None = None
-    response: type[BaseModel] | dict[str, Any] | None = None
-    response_type: str = JSON
-    also_streams: bool = False
-    """The route answers NDJSON (StreamLine) when the request asks for ``stream``."""
-    public: bool = False
-    admin: bool = False
-    errors: tuple[int, ...] = field(default=())
-    description: str = ""
-
-
-_GENERATION_ERRORS = (400, 404, 413, 415, 422, 503)
-
-OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("GET", "/health"): Operation("Liveness, version, loaded models", tag="system",
-                                  response=Health, public=True),
-    ("POST", "/api/v1/process"): Operation(
-        "Generate text for a prompt", tag="generation", request=ProcessRequest,
-        response=ProcessResponse, errors=_GENERATION_ERRORS, also_streams=True,
-        description="With stream=true the answer is NDJSON as for /api/v1/stream."),
-    ("POST", "/api/v1/stream"): Operation(
-        "Stream generated text as NDJSON lines", tag="generation", request=ProcessRequest,
-        response=StreamLine, response_type=NDJSON, errors=_GENERATION_ERRORS),
-    ("POST", "/api/v1/batch"): Operation(
-        "Generate for several prompts at once", tag="generation", request=BatchRequest,
-        response=BatchResponse, errors=_GENERATION_ERRORS),
-    ("GET", "/api/v1/models"): Operation("List installed models", tag="models",
-                                         response=ModelList),
-    ("GET", "/api/v1/models/{model_id}"): Operation(
-        "One model in detail", tag="models", response=ModelSummary, errors=(404,)),
-    ("GET", "/api/v1/config"): Operation("The live configuration", tag="config",
-                                         response=ConfigDocument),
-    ("POST", "/api/v1/config"): Operation(
-        "Change the configuration (partial, validated, persisted, live)", tag="config",
-        request={"$ref": REF.format(model="ConfigPatch")}, response=ConfigDocument, admin=True,
-        errors=(400, 415, 422)),
-    ("POST", "/api/v1/models/pull"): Operation(
-        "Download a model into the store (NDJSON progress unless stream=false)", tag="models",
-        request=PullRequest, response={"type": "object"}, response_type=NDJSON, admin=True,
-        errors=(400, 404, 409, 415, 422, 502, 507)),
-    ("GET", "/api/v1/openapi.json"): Operation("This document", tag="system",
-                                               response={"type": "object"}),
-    ("GET", "/metrics"): Operation(
-        "Prometheus metrics (vLLM names plus llamahome_*); public when metrics_public is set",
-        tag="system", response={"type": "string"}, response_type="text/plain", admin=True),
-    ("GET", "/api/v1/status"): Operation(
-        "Daemon status: loaded models, plans, slots, queue, memory, uptime", tag="system",
-        response={"type": "object"}, admin=True),
-    ("GET", "/api/v1/ws"): Operation(
-        "WebSocket: many generations on one socket (see docs/OpenAI.md)", tag="generation",
-        response={"type": "object"}, errors=(400, 403),
-        description="Authenticated before the upgrade: a bearer header, or ?ticket= from "
-                    "POST /api/v1/ws/ticket."),
-    ("POST", "/api/v1/ws/ticket"): Operation(
-        "A 30-second single-use ticket for a browser's WebSocket", tag="generation",
-        response={"type": "object"}),
-    # OpenAI compatibility: OpenAI's request bodies and OpenAI-shaped errors (docs/OpenAI.md)
-    ("POST", "/v1/chat/completions"): Operation(
-        "OpenAI chat completions (SSE with stream=true)", tag="openai", request=ChatRequest,
-        response={"type": "object"}, errors=_GENERATION_ERRORS, also_streams=True),
-    ("POST", "/v1/completions"): Operation(
-        "OpenAI completions (SSE with stream=true)", tag="openai", request=CompletionRequest,
-        response={"type": "object"}, errors=_GENERATION_ERRORS, also_streams=True),
-    ("GET", "/v1/models"): Operation("OpenAI model list", tag="openai",
-                                     response={"type": "object"}),
-    ("GET", "/v1/models/{model_id}"): Operation("One OpenAI model object", tag="openai",
-                                                response={"type": "object"}, errors=(404,)),
-    ("POST", "/v1/embeddings"): Operation(
-        "OpenAI embeddings, where the model can embed", tag="openai", request=EmbeddingRequest,
-        response={"type": "object"}, errors=_GENERATION_ERRORS),
-}
-
 _REASONS = {400: "Invalid request", 401: "Missing or invalid token", 403: "Token lacks the scope",
             404: "Not found", 405: "Method not allowed", 413: "Body too large",
             415: "Not JSON", 422: "A field failed validation",
@@ -242,19 +151,20 @@ def _config_patch(defs: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
-def _operation(method: str, path: str, op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
+def _operation(method: str, path: str, op: Operation, public: bool, admin: bool,
+               refs: dict[Any, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {
         "description": "OK",
-        "headers": {} if op.public else dict(_LIMIT_HEADERS),
+        "headers": {} if public else dict(_LIMIT_HEADERS),
         "content": {op.response_type: {"schema": _schema_of(op.response, refs, "serialization")
                                        or {"type": "object"}}}}}
     if op.also_streams:
         responses["200"]["content"][NDJSON] = {"schema": {"$ref": REF.format(model="StreamLine")}}
     error_ref = {"$ref": REF.format(model="ErrorEnvelope")}
     statuses = set(op.errors) | {405, 500}
-    if not op.public:
+    if not public:
         statuses |= {401, 429}
-    if op.admin:
+    if admin:
         statuses.add(403)
     for status in sorted(statuses):
         headers = {"x-request-id": _LIMIT_HEADERS["x-request-id"]}
@@ -269,7 +179,7 @@ def _operation(method: str, path: str, op: Operation, refs: dict[Any, Any]) -> d
                               "tags": [op.tag], "responses": responses}
     if op.description:
         result["description"] = op.description
-    if op.public:
+    if public:
         result["security"] = []
     if op.request is not None:
         result["requestBody"] = {"required": True, "content": {
@@ -298,14 +208,18 @@ def routes(app: web.Application) -> list[tuple[str, str]]:
     return found
 
 
-def build_spec(app: web.Application,
-               operations: dict[tuple[str, str], Operation] | None = None) -> dict[str, Any]:
+def build_spec(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``'s routes."""
-    operations = OPERATIONS if operations is None else operations
-    described = {key: operations.get(key) or _undocumented(key[1]) for key in routes(app)}
+    table = app[ROUTES]
+    described: dict[tuple[str, str], tuple[Operation, bool, bool]] = {}
+    for method, path in routes(app):
+        route: Route | None = table.find(method, path)
+        described[(method, path)] = (
+            (route.operation, route.scope == "public",
+             route.scope == "admin") if route is not None else (_undocumented(path), False, True))
     models: set[tuple[type[BaseModel], str]] = {(ErrorEnvelope, "serialization"),
                                                  (StreamLine, "serialization")}
-    for op in described.values():
+    for op, _, _ in described.values():
         if isinstance(op.request, type):
             models.add((op.request, "validation"))
         if isinstance(op.response, type):
@@ -315,8 +229,8 @@ def build_spec(app: web.Application,
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     defs["ConfigPatch"] = _config_patch(defs)
     paths: dict[str, dict[str, Any]] = {}
-    for (method, path), op in described.items():
-        entry = _operation(method, path, op, refs)
+    for (method, path), (op, public, admin) in described.items():
+        entry = _operation(method, path, op, public, admin, refs)
         if op.tag == "undocumented":
             entry["x-undocumented"] = True
         paths.setdefault(path, {})[method.lower()] = entry
@@ -336,7 +250,6 @@ def build_spec(app: web.Application,
     }
 
 
-@requires_scope("inference")
 async def serve(request: web.Request) -> web.Response:
     """The document of the serving app's routes (built per request: a few milliseconds)."""
     return web.json_response(build_spec(request.app))

@@ -27,18 +27,23 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from aiohttp import web
 from llamahome.auth import TokenClaims
-from llamahome.security import AdvancedRateLimiter, RateLimitDecision, TierDecision, TierLimits
+from llamahome.security import (
+    AdvancedRateLimiter,
+    RateLimitDecision,
+    TierDecision,
+    TierLimits,
+)
 
-from llamahomed.http.keys import CLAIMS, CONFIG, METRICS
-from llamahomed.http.middleware import Handler
 from llamahomed.core.config_store import ConfigStore
 from llamahomed.core.errors import RateLimitExceeded
 from llamahomed.core.settings import Settings
+from llamahomed.http.keys import CLAIMS, CONFIG, METRICS
+from llamahomed.http.middleware import Handler
+from llamahomed.service.generation import Meter
 
 log = structlog.get_logger(__name__)
 
@@ -97,19 +102,24 @@ class RequestLimit:
 
     subject: str
     decision: TierDecision
-    tokens_used: int = 0
 
 
 LIMIT = web.RequestKey("rate_limit", RequestLimit)
 
 
-def note_usage(request: web.Request, usage: dict[str, Any]) -> None:
-    """Handlers call this with each finished sequence's ``usage``: it is debited after the
-    request from the tier's tokens-per-minute budget (if the tier has one)."""
-    state = request.get(LIMIT)
-    total = usage.get("total_tokens")
-    if state is not None and isinstance(total, int) and total > 0:
-        state.tokens_used += total
+def meter(app: web.Application, claims: TokenClaims | None) -> Meter | None:
+    """What a Generation calls with its total tokens when it finishes: the debit from the
+    token subject's tokens-per-minute budget (if its tier has one). HTTP routes and WebSocket
+    messages alike."""
+    limits = app[RATE_LIMITS]
+    if claims is None or not limits.enabled:
+        return None
+    return lambda tokens: limits.record(claims.user_id, claims.tier, tokens)
+
+
+def request_meter(request: web.Request) -> Meter | None:
+    """``meter`` for an HTTP request's token."""
+    return meter(request.app, request.get(CLAIMS))
 
 
 @web.middleware
@@ -119,14 +129,10 @@ async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.St
     decision = charge(request.app, claims) if claims is not None else None
     if claims is None or decision is None:
         return await handler(request)
-    state = request[LIMIT] = RequestLimit(claims.user_id, decision)  # its headers, 429 included
+    request[LIMIT] = RequestLimit(claims.user_id, decision)  # its headers, 429 included
     if not decision.allowed:
         raise refusal(decision)
-    try:
-        return await handler(request)
-    finally:
-        if state.tokens_used:
-            request.app[RATE_LIMITS].record(state.subject, decision.tier, state.tokens_used)
+    return await handler(request)
 
 
 def charge(app: web.Application, claims: TokenClaims) -> TierDecision | None:

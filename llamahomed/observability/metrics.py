@@ -14,12 +14,17 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from llamahome.monitoring import AdvancedMetrics, ModelState, PerformanceMonitor, ResourceMonitor
+from llamahome.monitoring import (
+    AdvancedMetrics,
+    ModelState,
+    PerformanceMonitor,
+    ResourceMonitor,
+)
 from prometheus_client import CollectorRegistry
 
 from llamahomed.engine.handle import PoolObserver, SequenceStream, WorkerHandle
+from llamahomed.engine.protocol import Done, Failed
 
 
 class MetricsObserver(PoolObserver):
@@ -48,22 +53,14 @@ class MetricsObserver(PoolObserver):
     def next_token(self, model: str, stream: SequenceStream, gap: float) -> None:
         self.metrics.record_inter_token(model, gap)
 
-    def finished(self, model: str, stream: SequenceStream, event: dict[str, Any]) -> None:
-        usage = event.get("usage") or {}
-        if event["kind"] == "error":
-            usage = event.get("details") or {}
+    def finished(self, model: str, stream: SequenceStream, event: Done | Failed) -> None:
+        usage = event.usage if isinstance(event, Done) else event.details
         self.metrics.record_generation(
             model, prompt_tokens=int(usage.get("prompt_tokens", 0)),
             generation_tokens=int(usage.get("completion_tokens", 0)),
             e2e_seconds=time.perf_counter() - stream.submitted_at,
-            queue_seconds=queue_seconds(stream, event),
-            finished_reason=event.get("finish_reason") or "error")
-
-
-def queue_seconds(stream: SequenceStream, event: dict[str, Any]) -> float:
-    """Waiting for a daemon-side slot plus waiting in the worker before prefill began."""
-    worker_ms = float((event.get("timings") or {}).get("queue_ms", 0.0))
-    return max(0.0, stream.admitted_at - stream.submitted_at) + worker_ms / 1000.0
+            queue_seconds=stream.queue_ms(event) / 1000.0,
+            finished_reason=event.finish_reason if isinstance(event, Done) else "error")
 
 
 @dataclass

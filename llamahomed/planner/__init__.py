@@ -13,7 +13,13 @@ from typing import Any
 
 from llamahomed.planner.candidates import Candidate, quality
 from llamahomed.planner.choose import Option, Plan, PlanRequest, choose_variant, plan
-from llamahomed.planner.estimate import DevicePart, Estimate, LoadParams, estimate, kv_cache_bytes
+from llamahomed.planner.estimate import (
+    DevicePart,
+    Estimate,
+    LoadParams,
+    estimate,
+    kv_cache_bytes,
+)
 from llamahomed.planner.measured import Measurements, capture_buffers, parse_buffers
 from llamahomed.planner.shape import ModelShape
 from llamahomed.planner.synthetic import llama_shape

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from llamahomed.core.resources import Machine
 from llamahomed.planner.candidates import Candidate, fill_shapes, quality
 from llamahomed.planner.estimate import DevicePart, Estimate, LoadParams, estimate
 from llamahomed.planner.measured import Measurements
 from llamahomed.planner.shape import ModelShape
-from llamahomed.core.resources import Machine
 
 Policy = Literal["quality", "speed"]
 Placement = Literal["gpu", "partial", "cpu"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from llamahomed.core.config_store import atomic_write
+from llamahomed.core.files import atomic_write
 
 log = structlog.get_logger(__name__)
 

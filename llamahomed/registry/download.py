@@ -26,8 +26,15 @@ from typing import IO, Any
 import aiohttp
 import structlog
 
-from llamahomed.core.errors import (AlreadyExists, DigestMismatch, DownloadFailed, DownloadInterrupted,
-                               DownloadNotFound, InsufficientStorage, NotGGUF)
+from llamahomed.core.errors import (
+    AlreadyExists,
+    DigestMismatch,
+    DownloadFailed,
+    DownloadInterrupted,
+    DownloadNotFound,
+    InsufficientStorage,
+    NotGGUF,
+)
 from llamahomed.registry.catalog import CatalogModel, CatalogVariant
 from llamahomed.registry.gguf_meta import GGUF_MAGIC, GGUFError, read_gguf_info
 

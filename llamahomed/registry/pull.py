@@ -98,8 +98,8 @@ def choose_by_plan(settings: Settings, machine: Machine | None = None) -> Varian
     """A ``VariantChooser`` that asks the load planner: the variant it would load on this
     machine (or ``machine``), with today's settings: weights, KV cache and buffers counted, GPUs
     included. Variants whose size is unknown are left out."""
-    from llamahomed.planner import Candidate, PlanRequest, plan
     from llamahomed.core.resources import read_machine
+    from llamahomed.planner import Candidate, PlanRequest, plan
 
     def choose(model: CatalogModel, variants: Sequence[CatalogVariant]) -> CatalogVariant:
         sized = [(v, variant_size(model, v)) for v in variants]

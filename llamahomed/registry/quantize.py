@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from llamahomed.core.errors import AlreadyExists, InsufficientStorage, InvalidRequest, QuantizeFailed
+from llamahomed.core.errors import (
+    AlreadyExists,
+    InsufficientStorage,
+    InvalidRequest,
+    QuantizeFailed,
+)
 from llamahomed.registry.gguf_meta import GGUFError, GGUFInfo, read_gguf_info
 from llamahomed.registry.store import ModelEntry
 

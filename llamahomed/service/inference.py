@@ -1,73 +1,46 @@
-"""From a validated request to a running sequence: resolve the model, get its worker, submit."""
+"""From a validated request to a running Generation: plan, load, render the prompt, submit.
+
+:meth:`InferenceService.generate` is the one way in for every dialect; the
+:class:`~llamahomed.service.generation.Generation` it returns does its own bookkeeping.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from llamahome.monitoring import AdvancedMetrics, Trace
 
-from llamahomed.observability import tracing
-from llamahomed.core.config_store import ConfigStore, atomic_write
-from llamahomed.engine.handle import LoadConfig, SequenceStream, WorkerHandle, sequence_error
+from llamahomed.core.config_store import ConfigStore
+from llamahomed.core.errors import InvalidRequest, LlamaHomeError, ModelTooLarge
+from llamahomed.core.resources import Machine, read_machine
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.handle import WorkerHandle
 from llamahomed.engine.pool import WorkerPool
-from llamahomed.engine.protocol import SamplingParams
-from llamahomed.core.errors import LlamaHomeError, ModelTooLarge
-from llamahomed.planner import LoadParams, Measurements, Plan, PlanRequest, candidates_from_entries, plan
+from llamahomed.engine.protocol import Accepted, Done, Failed, SamplingParams
+from llamahomed.observability import tracing
+from llamahomed.planner import (
+    LoadParams,
+    Measurements,
+    Plan,
+    PlanRequest,
+    candidates_from_entries,
+    plan,
+)
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelEntry, ModelRegistry
-from llamahomed.core.resources import Machine, read_machine
+from llamahomed.service.chat_template import TemplateCache
+from llamahomed.service.generation import Generation, Meter, failure
+from llamahomed.service.options import GenerationOptions
+from llamahomed.service.performance import Performance
 
 if TYPE_CHECKING:
     from llamahomed.observability.metrics import Monitoring
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class Generation:
-    """A submitted sequence whose prompt the worker accepted."""
-
-    entry: ModelEntry
-    stream: SequenceStream
-    prompt_tokens: int
-    created: str
-    trace: Trace = field(default_factory=Trace)
-
-
-class Performance:
-    """Decode speed measured from real runs, per model file; persisted in the state dir."""
-
-    def __init__(self, path: Any) -> None:
-        self._path = path
-        self._speeds: dict[str, float] = {}
-        try:
-            self._speeds = {k: float(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
-            self._speeds = {}
-
-    def tokens_per_second(self, entry: ModelEntry) -> float | None:
-        return self._speeds.get(entry.path.name)
-
-    def record(self, entry: ModelEntry, done: dict[str, Any]) -> None:
-        generated = done.get("usage", {}).get("completion_tokens", 0)
-        decode_ms = done.get("timings", {}).get("decode_ms", 0.0)
-        if generated < 4 or decode_ms <= 0:
-            return  # too short to say anything about speed
-        speed = (generated - 1) / (decode_ms / 1000.0)
-        old = self._speeds.get(entry.path.name)
-        self._speeds[entry.path.name] = round(speed if old is None else 0.7 * old + 0.3 * speed, 2)
-
-    def save(self) -> None:
-        try:
-            atomic_write(self._path, json.dumps(self._speeds, indent=1).encode(), mode=0o644)
-        except OSError as exc:
-            log.warning("performance_save_failed", error=str(exc))
 
 
 class InferenceService:
@@ -86,6 +59,7 @@ class InferenceService:
         self._planned: dict[int, str] = {}  # worker pid -> the plan request it was loaded for
         self.metrics = metrics or AdvancedMetrics()
         self.refusing: LlamaHomeError | None = None  # set while shutting down
+        self.templates = TemplateCache()
 
     @classmethod
     def create(cls, config: ConfigStore, monitoring: Monitoring | None = None) -> InferenceService:
@@ -220,44 +194,84 @@ class InferenceService:
             self.measurements.record(
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
-    async def prepare(self, model: str | None,
-                      n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
+    async def _prepare(self, model: str | None,
+                       n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
         """``select`` off the event loop (it reads the store and the machine): the variant a
         request gets and how it loads, before anything is loaded."""
         return await asyncio.to_thread(self.select, model, n_ctx)
 
-    async def acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
-        """The worker for ``prepare``'s answer, loaded on demand (its allocation recorded)."""
+    async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
+        """The worker for ``_prepare``'s answer, loaded on demand (its allocation recorded)."""
         worker = await self.pool.acquire(load)
         self._record_allocation(entry, worker)
         return worker
 
-    async def start(self, model: str | None, prompt: str, params: SamplingParams, *,
-                    n_ctx: int | None = None) -> Generation:
-        """Submit a prompt; returns once the worker accepted it (or raises its error)."""
+    async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
+                       messages: list[dict[str, Any]] | None = None, n_ctx: int | None = None,
+                       meter: Meter | None = None) -> Generation:
+        """The one way in: plan, load, render the prompt, submit; returns once the worker
+        accepted the prompt (or raises its error: context too long, queue full, ...).
+
+        Give ``prompt`` (sent verbatim) or chat ``messages`` (rendered through the model's chat
+        template, whose special tokens the rendered text may spell). ``n_ctx``: a larger
+        context this request asks the model to be loaded with. ``meter``: called with the
+        sequence's total tokens when it finishes (the caller's token budget).
+        """
         if self.refusing is not None:
             raise self.refusing
+        params = options.sampling(self.config.settings.model_settings,
+                                  self.config.settings.system_settings)
         trace = self._trace()
-        entry, load = await self.prepare(model, n_ctx)
+        entry, load = await self._prepare(options.model, n_ctx)
+        if messages is not None and not entry.info.has_chat_template:
+            raise InvalidRequest(
+                f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
+                "use /v1/completions with a prompt in the model's own format",
+                details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
         with trace.phase("load"):
-            worker = await self.acquire(entry, load)
-        return await self.submit(entry, worker, prompt, params, trace=trace)
+            worker = await self._acquire(entry, load)
+        if messages is not None:
+            prompt = self.templates.get(entry, worker.info).render(messages)
+        if prompt is None:
+            raise InvalidRequest("a generation needs a prompt or messages")
+        return await self._submit(entry, worker, prompt, params, special=messages is not None,
+                                  trace=trace, meter=meter)
+
+    async def embed(self, model: str | None, texts: list[str]) -> tuple[ModelEntry, Done]:
+        """Embed ``texts`` with a model that can (its GGUF declares a pooling type)."""
+        entry, load = await self._prepare(model)
+        if "embeddings" not in entry.capabilities:
+            raise InvalidRequest(
+                f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its "
+                "GGUF declares no pooling type); use an embedding model such as nomic-embed-text "
+                "or bge", details={"errors": [{"field": "model", "message": "the model cannot embed"}],
+                                   "capabilities": entry.capabilities})
+        worker = await self._acquire(entry, load)
+        stream = await worker.embed(texts)
+        try:
+            event = await stream.next_event()
+        finally:
+            await stream.cancel()
+        if isinstance(event, Failed):
+            raise failure(event)
+        if not isinstance(event, Done) or event.embeddings is None:
+            raise LlamaHomeError("the worker answered an embedding request without embeddings")
+        return entry, event
 
     def _trace(self) -> Trace:
         context = tracing.current()
         return self.metrics.trace(context.request_id if context else None)
 
-    async def submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
-                     params: SamplingParams, *, special: bool = False,
-                     trace: Trace | None = None) -> Generation:
-        """Submit to a worker from ``acquire``; returns once the prompt is accepted.
+    async def _submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
+                      params: SamplingParams, *, special: bool, trace: Trace,
+                      meter: Meter | None) -> Generation:
+        """Hand the prompt to the worker; returns once it is accepted.
 
         ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
         ``<|im_start|>``); user prompts never do.
         """
         if self.refusing is not None:  # shutdown began while the model was loading
             raise self.refusing
-        trace = trace or self._trace()
         context = tracing.current()
         system = self.config.settings.system_settings
         worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
@@ -270,26 +284,25 @@ class InferenceService:
         except BaseException:  # cancelled while the worker checks the prompt: drop the sequence
             await stream.cancel()
             raise
-        if first["kind"] == "error":
-            raise sequence_error(first)
+        if isinstance(first, Failed):
+            raise failure(first)
+        prompt_tokens = first.prompt_tokens if isinstance(first, Accepted) else 0
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return Generation(entry, stream, int(first.get("prompt_tokens", 0)), created, trace)
+        return Generation(entry, stream, prompt_tokens, created, trace, self._account, meter)
 
-    def finished(self, generation: Generation, done: dict[str, Any]) -> None:
-        """A sequence's ``done`` event: record its speed, finish its trace (added to ``done``
-        as ``trace`` when tracing is on) and add it to the request's log line."""
+    def _account(self, generation: Generation, done: Done) -> dict[str, Any] | None:
+        """A sequence's ``done`` event: record its speed, finish its trace (returned, to be
+        reported, when tracing is on) and add it to the request's log line."""
         self.performance.record(generation.entry, done)
-        stream, timings = generation.stream, done.get("timings") or {}
-        generation.trace.add("queue", (stream.admitted_at - stream.submitted_at) * 1000
-                             + float(timings.get("queue_ms", 0.0)))
-        generation.trace.add("prefill", float(timings.get("prefill_ms", 0.0)))
-        generation.trace.add("decode", float(timings.get("decode_ms", 0.0)))
-        data = self.metrics.finish_trace(generation.trace)
-        if data is not None:
-            done["trace"] = data
+        trace = generation.trace
+        trace.add("queue", generation.stream.queue_ms(done))
+        trace.add("prefill", float(done.timings.get("prefill_ms", 0.0)))
+        trace.add("decode", float(done.timings.get("decode_ms", 0.0)))
+        data = self.metrics.finish_trace(trace)
         context = tracing.current()
         if context is not None:
-            context.add_sequence(generation.entry.id, done.get("usage") or {}, data)
+            context.add_sequence(generation.entry.id, done.usage, data)
+        return data
 
 
 def load_params(config: LoadConfig) -> LoadParams:

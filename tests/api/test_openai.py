@@ -13,6 +13,7 @@ import pytest
 
 from llamahomed.http.keys import INFERENCE
 from tests.conftest import TINY_MODEL_ID, load_script
+from tests.fixtures.observe import finish_reasons
 
 CHAT_MODEL = "tiny-chat"
 GREEDY = {"temperature": 0, "max_tokens": 12}
@@ -216,7 +217,7 @@ async def test_a_client_that_leaves_an_sse_stream_cancels_its_sequence(
         await asyncio.sleep(0.05)
         if worker.in_flight == 0:
             break
-    assert worker.finish_reasons == {"cancelled": 1}
+    assert finish_reasons(api.server.app, "tiny-long") == {"cancelled": 1}
     generated = worker.tokens_generated
     await asyncio.sleep(0.3)
     assert worker.tokens_generated == generated

@@ -11,6 +11,7 @@ from llamahome.websocket import WebSocketClient
 
 from llamahomed.http.keys import INFERENCE
 from tests.conftest import load_script
+from tests.fixtures.observe import finish_reasons
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
@@ -60,5 +61,5 @@ async def test_leaving_a_stream_early_cancels_it_on_the_daemon(
             await asyncio.sleep(0.05)
             if worker.in_flight == 0:
                 break
-        assert worker.finish_reasons == {"cancelled": 1}
+        assert finish_reasons(api.server.app, "tiny-long") == {"cancelled": 1}
         assert (await ws.process("hi", model="tiny-long", max_tokens=2)).usage.completion_tokens == 2

@@ -62,7 +62,7 @@ async def test_closing_a_stream_early_cancels_the_sequence(llama: LlamaServer) -
 async def test_close_stops_the_workers_and_a_closed_server_starts_again(engine_env: Path) -> None:
     server = LlamaServer()
     await server.process("Hi", max_tokens=2)
-    service = server._service
+    service = server._engine.service
     assert service is not None
     worker = service.pool.workers()[TINY_MODEL_ID]
     await server.close()
@@ -89,4 +89,4 @@ except ImportError as exc:
     env = {**os.environ, "LLAMAHOME_STATE_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60, env=env, check=True)
-    assert "pip install llamahomed" in result.stdout and "APIClient" in result.stdout
+    assert "pip install 'llamahome[server]'" in result.stdout and "APIClient" in result.stdout

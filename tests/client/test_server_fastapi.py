@@ -58,9 +58,9 @@ async def test_fastapi_lifespan_starts_and_stops_the_engine(engine_env: Path) ->
         return [chunk.text async for chunk in llama.stream("Hi", max_tokens=3, temperature=0)]
 
     async with app.router.lifespan_context(app):
-        assert llama._service is not None
+        assert llama._engine.service is not None
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
             reply = await http.get("/stream")
         assert len(reply.json()) >= 1
-    assert llama._service is None
+    assert llama._engine.service is None

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from llamahomed.engine.handle import LoadConfig, WorkerHandle
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.handle import WorkerHandle
+from llamahomed.engine.protocol import Done, Failed, Text
 from llamahomed.engine.protocol import SamplingParams
 
 pytestmark = pytest.mark.gemma
@@ -29,13 +31,13 @@ async def run(worker: WorkerHandle, prompt: str, params: SamplingParams = GREEDY
     stream = await worker.submit(prompt, params)
     text, chunks = [], 0
     async for event in stream.events():
-        if event["kind"] == "text":
-            text.append(event["text"])
+        if isinstance(event, Text):
+            text.append(event.text)
             chunks += 1
-        elif event["kind"] == "error":
+        elif isinstance(event, Failed):
             raise AssertionError(event)
-        elif event["kind"] == "done":
-            return {"text": "".join(text), "chunks": chunks, **event}
+        elif isinstance(event, Done):
+            return {"text": "".join(text), "chunks": chunks, **event.wire()}
     raise AssertionError("no done event")
 
 
@@ -66,7 +68,7 @@ async def test_token_counts_match_the_tokenizer(worker: WorkerHandle, gemma_file
 
 async def test_multibyte_text_streams_in_whole_characters(worker: WorkerHandle) -> None:
     stream = await worker.submit("日本の首都は東京です。大阪は", SamplingParams(max_tokens=24, temperature=0.0))
-    pieces = [e["text"] async for e in stream.events() if e["kind"] == "text"]
+    pieces = [e.text async for e in stream.events() if isinstance(e, Text)]
     assert any(ord(ch) > 0x3000 for ch in "".join(pieces)), pieces
     assert all("\ufffd" not in piece for piece in pieces)
 

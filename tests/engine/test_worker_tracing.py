@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from llamahomed.engine.handle import LoadConfig, PoolObserver, SequenceStream, WorkerHandle
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.handle import PoolObserver, SequenceStream, WorkerHandle
+from llamahomed.engine.protocol import Done, Failed
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.core.errors import ShuttingDown
 
@@ -22,8 +24,8 @@ class Recorder(PoolObserver):
     def next_token(self, model: str, stream: SequenceStream, gap: float) -> None:
         self.calls.append(("next", gap))
 
-    def finished(self, model: str, stream: SequenceStream, event: dict[str, Any]) -> None:
-        self.calls.append(("finished", event["kind"]))
+    def finished(self, model: str, stream: SequenceStream, event: Done | Failed) -> None:
+        self.calls.append(("finished", type(event).__name__))
 
 
 def config(path: Path, **extra: Any) -> LoadConfig:
@@ -42,8 +44,8 @@ async def test_the_request_id_comes_back_on_the_last_event_from_the_worker(
                                      request_id="req-abc")
         assert stream.request_id == "req-abc"
         events = [event async for event in stream.events()]
-        assert events[-1]["kind"] == "done"
-        assert events[-1]["request_id"] == "req-abc"
+        assert isinstance(events[-1], Done)
+        assert events[-1].request_id == "req-abc"
         assert [c[0] for c in recorder.calls] == ["first", "next", "next", "next", "next",
                                                   "finished"]
         assert all(seconds >= 0 for kind, seconds in recorder.calls if kind != "finished")
@@ -51,7 +53,7 @@ async def test_the_request_id_comes_back_on_the_last_event_from_the_worker(
         refused = await worker.submit("word " * 400, SamplingParams(max_tokens=5),
                                       request_id="req-long")
         error = await refused.next_event()
-        assert (error["kind"], error["request_id"]) == ("error", "req-long")
+        assert isinstance(error, Failed) and error.request_id == "req-long"
     finally:
         await worker.stop()
 
@@ -80,7 +82,7 @@ async def test_abort_all_ends_in_flight_sequences_with_the_error_and_refuses_new
         stream = await worker.submit("count", SamplingParams(max_tokens=200, temperature=0))
         assert await worker.abort_all(ShuttingDown("the daemon is shutting down")) == 1
         events = [event async for event in stream.events()]
-        assert (events[-1]["kind"], events[-1]["code"]) == ("error", "shutting_down")
+        assert isinstance(events[-1], Failed) and events[-1].code == "shutting_down"
         assert worker.in_flight == 0 and worker.admission.running == 0
         with pytest.raises(ShuttingDown):
             await worker.submit("again", SamplingParams(max_tokens=2))

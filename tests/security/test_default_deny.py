@@ -8,8 +8,12 @@ from typing import Any
 from aiohttp import web
 from llamahome.auth import TokenGenerator
 
-from llamahomed.http.access import ALWAYS_PUBLIC, DEFAULT_SCOPE, METRICS_PATH
 from llamahomed.http.app import create_app
+from llamahomed.http.keys import ROUTES
+from llamahomed.http.route import DEFAULT_SCOPE
+
+ALWAYS_PUBLIC = frozenset({"/health"})
+METRICS_PATH = "/metrics"
 from tests.security.helpers import assert_envelope, bearer, issue
 
 
@@ -18,20 +22,17 @@ def concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
 
 
-def routes(app: web.Application) -> list[tuple[str, str, Any]]:
-    """(method, path, handler) of every route, HEAD included."""
+def routes(app: web.Application) -> list[tuple[str, str, str]]:
+    """(method, path, the scope the route table gives it) of every route, HEAD included."""
     found = []
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter") or info.get("prefix")
         assert path, f"a route with no path: {route!r}"
         method = "GET" if route.method == "*" else route.method
-        found.append((method, concrete(path), route.handler))
+        entry = app[ROUTES].find(method, route.resource.canonical) if route.resource else None
+        found.append((method, concrete(path), entry.scope if entry else DEFAULT_SCOPE))
     return found
-
-
-def needed_scope(handler: Any) -> str:
-    return str(getattr(handler, "__llamahome_scope__", DEFAULT_SCOPE))
 
 
 async def future_route(request: web.Request) -> web.Response:
@@ -60,7 +61,7 @@ async def test_every_non_public_route_refuses_no_token_a_bad_token_and_a_wrong_s
     client = await aiohttp_client(app)
     forged = TokenGenerator("wrong-secret").create_token("mallory", scopes=["admin", "inference"])
     checked = 0
-    for method, path, handler in routes(app):
+    for method, path, scope in routes(app):
         if path in ALWAYS_PUBLIC:
             continue
         for headers in ({}, bearer(forged), bearer("garbage")):
@@ -69,7 +70,6 @@ async def test_every_non_public_route_refuses_no_token_a_bad_token_and_a_wrong_s
             assert response.headers["WWW-Authenticate"].startswith("Bearer ")
             if method != "HEAD":
                 error_of(path, await response.json(), "authentication_error")
-        scope = needed_scope(handler)
         others = tuple(s for s in ("admin", "inference") if s != scope)
         response = await client.request(method, path, headers=bearer(issue(settings, scopes=others)))
         assert response.status == 403, (method, path)
@@ -92,7 +92,7 @@ async def test_a_route_that_declares_no_scope_needs_admin(aiohttp_client: Any, s
 
 async def test_scopes_split_inference_from_admin(aiohttp_client: Any, settings: Any) -> None:
     app = create_app(settings)
-    scopes = {(m, p): needed_scope(h) for m, p, h in routes(app)}
+    scopes = {(m, p): s for m, p, s in routes(app)}
     assert scopes[("POST", "/api/v1/process")] == "inference"
     assert scopes[("POST", "/api/v1/stream")] == "inference"
     assert scopes[("POST", "/api/v1/batch")] == "inference"

@@ -9,7 +9,8 @@ import pytest
 from aiohttp import web
 from llamahome.auth import TokenGenerator
 
-from llamahomed.http.access import requires_scope
+from llamahomed.http.keys import ROUTES
+from llamahomed.http.route import Operation, Route
 from llamahomed.http.keys import CLAIMS
 from llamahomed.http.app import create_app
 from llamahomed.cli import main
@@ -41,13 +42,13 @@ async def test_a_valid_token_passes_and_its_claims_reach_the_handler(
         aiohttp_client: Any, settings: Any) -> None:
     app = create_app(settings)
 
-    @requires_scope("inference")
     async def whoami(request: web.Request) -> web.Response:
         claims = request[CLAIMS]
         return web.json_response({"user": claims.user_id, "tier": claims.tier,
                                   "scopes": list(claims.scopes), "jti": claims.token_id})
 
-    app.router.add_get("/api/v1/test-whoami", whoami)
+    app[ROUTES].register(app, Route("GET", "/api/v1/test-whoami", whoami, "inference",
+                                    Operation("Who am I (a test route)")))
     client = await aiohttp_client(app)
     token = issue(settings, "alice", tier="pro")
     response = await client.get("/api/v1/test-whoami", headers=bearer(token))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llamahomed.core.config_store import ConfigStore, atomic_write
+from llamahomed.core.config_store import ConfigStore
+from llamahomed.core.files import atomic_write
 from llamahomed.core.errors import StartupError, ValidationFailed
 from llamahomed.core.settings import Settings, format_size, parse_size
 
@@ -92,7 +93,7 @@ def test_kill_9_during_config_writes_never_leaves_a_broken_file(tmp_path: Path) 
     writer = subprocess.Popen([sys.executable, "-c", f"""
 import tomli_w
 from pathlib import Path
-from llamahomed.core.config_store import atomic_write
+from llamahomed.core.files import atomic_write
 i = 0
 while True:
     i += 1

@@ -38,14 +38,20 @@ import ctypes
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.protocol import Done, Failed, SamplingParams, Text
+from llamahomed.engine.worker.detok import TextOutput
 from llamahomed.engine.worker.embed import Embedder
-from llamahomed.engine.worker.inbox import Inbox, SequenceState, special_tokens, tokenize
-from llamahomed.engine.worker.detok import TextOutput, text_event
-from llamahomed.engine.protocol import SamplingParams
+from llamahomed.engine.worker.inbox import (
+    Inbox,
+    SequenceState,
+    special_tokens,
+    tokenize,
+)
 from llamahomed.engine.worker.sampling import SamplerChain, resolve_seed
 from llamahomed.engine.worker.state_cache import SavedState, StateCache, common_prefix
 
@@ -91,7 +97,7 @@ def kv_ggml_type(lib: Any, name: str) -> int:
 class BatchedEngine(Inbox[BatchedSequence]):
     """Owns the model, one context and one batch; ``run()`` is the decode thread's loop."""
 
-    def __init__(self, lib: Any, model: Any, ctx: Any, config: dict[str, Any], emit: Emit) -> None:
+    def __init__(self, lib: Any, model: Any, ctx: Any, config: LoadConfig, emit: Emit) -> None:
         super().__init__(emit)
         self._lib, self._model, self._ctx = lib, model, ctx
         self._mem = lib.llama_get_memory(ctx)
@@ -99,10 +105,10 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self.n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
         self.n_ctx, self.n_ctx_seq = int(lib.llama_n_ctx(ctx)), int(lib.llama_n_ctx_seq(ctx))
         self.n_batch, self.n_slots = int(lib.llama_n_batch(ctx)), int(lib.llama_n_seq_max(ctx))
-        self.n_threads = int(config["n_threads"])
-        self.kv_unified = bool(config.get("kv_unified", True))
-        self.prompt_cache = bool(config.get("prompt_cache", True))
-        state_bytes = int(config.get("state_cache_bytes", 0))
+        self.n_threads = int(config.n_threads or 1)
+        self.kv_unified = config.kv_unified
+        self.prompt_cache = config.prompt_cache
+        state_bytes = config.state_cache_bytes
         self._saved = StateCache(state_bytes) if self.prompt_cache and state_bytes > 0 else None
         self._swa = int(lib.llama_model_n_swa(model)) > 0
         self._n_swa = max(1, int(lib.llama_model_n_swa(model)))
@@ -123,33 +129,32 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self._closed = False
 
     @classmethod
-    def load(cls, config: dict[str, Any], emit: Emit) -> BatchedEngine:
+    def load(cls, wire: LoadConfig | Mapping[str, Any], emit: Emit) -> BatchedEngine:
         """Load the model and create a context with ``n_slots`` sequences (see module doc)."""
         import llama_cpp as lib
 
+        config = LoadConfig.from_wire(wire)
         logging.getLogger("llama-cpp-python").setLevel(
-            logging.DEBUG if config.get("verbose") else logging.ERROR)
+            logging.DEBUG if config.verbose else logging.ERROR)
         lib.llama_backend_init()
-        n_slots = int(config.get("n_slots", 4))
-        if not 1 <= n_slots <= 256:
-            raise ValueError(f"n_slots must be between 1 and 256, not {n_slots}")
-        n_batch = max(int(config.get("n_batch", 512)), n_slots)
-        n_threads = int(config.get("n_threads") or max(multiprocessing.cpu_count() // 2, 1))
+        n_slots = config.n_slots
+        n_batch = max(config.n_batch, n_slots)
+        n_threads = config.n_threads or max(multiprocessing.cpu_count() // 2, 1)
         model_params = lib.llama_model_default_params()
-        n_gpu = int(config.get("n_gpu_layers", 0))
+        n_gpu = config.n_gpu_layers
         model_params.n_gpu_layers = 0x7FFFFFFF if n_gpu < 0 else n_gpu
-        model_params.use_extra_bufts = bool(config.get("repack", True))
-        model = lib.llama_model_load_from_file(str(config["model_path"]).encode(), model_params)
+        model_params.use_extra_bufts = config.repack
+        model = lib.llama_model_load_from_file(config.model_path.encode(), model_params)
         if not model:
-            raise ValueError(f"llama.cpp could not load the model at {config['model_path']}")
+            raise ValueError(f"llama.cpp could not load the model at {config.model_path}")
         params = lib.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.n_seq_max = int(config["n_ctx"]), n_batch, n_slots
-        params.n_ubatch = min(n_batch, int(config.get("n_ubatch", 512)))
+        params.n_ctx, params.n_batch, params.n_seq_max = config.n_ctx, n_batch, n_slots
+        params.n_ubatch = min(n_batch, config.n_ubatch)
         params.n_threads = params.n_threads_batch = n_threads
-        params.kv_unified = bool(config.get("kv_unified", True))
-        params.type_k = params.type_v = kv_ggml_type(lib, str(config.get("kv_type", "f16")))
-        params.swa_full = bool(config.get("swa_full", True))
-        flash_attn = config.get("flash_attn")
+        params.kv_unified = config.kv_unified
+        params.type_k = params.type_v = kv_ggml_type(lib, config.kv_type)
+        params.swa_full = config.swa_full
+        flash_attn = config.flash_attn
         if flash_attn is not None:
             params.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
                                       else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
@@ -157,7 +162,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         if not ctx:
             lib.llama_model_free(model)
             raise ValueError("llama.cpp could not create a context (out of memory?)")
-        return cls(lib, model, ctx, {**config, "n_threads": n_threads}, emit)
+        return cls(lib, model, ctx, config.model_copy(update={"n_threads": n_threads}), emit)
 
     def info(self) -> dict[str, Any]:
         return {"n_ctx": self.n_ctx, "n_ctx_seq": self.n_ctx_seq,
@@ -427,7 +432,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         seq.generated += 1
         seq.history.append(token)
         text, stopped = seq.out.feed(self._token_bytes(token))
-        events: list[Event] = [text_event(seq.seq_id, text, 1)] if text else []
+        events: list[Event] = [Text(seq.seq_id, text, 1).wire()] if text else []
         if stopped:
             return events + [self._finish(seq, "stop")]
         room = self.n_ctx_seq - len(seq.tokens) - seq.generated
@@ -447,19 +452,18 @@ class BatchedEngine(Inbox[BatchedSequence]):
     def _end(self, seq: BatchedSequence, reason: str) -> list[Event]:
         """Flush held-back text, then finish."""
         tail = seq.out.flush()
-        events: list[Event] = [text_event(seq.seq_id, tail, 0)] if tail else []
+        events: list[Event] = [Text(seq.seq_id, tail, 0).wire()] if tail else []
         return events + [self._finish(seq, reason)]
 
     def _finish(self, seq: BatchedSequence, reason: str) -> Event:
         self._release(seq, keep_cache=True)
-        return {"seq": seq.seq_id, "kind": "done", "finish_reason": reason,
-                "usage": seq.usage(), "timings": seq.timings(),
-                "cache": {"hit_tokens": seq.cache_hit, "source": seq.cache_source}}
+        return Done(seq.seq_id, reason, seq.usage(), seq.timings(),
+                    cache={"hit_tokens": seq.cache_hit, "source": seq.cache_source}).wire()
 
     def _fail(self, seq: BatchedSequence, code: str, message: str) -> Event:
         self._release(seq, keep_cache=False)
-        return {"seq": seq.seq_id, "kind": "error", "code": code, "message": message,
-                "details": {"prompt_tokens": len(seq.tokens), "completion_tokens": seq.generated}}
+        return Failed(seq.seq_id, code, message, {"prompt_tokens": len(seq.tokens),
+                                                 "completion_tokens": seq.generated}).wire()
 
     def _release(self, seq: BatchedSequence, keep_cache: bool) -> None:
         """Take ``seq`` out of its slot; keep the slot's KV as prompt cache or clear it."""

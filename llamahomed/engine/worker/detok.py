@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-from typing import Any
 
 
 class IncrementalText:
@@ -77,8 +76,3 @@ class TextOutput:
         """Everything held back, at the end of the sequence (up to a stop string in it)."""
         tail, _ = self._stops.push(self._text.flush())
         return tail + self._stops.flush()
-
-
-def text_event(seq_id: int, text: str, tokens: int) -> dict[str, Any]:
-    """A ``text`` event of the worker protocol."""
-    return {"seq": seq_id, "kind": "text", "text": text, "tokens": tokens}

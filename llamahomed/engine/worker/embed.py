@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from llamahomed.engine.protocol import Done, Failed, empty_usage
 from llamahomed.engine.worker.inbox import tokenize
 
 Event = dict[str, Any]
@@ -69,26 +70,22 @@ class Embedder:
     def embed(self, seq_id: int, texts: list[str]) -> Event:
         """One ``done`` event carrying ``embeddings`` (or an ``error`` event)."""
         if not 1 <= len(texts) <= MAX_INPUTS:
-            return {"seq": seq_id, "kind": "error", "code": "invalid_request",
-                    "message": f"embed 1 to {MAX_INPUTS} inputs at a time", "details": {}}
+            return Failed(seq_id, "invalid_request", f"embed 1 to {MAX_INPUTS} inputs at a time").wire()
         token_lists = [self._tokens(text) for text in texts]
         for tokens in token_lists:
             if len(tokens) > self.n_ctx:
-                return {"seq": seq_id, "kind": "error", "code": "context_length_exceeded",
-                        "message": f"an input has {len(tokens)} tokens; this model embeds at "
-                                   f"most {self.n_ctx}",
-                        "details": {"prompt_tokens": len(tokens), "context_length": self.n_ctx}}
+                return Failed(seq_id, "context_length_exceeded",
+                              f"an input has {len(tokens)} tokens; this model embeds at most "
+                              f"{self.n_ctx}",
+                              {"prompt_tokens": len(tokens), "context_length": self.n_ctx}).wire()
         try:
             with self._lock:
                 ctx = self._context()
                 vectors = [self._one(ctx, tokens) for tokens in token_lists]
         except RuntimeError as exc:
-            return {"seq": seq_id, "kind": "error", "code": "invalid_request",
-                    "message": str(exc), "details": {}}
+            return Failed(seq_id, "invalid_request", str(exc)).wire()
         n_tokens = sum(len(t) for t in token_lists)
-        return {"seq": seq_id, "kind": "done", "finish_reason": "stop", "embeddings": vectors,
-                "usage": {"prompt_tokens": n_tokens, "completion_tokens": 0,
-                          "total_tokens": n_tokens}}
+        return Done(seq_id, "stop", empty_usage(n_tokens), embeddings=vectors).wire()
 
     def close(self) -> None:
         with self._lock:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from llamahomed.engine.protocol import Accepted, Failed, SamplingParams
 from llamahomed.engine.worker.detok import TextOutput
-from llamahomed.engine.protocol import SamplingParams
 
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], None]
@@ -73,11 +73,10 @@ def special_tokens(lib: Any, vocab: Any) -> dict[str, Any]:
 
 def context_error(seq_id: int, prompt_tokens: int, n_ctx: int) -> Event:
     """The ``context_length_exceeded`` event: refused, never truncated."""
-    return {"seq": seq_id, "kind": "error", "code": "context_length_exceeded",
-            "message": f"the prompt has {prompt_tokens} tokens; this model is loaded with a "
-                       f"context of {n_ctx} tokens, which must also hold at least one "
-                       "generated token",
-            "details": {"prompt_tokens": prompt_tokens, "context_length": n_ctx}}
+    return Failed(seq_id, "context_length_exceeded",
+                  f"the prompt has {prompt_tokens} tokens; this model is loaded with a "
+                  f"context of {n_ctx} tokens, which must also hold at least one generated token",
+                  {"prompt_tokens": prompt_tokens, "context_length": n_ctx}).wire()
 
 
 class Inbox(Generic[Seq]):
@@ -97,7 +96,7 @@ class Inbox(Generic[Seq]):
             self._emit([context_error(seq_id, len(tokens), n_ctx)])
             return
         seq = make()
-        self._emit([{"seq": seq_id, "kind": "accepted", "prompt_tokens": len(tokens)}])
+        self._emit([Accepted(seq_id, len(tokens)).wire()])
         with self._cond:
             self._queue.append(seq)
             self._cond.notify()

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.protocol import Done, Failed, SamplingParams, Text
+from llamahomed.engine.worker.detok import TextOutput
 from llamahomed.engine.worker.embed import Embedder
 from llamahomed.engine.worker.inbox import Inbox, SequenceState, special_tokens
-from llamahomed.engine.worker.detok import TextOutput, text_event
-from llamahomed.engine.protocol import SamplingParams
 
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], None]
@@ -39,23 +40,24 @@ class SequentialEngine(Inbox[Sequence]):
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
 
     @classmethod
-    def load(cls, config: dict[str, Any], emit: Emit) -> SequentialEngine:
+    def load(cls, wire: LoadConfig | Mapping[str, Any], emit: Emit) -> SequentialEngine:
         import llama_cpp
 
         from llamahomed.engine.worker.batched import kv_ggml_type
 
+        config = LoadConfig.from_wire(wire)
         llm = llama_cpp.Llama(
-            model_path=config["model_path"],
-            n_ctx=int(config["n_ctx"]),
-            n_batch=int(config.get("n_batch", 512)),
-            n_threads=config.get("n_threads"),
-            n_gpu_layers=int(config.get("n_gpu_layers", 0)),
-            n_ubatch=int(config.get("n_ubatch", 512)),
-            swa_full=bool(config.get("swa_full", True)),
-            type_k=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
-            type_v=kv_ggml_type(llama_cpp, str(config.get("kv_type", "f16"))),
-            seed=int(config.get("seed", llama_cpp.LLAMA_DEFAULT_SEED)),
-            verbose=bool(config.get("verbose", False)),
+            model_path=config.model_path,
+            n_ctx=config.n_ctx,
+            n_batch=config.n_batch,
+            n_threads=config.n_threads,
+            n_gpu_layers=config.n_gpu_layers,
+            n_ubatch=config.n_ubatch,
+            swa_full=config.swa_full,
+            type_k=kv_ggml_type(llama_cpp, config.kv_type),
+            type_v=kv_ggml_type(llama_cpp, config.kv_type),
+            seed=llama_cpp.LLAMA_DEFAULT_SEED if config.seed is None else config.seed,
+            verbose=config.verbose,
         )
         return cls(llm, emit)
 
@@ -101,8 +103,8 @@ class SequentialEngine(Inbox[Sequence]):
             try:
                 events, done = self._step(active)
             except Exception as exc:  # noqa: BLE001 - a failed decode fails this sequence only
-                events, done = [{"seq": active.seq_id, "kind": "error", "code": "internal_error",
-                                 "message": f"decode failed: {exc}", "details": {}}], True
+                events, done = [Failed(active.seq_id, "internal_error",
+                                       f"decode failed: {exc}").wire()], True
             self._emit(events)
             if done:
                 active = None
@@ -127,7 +129,7 @@ class SequentialEngine(Inbox[Sequence]):
         seq.generated += 1
         piece = self.llm.detokenize([token])
         text, stopped = seq.out.feed(piece)
-        events: list[Event] = [text_event(seq.seq_id, text, 1)] if text else []
+        events: list[Event] = [Text(seq.seq_id, text, 1).wire()] if text else []
         if stopped:
             return events + [self._finish(seq, "stop")], True
         room = self.llm.n_ctx() - len(seq.tokens) - seq.generated
@@ -138,7 +140,7 @@ class SequentialEngine(Inbox[Sequence]):
     def _end(self, seq: Sequence, reason: str) -> list[Event]:
         """Flush held-back text, then finish."""
         tail = seq.out.flush()
-        events: list[Event] = [text_event(seq.seq_id, tail, 0)] if tail else []
+        events: list[Event] = [Text(seq.seq_id, tail, 0).wire()] if tail else []
         return events + [self._finish(seq, reason)]
 
     def _finish(self, seq: Sequence, reason: str) -> Event:
@@ -146,5 +148,4 @@ class SequentialEngine(Inbox[Sequence]):
             seq.stream.close()
         if not seq.started:
             seq.started = time.perf_counter()
-        return {"seq": seq.seq_id, "kind": "done", "finish_reason": reason,
-                "usage": seq.usage(), "timings": seq.timings()}
+        return Done(seq.seq_id, reason, seq.usage(), seq.timings()).wire()

@@ -8,7 +8,6 @@ frame per step. The process exits when the daemon says so or its socket closes (
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -16,7 +15,14 @@ import threading
 import time
 from typing import Any
 
-from llamahomed.engine.protocol import ProtocolError, SamplingParams, encode, recv_frame
+from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.protocol import (
+    Failed,
+    ProtocolError,
+    SamplingParams,
+    encode,
+    recv_frame,
+)
 
 
 class Channel:
@@ -51,9 +57,9 @@ class Channel:
         return recv_frame(self._sock)
 
 
-def _load_engine(config: dict[str, Any], channel: Channel) -> Any:
+def _load_engine(config: LoadConfig, channel: Channel) -> Any:
     # Imported here so that a crash inside llama.cpp's import or load kills only this process.
-    if config.get("engine", "batched") == "batched":
+    if config.engine == "batched":
         from llamahomed.engine.worker.batched import BatchedEngine
 
         return BatchedEngine.load(config, channel.send_events)
@@ -67,15 +73,15 @@ def _embed(embedder: Any, channel: Channel, message: dict[str, Any]) -> None:
     try:
         event = embedder.embed(seq_id, [str(text) for text in message["inputs"]])
     except Exception as exc:  # noqa: BLE001 - reported to the daemon as this request's error
-        event = {"seq": seq_id, "kind": "error", "code": "internal_error",
-                 "message": f"embedding failed: {type(exc).__name__}: {exc}", "details": {}}
+        event = Failed(seq_id, "internal_error",
+                       f"embedding failed: {type(exc).__name__}: {exc}").wire()
     try:
         channel.send_events([event])
     except OSError:
         pass
 
 
-def serve(channel: Channel, config: dict[str, Any]) -> int:
+def serve(channel: Channel, config: LoadConfig) -> int:
     started = time.perf_counter()
     try:
         from llamahomed.planner.measured import capture_buffers, parse_buffers
@@ -126,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
-    code = serve(Channel(sock), json.loads(args.config))
+    try:
+        config = LoadConfig.from_wire(args.config)
+    except ValueError as exc:  # pydantic's ValidationError: refused before llama.cpp runs
+        Channel(sock).send({"ev": "load_failed", "message": f"invalid load config: {exc}"})
+        os._exit(3)
+    code = serve(Channel(sock), config)
     sock.close()
     sys.stdout.flush()
     # Skip interpreter teardown: llama.cpp's static destructors can be slow or noisy at exit.

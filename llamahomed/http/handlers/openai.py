@@ -16,62 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import struct
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llamahomed.http.access import requires_scope
-from llamahomed.http.handlers.native import collect
-from llamahomed.http.keys import CONFIG, INFERENCE
-from llamahomed.http.schemas import GenerationFields, parse_body, validation_details
-from llamahomed.service.chat_template import ChatTemplate
-from llamahomed.engine.handle import sequence_error
-from llamahomed.engine.protocol import SamplingParams
 from llamahomed.core.errors import InvalidRequest, ValidationFailed
-from llamahomed.service.inference import Generation, InferenceService
+from llamahomed.http.keys import INFERENCE
+from llamahomed.http.ratelimit import request_meter
+from llamahomed.http.render.sse import finish_reason, stream_sse, usage
+from llamahomed.http.schemas import parse_body
 from llamahomed.registry.store import ModelEntry
+from llamahomed.service.generation import Result
+from llamahomed.service.options import GenerationOptions, validation_details
 
-SSE = "text/event-stream"
 MAX_EMBED_INPUTS = 256
 OWNER = "llamahome"
-
-
-def add_routes(app: web.Application) -> None:
-    app[CHAT_TEMPLATES] = TemplateCache()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model_id}", get_model)
-    app.router.add_post("/v1/embeddings", embeddings)
-
-
-class TemplateCache:
-    """Compiled chat templates by model file (compiling Gemma's takes a few milliseconds)."""
-
-    def __init__(self, limit: int = 16) -> None:
-        self._limit = limit
-        self._templates: dict[tuple[str, str, str, bool], ChatTemplate] = {}
-
-    def get(self, entry: ModelEntry, info: dict[str, Any]) -> ChatTemplate:
-        source = entry.info.chat_template or ""
-        key = (source, str(info.get("bos_token", "")), str(info.get("eos_token", "")),
-               bool(info.get("add_bos", True)))
-        template = self._templates.get(key)
-        if template is None:
-            if len(self._templates) >= self._limit:
-                self._templates.pop(next(iter(self._templates)))
-            template = ChatTemplate(source, bos_token=key[1], eos_token=key[2], strip_bos=key[3])
-            self._templates[key] = template
-        return template
-
-
-CHAT_TEMPLATES = web.AppKey("chat_templates", TemplateCache)
 
 
 # -- request bodies -----------------------------------------------------------------------------
@@ -124,10 +87,10 @@ class _Common(_Strict):
             raise InvalidRequest(f"{field}: {why}", details={"errors": [
                 {"field": f, "message": m} for f, m in problems]})
 
-    def sampling(self, request: web.Request, max_tokens: int | None) -> SamplingParams:
+    def options(self, max_tokens: int | None) -> GenerationOptions:
         """The LlamaHome sampling fields, validated by the same rules as /api/v1/process."""
         try:
-            fields = GenerationFields.model_validate({
+            return GenerationOptions.model_validate({
                 "model": self.model, "max_tokens": max_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
                 "repeat_penalty": self.repeat_penalty,
@@ -136,8 +99,6 @@ class _Common(_Strict):
             details = validation_details(exc)
             raise ValidationFailed(f"invalid field(s): {', '.join(e['field'] for e in details['errors'])}",
                                    details=details) from exc
-        settings = request.app[CONFIG].settings
-        return fields.sampling(settings.model_settings, settings.system_settings)
 
     @property
     def include_usage(self) -> bool:
@@ -226,125 +187,65 @@ class EmbeddingRequest(_Strict):
 
 # -- handlers -----------------------------------------------------------------------------------
 
-def _finish_reason(reason: str | None) -> str:
-    return "length" if reason == "length" else "stop"
-
-
-def _usage(usage: dict[str, Any]) -> dict[str, int]:
-    return {key: int(usage.get(key, 0)) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
-
-
-@requires_scope("inference")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatRequest)
     body.check_supported()
-    params = body.sampling(request, body.max_completion_tokens or body.max_tokens)
-    service = request.app[INFERENCE]
-    entry, load = await service.prepare(body.model, body.n_ctx)
-    if not entry.info.has_chat_template:
-        raise InvalidRequest(
-            f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
-            "use /v1/completions with a prompt in the model's own format",
-            details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
-    worker = await service.acquire(entry, load)
-    template = request.app[CHAT_TEMPLATES].get(entry, worker.info)
-    prompt = template.render([m.for_template() for m in body.messages])
-    generation = await service.submit(entry, worker, prompt, params, special=True)
-    reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    options = body.options(body.max_completion_tokens or body.max_tokens)
+    generation = await request.app[INFERENCE].generate(
+        options, messages=[m.for_template() for m in body.messages], n_ctx=body.n_ctx,
+        meter=request_meter(request))
+    model, reply_id, created = generation.entry.id, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
             if text is not None:
                 delta["content"] = text
             return {"id": reply_id, "object": "chat.completion.chunk", "created": created,
-                    "model": entry.id, "system_fingerprint": None,
+                    "model": model, "system_fingerprint": None,
                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                  "finish_reason": finish}]}
-        return await _sse(request, service, generation, chunk, body.include_usage, opening=True)
-    result = await collect(service, generation)
+        return await stream_sse(request, generation, chunk, body.include_usage, opening=True)
+    result = await generation.result()
     return web.json_response({
-        "id": reply_id, "object": "chat.completion", "created": created, "model": entry.id,
+        "id": reply_id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
-                     "logprobs": None, "finish_reason": _finish_reason(result["finish_reason"])}],
-        "usage": _usage(result["usage"])})
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                     "logprobs": None, "finish_reason": finish_reason(result.finished.finish_reason)}],
+        "usage": usage(result.finished.usage)})
 
 
-@requires_scope("inference")
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, CompletionRequest)
     body.check_supported()
-    params = body.sampling(request, body.max_tokens)
-    service = request.app[INFERENCE]
-    entry, load = await service.prepare(body.model, body.n_ctx)
+    options = body.options(body.max_tokens)
+    service, meter = request.app[INFERENCE], request_meter(request)
     reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        worker = await service.acquire(entry, load)
-        generation = await service.submit(entry, worker, body.prompts[0], params)
+        generation = await service.generate(options, prompt=body.prompts[0], n_ctx=body.n_ctx,
+                                            meter=meter)
+        model = generation.entry.id
 
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
             return {"id": reply_id, "object": "text_completion", "created": created,
-                    "model": entry.id, "system_fingerprint": None,
+                    "model": model, "system_fingerprint": None,
                     "choices": [{"index": 0, "text": text or "", "logprobs": None,
                                  "finish_reason": finish}]}
-        return await _sse(request, service, generation, chunk, body.include_usage, opening=False)
+        return await stream_sse(request, generation, chunk, body.include_usage, opening=False)
 
-    async def one(prompt: str) -> dict[str, Any]:
-        worker = await service.acquire(entry, load)
-        return await collect(service, await service.submit(entry, worker, prompt, params))
+    async def one(prompt: str) -> Result:
+        generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter)
+        return await generation.result()
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))
-    usage = {key: sum(r["usage"][key] for r in results)
-             for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    totals = {key: sum(r.finished.usage.get(key, 0) for r in results)
+              for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
     return web.json_response({
-        "id": reply_id, "object": "text_completion", "created": created, "model": entry.id,
-        "system_fingerprint": None,
-        "choices": [{"index": i, "text": r["text"], "logprobs": None,
-                     "finish_reason": _finish_reason(r["finish_reason"])}
+        "id": reply_id, "object": "text_completion", "created": created,
+        "model": results[0].finished.model, "system_fingerprint": None,
+        "choices": [{"index": i, "text": r.text, "logprobs": None,
+                     "finish_reason": finish_reason(r.finished.finish_reason)}
                     for i, r in enumerate(results)],
-        "usage": usage})
-
-
-Chunk = Callable[..., dict[str, Any]]
-
-
-async def _sse(request: web.Request, service: InferenceService, generation: Generation,
-               chunk: Chunk, include_usage: bool, *, opening: bool) -> web.StreamResponse:
-    """``data: {chunk}`` events, a last chunk with the finish reason, usage if asked, [DONE].
-
-    An error after the first byte is a ``data: {"error": ...}`` event (OpenAI's SDKs raise it).
-    A client that goes away cancels the sequence at the worker's next step.
-    """
-    response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
-
-    async def send(data: dict[str, Any]) -> None:
-        if include_usage and "choices" in data and "usage" not in data:
-            data["usage"] = None
-        await response.write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
-
-    try:
-        await response.prepare(request)
-        if opening:
-            await send(chunk(None, None, first=True))
-        async for event in generation.stream.events():
-            if event["kind"] == "text":
-                await send(chunk(event["text"], None))
-            elif event["kind"] == "done":
-                service.finished(generation, event)
-                await send(chunk(None, _finish_reason(event.get("finish_reason"))))
-                if include_usage:
-                    final = chunk(None, None)
-                    final["choices"] = []
-                    final["usage"] = _usage(event["usage"])
-                    await send(final)
-            else:
-                await send(sequence_error(event).openai_envelope())
-                break
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-    finally:
-        await generation.stream.cancel()
-    return response
+        "usage": totals})
 
 
 def _model_object(entry: ModelEntry) -> dict[str, Any]:
@@ -355,52 +256,34 @@ def _model_object(entry: ModelEntry) -> dict[str, Any]:
     return {"id": entry.id, "object": "model", "created": created, "owned_by": OWNER}
 
 
-@requires_scope("inference")
 async def list_models(request: web.Request) -> web.Response:
     groups = request.app[INFERENCE].registry.models()
     return web.json_response({"object": "list",
                               "data": [_model_object(entries[0]) for entries in groups.values()]})
 
 
-@requires_scope("inference")
 async def get_model(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
     return web.json_response(_model_object(service.registry.resolve(request.match_info["model_id"])))
 
 
-@requires_scope("inference")
 async def embeddings(request: web.Request) -> web.Response:
     body = await parse_body(request, EmbeddingRequest)
     if body.dimensions is not None:
         raise InvalidRequest("dimensions: not supported; the model's own size is used",
                              details={"errors": [{"field": "dimensions", "message": "not supported"}]})
-    service = request.app[INFERENCE]
-    entry, load = await service.prepare(body.model)
-    if "embeddings" not in entry.capabilities:
-        raise InvalidRequest(
-            f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its GGUF "
-            "declares no pooling type); use an embedding model such as nomic-embed-text or bge",
-            details={"errors": [{"field": "model", "message": "the model cannot embed"}],
-                     "capabilities": entry.capabilities})
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or not all(texts) or len(texts) > MAX_EMBED_INPUTS:
         raise InvalidRequest(
             f"input: 1 to {MAX_EMBED_INPUTS} non-empty strings",
             details={"errors": [{"field": "input", "message": "empty or too many inputs"}]})
-    worker = await service.acquire(entry, load)
-    stream = await worker.embed(texts)
-    try:
-        done = await stream.next_event()
-    finally:
-        await stream.cancel()
-    if done["kind"] != "done":
-        raise sequence_error(done)
+    entry, done = await request.app[INFERENCE].embed(body.model, texts)
+    vectors = done.embeddings or []
     data = [{"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
-            for i, vector in enumerate(done["embeddings"])]
-    usage = done["usage"]
+            for i, vector in enumerate(vectors)]
     return web.json_response({"object": "list", "data": data, "model": entry.id,
-                              "usage": {"prompt_tokens": usage["prompt_tokens"],
-                                        "total_tokens": usage["total_tokens"]}})
+                              "usage": {"prompt_tokens": done.usage["prompt_tokens"],
+                                        "total_tokens": done.usage["total_tokens"]}})
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:

@@ -12,11 +12,16 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from llamahomed.core.errors import LlamaHomeError
 from llamahomed.http.keys import CONFIG, INFERENCE
 from llamahomed.http.schemas import parse_body
-from llamahomed.core.errors import LlamaHomeError
-from llamahomed.registry.pull import (PullProgress, PullResult, choose_by_plan, pull,
-                                      resolve_source)
+from llamahomed.registry.pull import (
+    PullProgress,
+    PullResult,
+    choose_by_plan,
+    pull,
+    resolve_source,
+)
 
 NDJSON = "application/x-ndjson"
 log = structlog.get_logger(__name__)

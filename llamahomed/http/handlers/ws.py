@@ -34,17 +34,21 @@ from typing import Any, Union
 import structlog
 from aiohttp import WSMsgType, web
 from llamahome.auth import TokenClaims
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from llamahomed.http.access import insufficient_scope, requires_scope, self_authenticating
-from llamahomed.http.handlers.native import final_fields
+from llamahomed.core.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    LlamaHomeError,
+    ServerBusy,
+    ValidationFailed,
+)
+from llamahomed.http.access import insufficient_scope
 from llamahomed.http.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE
-from llamahomed.http.ratelimit import RATE_LIMITS, charge, refusal
-from llamahomed.http.schemas import GenerationFields, validation_details
-from llamahomed.engine.handle import sequence_error
-from llamahomed.core.errors import (AuthenticationFailed, InvalidRequest, LlamaHomeError,
-                               PermissionDenied, ServerBusy, ValidationFailed)
-from llamahomed.service.inference import Generation
+from llamahomed.http.ratelimit import charge, meter, refusal
+from llamahomed.http.render.native import NativeLines
+from llamahomed.service.generation import Generation
+from llamahomed.service.options import PromptOptions, validation_details
 
 log = structlog.get_logger(__name__)
 
@@ -57,10 +61,8 @@ HEARTBEAT_S = 30.0
 RequestId = Union[str, int]
 
 
-class WsRequest(GenerationFields):
+class WsRequest(PromptOptions):
     """One generation asked for over the socket (``id`` is taken off before validation)."""
-
-    prompt: str = Field(..., min_length=1, max_length=4_000_000)
 
 
 class TicketBook:
@@ -115,10 +117,8 @@ WS_HUB = web.AppKey("ws_hub", WsHub)
 
 
 def setup(app: web.Application) -> None:
-    """Routes, shared state, and closing every socket when the daemon shuts down."""
+    """Shared state, and closing every socket when the daemon shuts down."""
     app[WS_HUB] = WsHub()
-    app.router.add_get("/api/v1/ws", websocket)
-    app.router.add_post("/api/v1/ws/ticket", ticket)
     app.on_shutdown.append(close_all)
 
 
@@ -135,7 +135,6 @@ def _authenticate(request: web.Request) -> TokenClaims:
     return request.app[WS_HUB].tickets.redeem(given)
 
 
-@requires_scope("inference")
 async def ticket(request: web.Request) -> web.Response:
     """A single-use ticket for a browser's WebSocket (the bearer token was checked already)."""
     hub = request.app[WS_HUB]
@@ -143,8 +142,6 @@ async def ticket(request: web.Request) -> web.Response:
     return web.json_response({"ticket": value, "expires_in": hub.tickets.ttl})
 
 
-@requires_scope("inference")
-@self_authenticating
 async def websocket(request: web.Request) -> web.StreamResponse:
     # Host and Origin were checked by the guard middleware (check_origin) before this runs.
     claims = request[CLAIMS] = _authenticate(request)
@@ -248,36 +245,24 @@ class Session:
                                      InvalidRequest("no request with this id is in flight"))
         running.cancel_requested = True
         if running.generation is not None:  # the worker answers with a "cancelled" done event
-            stream = running.generation.stream
-            await stream.worker.cancel(stream.seq_id)
+            await running.generation.stop()
         else:  # still waiting for a slot or a model load
             running.task.cancel()
         return None
 
     async def _run(self, request_id: RequestId, body: WsRequest) -> None:
         app = self._request.app
-        service = app[INFERENCE]
         running = self._running[request_id]
         generation: Generation | None = None
         try:
-            settings = app[CONFIG].settings
-            params = body.sampling(settings.model_settings, settings.system_settings)
-            generation = await service.start(body.model, body.prompt, params)
+            generation = await app[INFERENCE].generate(
+                body, prompt=body.prompt, meter=meter(app, self._request[CLAIMS]))
             running.generation = generation
             if running.cancel_requested:  # asked while the worker was checking the prompt
-                await generation.stream.worker.cancel(generation.stream.seq_id)
-            index = 0
-            async for event in generation.stream.events():
-                if event["kind"] == "text":
-                    await self.send({"id": request_id, "chunk": event["text"], "index": index})
-                    index += 1
-                elif event["kind"] == "done":
-                    service.finished(generation, event)
-                    self._charge_tokens(event.get("usage") or {})
-                    await self.send({"id": request_id, "done": True,
-                                     **final_fields(generation, event)})
-                elif event["kind"] == "error":
-                    await self.send_error(request_id, sequence_error(event))
+                await generation.stop()
+            lines = NativeLines()
+            async for event in generation.events():
+                await self.send({"id": request_id, **lines.render(event)})
         except LlamaHomeError as exc:
             await self._safe(self.send_error(request_id, exc))
         except asyncio.CancelledError:
@@ -295,14 +280,7 @@ class Session:
                 "internal error; the daemon log has the details")))
         finally:
             if generation is not None:
-                await generation.stream.cancel()
-
-    def _charge_tokens(self, usage: dict[str, Any]) -> None:
-        """Debit the tier's tokens-per-minute budget, as the HTTP routes do after a request."""
-        limits, claims = self._request.app[RATE_LIMITS], self._request[CLAIMS]
-        total = usage.get("total_tokens")
-        if limits.enabled and isinstance(total, int) and total > 0:
-            limits.record(claims.user_id, claims.tier, total)
+                await generation.close()
 
     async def close(self) -> None:
         """The socket is gone: cancel every request in flight (their sequences stop next step)."""

@@ -1,0 +1,56 @@
+"""How a worker loads its model: one typed, validated record on both sides of the pipe.
+
+The daemon builds a :class:`LoadConfig` from the plan (``InferenceService.load_config``), sends it
+as JSON on the worker's command line, and the worker validates it again with
+:meth:`LoadConfig.from_wire` before touching llama.cpp. The defaults the daemon's settings and the
+worker share (``n_slots``, ``engine``) are the settings' own, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llamahomed.core.settings import SystemSettings
+
+_SYSTEM = SystemSettings.model_fields
+
+
+class LoadConfig(BaseModel):
+    """Everything a worker needs to load its model (and nothing a request may change)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model_path: str = Field(min_length=1)
+    model_id: str = ""
+    n_ctx: int = Field(ge=8, le=16_777_216)
+    n_batch: int = Field(512, ge=1)
+    n_ubatch: int = Field(512, ge=1)
+    n_threads: int | None = Field(None, ge=1)
+    n_gpu_layers: int = Field(0, ge=-1)
+    n_slots: int = Field(_SYSTEM["n_slots"].default, ge=1, le=256)
+    engine: Literal["batched", "sequential"] = _SYSTEM["engine"].default
+    state_cache_bytes: int = Field(0, ge=0)
+    kv_type: str = "f16"
+    swa_full: bool = True
+    # Engine tuning for tests and benchmarks (the daemon keeps the defaults).
+    kv_unified: bool = True
+    prompt_cache: bool = True
+    repack: bool = True
+    flash_attn: bool | None = None
+    seed: int | None = None
+    verbose: bool = False
+
+    def to_wire(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_wire(cls, data: str | Mapping[str, Any] | LoadConfig) -> LoadConfig:
+        """Validate what came over the pipe (JSON text or a mapping; a LoadConfig as is)."""
+        if isinstance(data, LoadConfig):
+            return data
+        if isinstance(data, str):
+            return cls.model_validate_json(data)
+        return cls.model_validate(dict(data))
