@@ -30,13 +30,12 @@ from llamahome.error import ExpiredTokenError
 from llamahomed.core.errors import AuthenticationFailed, InvalidRequest, ServerBusy
 from llamahomed.core.files import atomic_write
 from llamahomed.core.revocation import IssuedToken, TokenStore
-from llamahomed.core.settings import Settings
+from llamahomed.core.settings import TIER_NAME, TIER_NAME_RULE, Settings
 
 ADMIN_SCOPES = ("admin", "inference")
 KNOWN_SCOPES = frozenset(ADMIN_SCOPES)
 ADMIN_USER = "local-admin"
 
-_TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _USER_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 
@@ -79,8 +78,8 @@ def check_token_fields(user_id: str, scopes: Sequence[str], tier: str) -> None:
     unknown = sorted(set(scopes) - KNOWN_SCOPES)
     if unknown or not scopes:
         raise InvalidRequest(f"scopes must be among {sorted(KNOWN_SCOPES)}; got {list(scopes)}")
-    if not _TIER_RE.match(tier):
-        raise InvalidRequest("a tier is 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit")
+    if not TIER_NAME.fullmatch(tier):
+        raise InvalidRequest(TIER_NAME_RULE)
 
 
 @dataclass(frozen=True)

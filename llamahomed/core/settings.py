@@ -34,7 +34,9 @@ APP_NAME = "llamahome"
 DEFAULT_PORT = 8910
 DEFAULT_MODEL_ID = "gemma3-270m"
 
-_TIER_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# One rule for tier names, in settings and on tokens alike.
+TIER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+TIER_NAME_RULE = "a tier name is 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -178,8 +180,8 @@ class RateLimitSettings(BaseModel):
     def _some_tiers(cls, value: dict[str, TierSettings]) -> dict[str, TierSettings]:
         if not value:
             raise ValueError("at least one tier is needed")
-        if not all(_TIER_NAME_RE.fullmatch(name) for name in value):
-            raise ValueError("tier names must be 1 to 64 letters, digits, '.', '_' or '-'")
+        if not all(TIER_NAME.fullmatch(name) for name in value):
+            raise ValueError(TIER_NAME_RULE)
         return value
 
     @model_validator(mode="after")
