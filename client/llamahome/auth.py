@@ -43,8 +43,6 @@ __all__ = [
 TOKEN_SALT = "llamahome.api-token.v1"
 """The itsdangerous salt that scopes signatures to API tokens."""
 
-"""The salt of short-lived tickets (a browser's WebSocket handshake): never valid as API tokens."""
-
 SecretKey = str | bytes | Sequence[str | bytes]
 """One secret, or a list of secrets oldest first (the last one signs)."""
 

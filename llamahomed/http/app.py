@@ -13,7 +13,8 @@ from llamahomed.core.settings import Settings
 from llamahomed.http import ratelimit
 from llamahomed.http.access import auth_middleware
 from llamahomed.http.guard import guard_middleware, setup_guard
-from llamahomed.http.handlers import metrics, ws
+from llamahomed.http.handlers import ws
+from llamahomed.http.observe import metrics_middleware
 from llamahomed.http.keys import (
     AUTHORITY,
     CONFIG,
@@ -36,7 +37,7 @@ from llamahomed.service.inference import InferenceService
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run app; workers start on first use and stop in cleanup."""
     app = web.Application(
-        middlewares=[request_id_middleware, metrics.metrics_middleware, error_middleware,
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware,
                      guard_middleware, auth_middleware, ratelimit.ratelimit_middleware],
         client_max_size=settings.max_body_bytes,
         # aiohttp's own hard caps (a plain 400 beyond); max_header_bytes (431, enveloped) is lower.
