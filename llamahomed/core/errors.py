@@ -24,6 +24,7 @@ API guide's envelope ``{"error": {"code", "message", "details"}}``.
     ├── ModelLoadFailed                 model_load_failed         500
     ├── WorkerCrashed                   worker_crashed            500
     ├── ServerBusy                      server_busy               503
+    │   └── ModelReloading              model_reloading           503
     ├── ShuttingDown                    shutting_down             503
     ├── InsufficientStorage             insufficient_storage      507
     ├── QuantizeFailed                  quantize_failed           500
@@ -160,6 +161,12 @@ class ShuttingDown(LlamaHomeError):
     status, code = 503, "shutting_down"
 
 
+class ModelReloading(ServerBusy):
+    """The model was reloaded with new settings before this request finished; retry it."""
+
+    status, code = 503, "model_reloading"
+
+
 class AlreadyExists(LlamaHomeError):
     """A file the request would create is already there (or being made by another pull)."""
 
@@ -204,7 +211,7 @@ ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (
     LlamaHomeError, InvalidRequest, ContextLengthExceeded, ValidationFailed, AuthenticationFailed,
     PermissionDenied, HostNotAllowed, OriginNotAllowed, NotFound, ModelNotFound, MethodNotAllowed,
     PayloadTooLarge, UnsupportedMediaType, TooManyStreams, HeadersTooLarge, ModelLoadFailed,
-    WorkerCrashed, ServerBusy, ShuttingDown, ModelTooLarge, RateLimitExceeded,
+    WorkerCrashed, ServerBusy, ModelReloading, ShuttingDown, ModelTooLarge, RateLimitExceeded,
     AlreadyExists, InsufficientStorage, QuantizeFailed, DownloadFailed, DownloadNotFound,
     DownloadInterrupted, DigestMismatch, NotGGUF,
 )

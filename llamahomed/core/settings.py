@@ -105,6 +105,11 @@ class SystemSettings(BaseModel):
                            description="Requests that may wait for a slot per model; more get 503.")
     queue_timeout: float = Field(60.0, gt=0,
                                  description="Seconds a request may wait for a slot before a 503.")
+    reload_drain_timeout: float = Field(
+        60.0, ge=0.0, le=3600.0,
+        description="Seconds a loaded model's running requests get to finish before it is "
+                    "reloaded with new settings (a config change, an admin's larger n_ctx); "
+                    "requests still running then end with a retryable 503 model_reloading.")
     max_streams_per_token: int = Field(
         16, ge=1, le=10_000,
         description="Streams one token user may have open at once; more get 429 too_many_streams.")

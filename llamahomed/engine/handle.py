@@ -114,6 +114,21 @@ class WorkerHandle:
         return len(self._streams)
 
     @property
+    def idle(self) -> bool:
+        """No sequence running or waiting for a slot."""
+        return not self._streams and self.admission.waiting == 0
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every running and queued sequence to end;
+        whether they did."""
+        deadline = time.monotonic() + timeout
+        while self.alive and not self.idle:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 

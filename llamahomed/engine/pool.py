@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import structlog
 
-from llamahomed.core.errors import LlamaHomeError
+from llamahomed.core.errors import LlamaHomeError, ModelReloading
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.handle import PoolObserver, WorkerHandle
 
@@ -19,12 +19,14 @@ class WorkerPool:
     """Maps model ids to running workers. ``acquire`` is the only way to get one."""
 
     def __init__(self, *, start_timeout: float, keep_alive: Callable[[], float],
-                 observer: PoolObserver | None = None) -> None:
+                 observer: PoolObserver | None = None,
+                 drain_timeout: Callable[[], float] = lambda: 60.0) -> None:
         self.observer = observer or PoolObserver()
         self._workers: dict[str, WorkerHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._start_timeout = start_timeout
         self._keep_alive = keep_alive
+        self._drain_timeout = drain_timeout
         self._reaper: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Future[None]] = set()
 
@@ -41,6 +43,8 @@ class WorkerPool:
                 return worker
             if worker is not None:
                 reason = "reloaded" if worker.alive else "crashed"
+                if worker.alive:
+                    await self._drain_for_reload(worker)
                 await worker.stop()
                 self.observer.model_unloaded(config.model_id, reason)
             worker = WorkerHandle(config)
@@ -60,6 +64,20 @@ class WorkerPool:
             self._workers[config.model_id] = worker
             self._ensure_reaper()
             return worker
+
+    async def _drain_for_reload(self, worker: WorkerHandle) -> None:
+        """Let the running requests finish before the model is reloaded with new settings
+        (new requests for it wait on this model's lock meanwhile); past the drain timeout,
+        end the rest with a retryable 503."""
+        timeout = self._drain_timeout()
+        log.info("model_reload_draining", model=worker.config.model_id,
+                 in_flight=worker.in_flight, timeout_s=timeout)
+        if not await worker.drain(timeout):
+            aborted = await worker.abort_all(ModelReloading(
+                f"model {worker.config.model_id!r} is being reloaded with new settings; retry "
+                "the request", details={"model": worker.config.model_id, "retry_after": 1},
+                headers={"Retry-After": "1"}))
+            log.warning("model_reload_aborted", model=worker.config.model_id, aborted=aborted)
 
     async def abort_all(self, error: LlamaHomeError) -> int:
         """End every in-flight sequence of every worker with ``error``; refuse new ones."""

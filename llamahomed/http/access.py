@@ -34,6 +34,12 @@ def route_scope(request: web.Request) -> str | None:
     return route.scope if route is not None else DEFAULT_SCOPE
 
 
+def is_admin(request: web.Request) -> bool:
+    """Whether the request's token has the ``admin`` scope (it may reload a loaded model)."""
+    claims = request.get(CLAIMS)
+    return claims is not None and claims.has_scope("admin")
+
+
 def require_scope(request: web.Request, scope: str) -> None:
     """403 unless the request's token carries ``scope`` (for checks inside a handler)."""
     claims = request.get(CLAIMS)

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,7 @@ import structlog
 from llamahome.monitoring import AdvancedMetrics, Trace
 
 from llamahomed.core.config_store import ConfigStore
-from llamahomed.core.errors import InvalidRequest, LlamaHomeError, ModelTooLarge
+from llamahomed.core.errors import InvalidRequest, LlamaHomeError, ModelTooLarge, PermissionDenied
 from llamahomed.core.resources import Machine, read_machine
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.handle import WorkerHandle
@@ -69,7 +71,8 @@ class InferenceService:
         settings = config.settings
         pool = WorkerPool(start_timeout=settings.worker_start_timeout,
                           keep_alive=lambda: config.settings.system_settings.keep_alive,
-                          observer=monitoring.observer if monitoring else None)
+                          observer=monitoring.observer if monitoring else None,
+                          drain_timeout=lambda: config.settings.system_settings.reload_drain_timeout)
         return cls(config, ModelRegistry(settings.models_path, Catalog.load()), pool,
                    Performance(settings.measurements_file),
                    Measurements(settings.state_dir / "allocations.json"),
@@ -108,25 +111,49 @@ class InferenceService:
             swa_full=params.swa_full, state_cache_bytes=system.cache_size_bytes,
             n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
 
-    def _loaded(self, entries: list[ModelEntry],
-                n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig] | None:
-        """The running variant and its load, if it was planned with today's settings and has
-        at least ``n_ctx``: a loaded model keeps its load (re-planning would count its own
-        memory as taken and reload it smaller)."""
-        running = self.pool.workers().get(entries[0].id)
-        request = repr(PlanRequest.from_settings(self.config.settings))
-        if running is None or self._planned.get(running.pid or 0) != request or \
-                (n_ctx is not None and running.config.n_ctx < n_ctx):
-            return None
-        return next(((e, running.config) for e in entries
-                     if str(e.path) == running.config.model_path), None)
+    def _loaded(self, entries: list[ModelEntry], n_ctx: int | None,
+                may_reload: bool) -> tuple[ModelEntry, LoadConfig] | None:
+        """The running variant and its load, when the request fits it: a loaded model keeps
+        its load (re-planning would count its own memory as taken and reload it smaller).
 
-    def select(self, model: str | None,
-               n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
+        A request that would need a reload (another variant, a larger ``n_ctx`` than the
+        model is loaded with) is refused unless ``may_reload`` (an admin token): reloading
+        stops the model under every other user. None: nothing loaded, or a reload is due (the
+        config changed since the load, or an admin asked); the pool drains the old worker.
+        """
+        running = self.pool.workers().get(entries[0].id)
+        if running is None:
+            return None
+        entry = next((e for e in entries if str(e.path) == running.config.model_path), None)
+        trained = entry.info.context_length if entry is not None else None
+        wanted = min(n_ctx, trained) if n_ctx is not None and trained else n_ctx
+        if entry is None or (wanted is not None and running.config.n_ctx < wanted):
+            if not may_reload:
+                raise self._reload_refused(running, entries[0], entry, n_ctx)
+            return None
+        if self._planned.get(running.pid or 0) != repr(PlanRequest.from_settings(self.config.settings)):
+            return None
+        return entry, running.config
+
+    @staticmethod
+    def _reload_refused(running: WorkerHandle, asked: ModelEntry, entry: ModelEntry | None,
+                        n_ctx: int | None) -> PermissionDenied:
+        loaded = {"variant": Path(running.config.model_path).name, "n_ctx": running.config.n_ctx}
+        why = (f"is loaded with n_ctx {running.config.n_ctx}; n_ctx {n_ctx}" if entry is not None
+               else f"is loaded as {loaded['variant']}; another variant")
+        return PermissionDenied(
+            f"model {asked.id!r} {why} would mean reloading it under every other user, which "
+            "needs a token with the 'admin' scope; ask for what is loaded, or let an admin "
+            "change system_settings (the model reloads once its running requests finish)",
+            details={"required_scope": "admin", "model": asked.id, "loaded": loaded,
+                     "asked": {"n_ctx": n_ctx, "model": asked.variant_id}})
+
+    def select(self, model: str | None, n_ctx: int | None = None, *,
+               may_reload: bool = True) -> tuple[ModelEntry, LoadConfig]:
         """The variant and load settings a request gets (``n_ctx``: a larger context asked by
-        this request)."""
+        this request; ``may_reload``: whether the request may reload a loaded model)."""
         entries = self.candidates(model)
-        loaded = self._loaded(entries, n_ctx)
+        loaded = self._loaded(entries, n_ctx, may_reload)
         if loaded is not None:
             return loaded
         result = self.plan(entries, n_ctx=n_ctx)
@@ -194,11 +221,12 @@ class InferenceService:
             self.measurements.record(
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
-    async def _prepare(self, model: str | None,
-                       n_ctx: int | None = None) -> tuple[ModelEntry, LoadConfig]:
+    async def _prepare(self, model: str | None, n_ctx: int | None = None,
+                       may_reload: bool = False) -> tuple[ModelEntry, LoadConfig]:
         """``select`` off the event loop (it reads the store and the machine): the variant a
         request gets and how it loads, before anything is loaded."""
-        return await asyncio.to_thread(self.select, model, n_ctx)
+        return await asyncio.to_thread(functools.partial(self.select, model, n_ctx,
+                                                         may_reload=may_reload))
 
     async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
         """The worker for ``_prepare``'s answer, loaded on demand (its allocation recorded)."""
@@ -208,21 +236,22 @@ class InferenceService:
 
     async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
                        messages: list[dict[str, Any]] | None = None, n_ctx: int | None = None,
-                       meter: Meter | None = None) -> Generation:
+                       meter: Meter | None = None, may_reload: bool = False) -> Generation:
         """The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
         Give ``prompt`` (sent verbatim) or chat ``messages`` (rendered through the model's chat
         template, whose special tokens the rendered text may spell). ``n_ctx``: a larger
         context this request asks the model to be loaded with. ``meter``: called with the
-        sequence's total tokens when it finishes (the caller's token budget).
+        sequence's total tokens when it finishes (the caller's token budget). ``may_reload``:
+        the caller (an admin) may have a loaded model reloaded for this request.
         """
         if self.refusing is not None:
             raise self.refusing
         params = options.sampling(self.config.settings.model_settings,
                                   self.config.settings.system_settings)
         trace = self._trace()
-        entry, load = await self._prepare(options.model, n_ctx)
+        entry, load = await self._prepare(options.model, n_ctx, may_reload)
         if messages is not None and not entry.info.has_chat_template:
             raise InvalidRequest(
                 f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from llamahomed.core.errors import LlamaHomeError
+from llamahomed.http.access import is_admin
 from llamahomed.http.guard import stream_slot
 from llamahomed.http.keys import INFERENCE
 from llamahomed.http.ratelimit import request_meter
@@ -19,7 +20,8 @@ from llamahomed.service.options import GenerationOptions
 
 async def _start(request: web.Request, options: GenerationOptions, prompt: str) -> Generation:
     return await request.app[INFERENCE].generate(options, prompt=prompt,
-                                                 meter=request_meter(request))
+                                                 meter=request_meter(request),
+                                                 may_reload=is_admin(request))
 
 
 async def process(request: web.Request) -> web.StreamResponse:

@@ -25,6 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llamahomed.core.errors import InvalidRequest, ValidationFailed
+from llamahomed.http.access import is_admin
 from llamahomed.http.keys import INFERENCE
 from llamahomed.http.ratelimit import request_meter
 from llamahomed.http.render.sse import finish_reason, stream_sse, usage
@@ -193,7 +194,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     options = body.options(body.max_completion_tokens or body.max_tokens)
     generation = await request.app[INFERENCE].generate(
         options, messages=[m.for_template() for m in body.messages], n_ctx=body.n_ctx,
-        meter=request_meter(request))
+        meter=request_meter(request), may_reload=is_admin(request))
     model, reply_id, created = generation.entry.id, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
@@ -218,11 +219,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, CompletionRequest)
     body.check_supported()
     options = body.options(body.max_tokens)
-    service, meter = request.app[INFERENCE], request_meter(request)
+    service, meter, admin = request.app[INFERENCE], request_meter(request), is_admin(request)
     reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         generation = await service.generate(options, prompt=body.prompts[0], n_ctx=body.n_ctx,
-                                            meter=meter)
+                                            meter=meter, may_reload=admin)
         model = generation.entry.id
 
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
@@ -233,7 +234,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return await stream_sse(request, generation, chunk, body.include_usage, opening=False)
 
     async def one(prompt: str) -> Result:
-        generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter)
+        generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter,
+                                            may_reload=admin)
         return await generation.result()
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))

@@ -255,8 +255,10 @@ class Session:
         running = self._running[request_id]
         generation: Generation | None = None
         try:
+            claims = self._request[CLAIMS]
             generation = await app[INFERENCE].generate(
-                body, prompt=body.prompt, meter=meter(app, self._request[CLAIMS]))
+                body, prompt=body.prompt, meter=meter(app, claims),
+                may_reload=claims.has_scope("admin"))
             running.generation = generation
             if running.cancel_requested:  # asked while the worker was checking the prompt
                 await generation.stop()
