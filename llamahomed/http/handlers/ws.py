@@ -47,6 +47,7 @@ from llamahomed.http.access import insufficient_scope
 from llamahomed.http.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE
 from llamahomed.http.ratelimit import charge, meter, refusal
 from llamahomed.http.render.native import NativeLines
+from llamahomed.http.schemas import loads
 from llamahomed.service.generation import Generation
 from llamahomed.service.options import PromptOptions, validation_details
 
@@ -204,9 +205,9 @@ class Session:
     async def receive(self, raw: str) -> None:
         """Start or cancel a request; every mistake answers with an error message, never a close."""
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            return await self._reply_error(None, InvalidRequest(f"the message is not valid JSON: {exc}"))
+            data = loads(raw, "the message")
+        except InvalidRequest as exc:
+            return await self._reply_error(None, exc)
         if not isinstance(data, dict):
             return await self._reply_error(None, InvalidRequest("a message must be a JSON object"))
         if "cancel" in data:
