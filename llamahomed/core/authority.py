@@ -187,6 +187,15 @@ class Authority:
                                        error="invalid_token") from exc
         except ClientAuthError as exc:
             raise AuthenticationFailed(f"invalid token: {exc.message}", error="invalid_token") from exc
+        self.recheck(claims)
+        return claims
+
+    def recheck(self, claims: TokenClaims) -> None:
+        """AuthenticationFailed if claims accepted earlier have since expired or been revoked
+        (a WebSocket checks its token this way before each request message; microseconds)."""
+        if claims.expires_at is not None and claims.expires_at <= time.time():
+            raise AuthenticationFailed("the token has expired; ask for a new one",
+                                       error="invalid_token")
         try:
             reason = self.store.revocation_reason(claims)
         except sqlite3.Error as exc:  # fail closed: never serve a token we could not check
@@ -195,7 +204,6 @@ class Authority:
         if reason is not None:
             raise AuthenticationFailed(f"the token is revoked: {reason}", error="invalid_token",
                                        details={"token_id": claims.token_id})
-        return claims
 
     def check(self, header: str | None) -> TokenClaims:
         """The claims of a request's ``Authorization: Bearer`` token, or AuthenticationFailed."""

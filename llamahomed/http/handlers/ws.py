@@ -58,6 +58,7 @@ MAX_TICKETS = 10_000
 MAX_IN_FLIGHT = 32
 MAX_ID_LENGTH = 128
 HEARTBEAT_S = 30.0
+WS_POLICY_VIOLATION = 1008  # RFC 6455: the close code for a lapsed token
 
 RequestId = Union[str, int]
 
@@ -133,7 +134,9 @@ def _authenticate(request: web.Request) -> TokenClaims:
     given = request.query.get("ticket")
     if header or not given:
         return request.app[AUTHORITY].check(header)
-    return request.app[WS_HUB].tickets.redeem(given)
+    claims = request.app[WS_HUB].tickets.redeem(given)
+    request.app[AUTHORITY].recheck(claims)  # a ticket dies with the token it was bought with
+    return claims
 
 
 async def ticket(request: web.Request) -> web.Response:
@@ -157,6 +160,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     hub = request.app[WS_HUB]
     hub.sockets.add(ws)
     session = Session(request, ws)
+    expiry = None
+    if claims.expires_at is not None:  # the socket ends when its token does
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, claims.expires_at - time.time()),
+            lambda: asyncio.ensure_future(session.lapse("the token has expired")))
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
@@ -164,6 +172,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif message.type == WSMsgType.BINARY:
                 await session.send_error(None, InvalidRequest("send JSON as text messages"))
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.sockets.discard(ws)
         await session.close()
     return ws
@@ -231,6 +241,11 @@ class Session:
             fields = ", ".join(e["field"] for e in details["errors"])
             return await self._reply_error(request_id, ValidationFailed(
                 f"invalid request field(s): {fields}", details=details))
+        try:  # revoked or expired since the upgrade: this request is refused, the socket closed
+            self._request.app[AUTHORITY].recheck(self._request[CLAIMS])
+        except AuthenticationFailed as exc:
+            await self._reply_error(request_id, exc)
+            return await self.lapse(exc.message)
         decision = charge(self._request.app, self._request[CLAIMS])  # like an HTTP request
         if decision is not None and not decision.allowed:
             return await self._reply_error(request_id, refusal(decision))
@@ -284,6 +299,11 @@ class Session:
         finally:
             if generation is not None:
                 await generation.close()
+
+    async def lapse(self, why: str) -> None:
+        """The token lapsed: close the socket (1008, with the reason); in-flight requests end."""
+        if not self._ws.closed:
+            await self._ws.close(code=WS_POLICY_VIOLATION, message=why.encode()[:120])
 
     async def close(self) -> None:
         """The socket is gone: cancel every request in flight (their sequences stop next step)."""
