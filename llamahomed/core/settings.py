@@ -112,7 +112,11 @@ class SystemSettings(BaseModel):
                     "requests still running then end with a retryable 503 model_reloading.")
     max_streams_per_token: int = Field(
         16, ge=1, le=10_000,
-        description="Streams one token user may have open at once; more get 429 too_many_streams.")
+        description="Streams one token user may have open at once (NDJSON, OpenAI SSE and "
+                    "WebSocket generations together); more get 429 too_many_streams.")
+    max_sockets_per_token: int = Field(
+        8, ge=1, le=10_000,
+        description="WebSockets one token user may have open at once; more get 429.")
     engine: Literal["batched", "sequential"] = Field(
         "batched", description="Worker engine: continuous batching, or one sequence at a time.")
     auto_quantize: bool = Field(

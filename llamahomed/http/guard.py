@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import structlog
 from aiohttp import web
+from llamahome.auth import TokenClaims
 
 from llamahomed.core.errors import (
     HeadersTooLarge,
@@ -44,10 +45,32 @@ CORS_MAX_AGE = "600"
 
 
 class StreamCounter:
-    """Open streams per token subject (user)."""
+    """What each token subject (user) holds open: streams (of every dialect and transport)
+    and WebSockets, each under its own cap."""
 
     def __init__(self) -> None:
         self.open: dict[str, int] = {}
+        self.sockets: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, table: dict[str, int], subject: str, limit: int, what: str) -> Iterator[None]:
+        """One more of ``what`` for ``subject``; 429 ``too_many_streams`` past ``limit``."""
+        current = table.get(subject, 0)
+        if current >= limit:
+            raise TooManyStreams(
+                f"this token's user already has {current} {what} open (limit {limit}); "
+                "finish or cancel one first",
+                details={"limit": limit, "open": current, "retry_after": 1},
+                headers={"Retry-After": "1"})
+        table[subject] = current + 1
+        try:
+            yield
+        finally:
+            left = table.get(subject, 1) - 1
+            if left > 0:
+                table[subject] = left
+            else:
+                table.pop(subject, None)
 
 
 STREAMS = web.AppKey("streams", StreamCounter)
@@ -196,32 +219,26 @@ def check_header_size(request: web.Request, settings: Settings) -> None:
             details={"limit": settings.max_header_bytes, "size": size})
 
 
-@contextlib.asynccontextmanager
-async def stream_slot(request: web.Request) -> AsyncIterator[None]:
-    """Hold one of the token subject's ``max_streams_per_token`` stream slots (429 when none)."""
-    claims = request.get(CLAIMS)
+@contextlib.contextmanager
+def stream_slot(app: web.Application, claims: TokenClaims | None) -> Iterator[None]:
+    """Hold one of the token subject's ``max_streams_per_token`` slots while a generation
+    streams: NDJSON, OpenAI SSE and WebSocket generations alike (429 when none is free)."""
     if claims is None:
         yield
         return
-    counter = request.app[STREAMS]
-    limit = request.app[CONFIG].settings.system_settings.max_streams_per_token
-    subject = claims.user_id
-    current = counter.open.get(subject, 0)
-    if current >= limit:
-        raise TooManyStreams(
-            f"this token's user already has {current} streams open (limit {limit}); "
-            "finish or cancel one first",
-            details={"limit": limit, "open": current, "retry_after": 1},
-            headers={"Retry-After": "1"})
-    counter.open[subject] = current + 1
-    try:
+    limit = app[CONFIG].settings.system_settings.max_streams_per_token
+    counter = app[STREAMS]
+    with counter.hold(counter.open, claims.user_id, limit, "streams"):
         yield
-    finally:
-        left = counter.open.get(subject, 1) - 1
-        if left > 0:
-            counter.open[subject] = left
-        else:
-            counter.open.pop(subject, None)
+
+
+@contextlib.contextmanager
+def socket_slot(app: web.Application, claims: TokenClaims) -> Iterator[None]:
+    """Hold one of the token subject's ``max_sockets_per_token`` WebSockets."""
+    limit = app[CONFIG].settings.system_settings.max_sockets_per_token
+    counter = app[STREAMS]
+    with counter.hold(counter.sockets, claims.user_id, limit, "WebSockets"):
+        yield
 
 
 @web.middleware

@@ -10,7 +10,7 @@ from aiohttp import web
 from llamahomed.core.errors import LlamaHomeError
 from llamahomed.http.access import is_admin
 from llamahomed.http.guard import stream_slot
-from llamahomed.http.keys import INFERENCE
+from llamahomed.http.keys import CLAIMS, INFERENCE
 from llamahomed.http.ratelimit import request_meter
 from llamahomed.http.render.native import stream_ndjson
 from llamahomed.http.schemas import BatchRequest, ProcessRequest, parse_body
@@ -39,7 +39,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def _stream(request: web.Request, body: ProcessRequest) -> web.StreamResponse:
     """NDJSON lines; errors found before the first byte (bad model, prompt too long) are normal
     error responses. A stream holds one of its user's ``max_streams_per_token`` slots."""
-    async with stream_slot(request):
+    with stream_slot(request.app, request.get(CLAIMS)):
         return await stream_ndjson(request, await _start(request, body, body.prompt))
 
 

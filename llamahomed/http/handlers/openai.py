@@ -26,12 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llamahomed.core.errors import InvalidRequest, ValidationFailed
 from llamahomed.http.access import is_admin
-from llamahomed.http.keys import INFERENCE
+from llamahomed.http.guard import stream_slot
+from llamahomed.http.keys import CLAIMS, INFERENCE
 from llamahomed.http.ratelimit import request_meter
 from llamahomed.http.render.sse import finish_reason, stream_sse, usage
 from llamahomed.http.schemas import parse_body
 from llamahomed.registry.store import ModelEntry
-from llamahomed.service.generation import Result
+from llamahomed.service.generation import Generation, Result
 from llamahomed.service.options import GenerationOptions, validation_details
 
 MAX_EMBED_INPUTS = 256
@@ -192,20 +193,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatRequest)
     body.check_supported()
     options = body.options(body.max_completion_tokens or body.max_tokens)
-    generation = await request.app[INFERENCE].generate(
-        options, messages=[m.for_template() for m in body.messages], n_ctx=body.n_ctx,
-        meter=request_meter(request), may_reload=is_admin(request))
-    model, reply_id, created = generation.entry.id, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    messages = [m.for_template() for m in body.messages]
+    reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    async def start() -> Generation:
+        return await request.app[INFERENCE].generate(
+            options, messages=messages, n_ctx=body.n_ctx, meter=request_meter(request),
+            may_reload=is_admin(request))
+
     if body.stream:
-        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
-            if text is not None:
-                delta["content"] = text
-            return {"id": reply_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "system_fingerprint": None,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                 "finish_reason": finish}]}
-        return await stream_sse(request, generation, chunk, body.include_usage, opening=True)
+        with stream_slot(request.app, request.get(CLAIMS)):
+            generation = await start()
+            model = generation.entry.id
+
+            def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+                delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+                if text is not None:
+                    delta["content"] = text
+                return {"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                        "model": model, "system_fingerprint": None,
+                        "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                     "finish_reason": finish}]}
+            return await stream_sse(request, generation, chunk, body.include_usage, opening=True)
+    generation = await start()
+    model = generation.entry.id
     result = await generation.result()
     return web.json_response({
         "id": reply_id, "object": "chat.completion", "created": created, "model": model,
@@ -222,16 +233,17 @@ async def completions(request: web.Request) -> web.StreamResponse:
     service, meter, admin = request.app[INFERENCE], request_meter(request), is_admin(request)
     reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        generation = await service.generate(options, prompt=body.prompts[0], n_ctx=body.n_ctx,
-                                            meter=meter, may_reload=admin)
-        model = generation.entry.id
+        with stream_slot(request.app, request.get(CLAIMS)):
+            generation = await service.generate(options, prompt=body.prompts[0], n_ctx=body.n_ctx,
+                                                meter=meter, may_reload=admin)
+            model = generation.entry.id
 
-        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
-            return {"id": reply_id, "object": "text_completion", "created": created,
-                    "model": model, "system_fingerprint": None,
-                    "choices": [{"index": 0, "text": text or "", "logprobs": None,
-                                 "finish_reason": finish}]}
-        return await stream_sse(request, generation, chunk, body.include_usage, opening=False)
+            def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+                return {"id": reply_id, "object": "text_completion", "created": created,
+                        "model": model, "system_fingerprint": None,
+                        "choices": [{"index": 0, "text": text or "", "logprobs": None,
+                                     "finish_reason": finish}]}
+            return await stream_sse(request, generation, chunk, body.include_usage, opening=False)
 
     async def one(prompt: str) -> Result:
         generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter,

@@ -45,7 +45,8 @@ from llamahomed.core.errors import (
 )
 from llamahomed.http.access import insufficient_scope
 from llamahomed.http.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE
-from llamahomed.http.ratelimit import charge, meter, refusal
+from llamahomed.http.guard import socket_slot, stream_slot
+from llamahomed.http.ratelimit import LIMIT, RequestLimit, charge, meter, refusal
 from llamahomed.http.render.native import NativeLines
 from llamahomed.http.schemas import loads
 from llamahomed.service.generation import Generation
@@ -151,6 +152,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     claims = request[CLAIMS] = _authenticate(request)
     if not claims.has_scope("inference"):
         raise insufficient_scope("inference")
+    decision = charge(request.app, claims)  # an upgrade is a request like any other
+    if decision is not None:
+        request[LIMIT] = RequestLimit(claims.user_id, decision)  # its rate-limit headers
+        if not decision.allowed:
+            raise refusal(decision)
+    with socket_slot(request.app, claims):
+        return await _serve(request, claims)
+
+
+async def _serve(request: web.Request, claims: TokenClaims) -> web.StreamResponse:
     settings = request.app[CONFIG].settings
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=settings.max_body_bytes)
     if not ws.can_prepare(request).ok:
@@ -272,15 +283,16 @@ class Session:
         generation: Generation | None = None
         try:
             claims = self._request[CLAIMS]
-            generation = await app[INFERENCE].generate(
-                body, prompt=body.prompt, meter=meter(app, claims),
-                may_reload=claims.has_scope("admin"))
-            running.generation = generation
-            if running.cancel_requested:  # asked while the worker was checking the prompt
-                await generation.stop()
-            lines = NativeLines()
-            async for event in generation.events():
-                await self.send({"id": request_id, **lines.render(event)})
+            with stream_slot(app, claims):  # the same cap as every other stream
+                generation = await app[INFERENCE].generate(
+                    body, prompt=body.prompt, meter=meter(app, claims),
+                    may_reload=claims.has_scope("admin"))
+                running.generation = generation
+                if running.cancel_requested:  # asked while the worker was checking the prompt
+                    await generation.stop()
+                lines = NativeLines()
+                async for event in generation.events():
+                    await self.send({"id": request_id, **lines.render(event)})
         except LlamaHomeError as exc:
             await self._safe(self.send_error(request_id, exc))
         except asyncio.CancelledError:
