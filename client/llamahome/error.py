@@ -34,7 +34,7 @@ Every exception this package raises on purpose derives from one root::
           │    └── NotGGUFError             not_gguf                            (502)
           ├── ModelTooLargeError           model_too_large                      (507)
           ├── InsufficientStorageError     insufficient_storage                 (507)
-          ├── InternalServerError          internal_error and any other 5xx
+          ├── InternalServerError          internal_error  also any other 5xx   (500)
           ├── APIConnectionError           connection_error (no HTTP status)
           │    └── APITimeoutError          timeout
           └── CircuitOpenError             circuit_open   .retry_after (raised by the client)
