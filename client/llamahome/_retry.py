@@ -164,9 +164,12 @@ class CircuitBreaker:
     it. ``open``: calls fail at once with :class:`CircuitOpenError` for
     ``reset_timeout`` seconds. ``half_open``: one trial call goes through
     (others are refused meanwhile); its success closes the breaker, its
-    failure opens it again. Failures are 5xx replies, timeouts and connection
-    errors; a 4xx reply (bad request, rate limit, auth) shows the daemon is up
-    and counts as a success. Thread-safe, so one breaker may guard a
+    failure opens it again. Failures are timeouts, connection errors and 5xx
+    replies that may pass when repeated (retryable in :data:`llamahome.codes.CODES`,
+    or an unknown code with a retryable status); a 4xx reply (bad request, rate
+    limit, auth) or a final 5xx (``507 model_too_large``, ``model_load_failed``,
+    ``digest_mismatch``, ...) shows the daemon is up and answering, and counts as
+    a success. Thread-safe, so one breaker may guard a
     :class:`~llamahome.client.SyncClient` shared by threads.
     """
 
@@ -221,7 +224,8 @@ class CircuitBreaker:
             return False
         if isinstance(error, APIConnectionError):
             return True
-        return isinstance(error, APIError) and error.status is not None and error.status >= 500
+        return (isinstance(error, APIError) and error.status is not None and error.status >= 500
+                and is_retryable(error.code, error.status))
 
     def before_call(self) -> None:
         """Raise :class:`CircuitOpenError` unless a call may go out now."""

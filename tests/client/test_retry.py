@@ -303,6 +303,18 @@ async def test_4xx_never_counts_and_timeouts_do(server: TestServer) -> None:
     assert breaker.state == "open"
 
 
+async def test_a_final_5xx_shows_the_daemon_is_up_and_never_opens_the_breaker(
+        server: TestServer) -> None:
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=60)
+    api = client(server, max_retries=0, circuit_breaker=breaker)
+    script(server, Step(500), Step(507, "model_too_large"), Step(500, "model_load_failed"),
+           Step(502, "digest_mismatch"), Step(500))
+    for _ in range(5):
+        with pytest.raises(errors.APIError):
+            await api.process_prompt("x")
+    assert breaker.state == "closed" and breaker.failures == 1  # only the last 500 counted
+
+
 async def test_retries_stop_when_the_breaker_opens(server: TestServer) -> None:
     breaker = CircuitBreaker(failure_threshold=2, reset_timeout=60)
     played = script(server, *[Step(500)] * 5)
