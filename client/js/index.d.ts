@@ -123,20 +123,32 @@ export class ValidationError extends InvalidRequestError {}
 export class ContextLengthExceededError extends InvalidRequestError {}
 export class AuthenticationError extends APIError {}
 export class PermissionDeniedError extends APIError {}
+export class HostNotAllowedError extends PermissionDeniedError {}
+export class OriginNotAllowedError extends PermissionDeniedError {}
 export class NotFoundError extends APIError {}
 export class ModelNotFoundError extends NotFoundError {}
 export class MethodNotAllowedError extends APIError {}
+export class AlreadyExistsError extends APIError {}
 export class PayloadTooLargeError extends APIError {}
 export class UnsupportedMediaTypeError extends APIError {}
 export class RateLimitError extends APIError {}
+export class TooManyStreamsError extends RateLimitError {}
+export class HeadersTooLargeError extends APIError {}
 export class ServerBusyError extends APIError {}
 export class ShuttingDownError extends ServerBusyError {}
 export class InternalServerError extends APIError {}
 export class ModelLoadError extends InternalServerError {}
 export class WorkerCrashedError extends InternalServerError {}
+export class QuantizeError extends InternalServerError {}
+export class ModelTooLargeError extends APIError {}
+export class InsufficientStorageError extends APIError {}
+export class DownloadError extends APIError {}
+export class DownloadNotFoundError extends DownloadError {}
+export class DownloadInterruptedError extends DownloadError {}
+export class DigestMismatchError extends DownloadError {}
+export class NotGGUFError extends DownloadError {}
 export class APIConnectionError extends APIError {}
 export class APITimeoutError extends APIConnectionError {}
-
 export function errorClass(code: string | undefined, status: number | undefined): typeof APIError;
 export function retryAfterSeconds(headers: Headers | undefined, details?: Record<string, unknown>): number | undefined;
 export function errorFromBody(body: unknown, status: number | undefined, headers?: Headers): APIError;

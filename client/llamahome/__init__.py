@@ -2,7 +2,9 @@
 
 ``import llamahome`` is cheap: the clients (and with them aiohttp) are
 imported on first access. Nothing here needs llama-cpp-python or the daemon;
-:mod:`llamahome.server` (the engine in-process) needs the ``llamahomed`` package.
+:mod:`llamahome.server` (the engine in-process) needs the ``llamahomed`` package
+(the ``server`` extra) when a ``LlamaServer`` is created, and :mod:`llamahome.monitoring`
+needs prometheus-client and psutil (the ``toolkit`` extra).
 """
 
 from __future__ import annotations

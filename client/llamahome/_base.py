@@ -32,7 +32,8 @@ from ._decoding import (
     parse_stream_line,
     split_text,
 )
-from .error import APIError, CircuitBreaker, RetryHandler, _error_from_item
+from ._envelope import _error_from_item
+from .error import APIError, CircuitBreaker, RetryHandler
 from .types import ModelInfo, ProcessResponse
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .error import APIConnectionError, APIError, _error_from_item, error_from_response
+from ._envelope import _error_from_item
+from .error import APIConnectionError, APIError, error_from_response
 from .types import StreamChunk, Usage
 
 __all__ = [

@@ -8,11 +8,16 @@ apply them around any call; the clients send every request through them.
 
 What is retried (everything else is raised at once):
 
+- an error whose envelope code :data:`llamahome.codes.CODES` marks ``retryable``:
+  429 (``rate_limit_exceeded``, ``too_many_streams``), 503 (``server_busy``,
+  ``shutting_down``), ``internal_error``, ``worker_crashed``, ``download_failed`` and
+  ``download_interrupted``. Never what fails the same way every time: 4xx other than 429,
+  507 (``model_too_large``, ``insufficient_storage``), ``model_load_failed``,
+  ``quantize_failed``, ``download_not_found``, ``digest_mismatch``, ``not_gguf``;
+- a code not in the table (a newer daemon, a proxy) by its HTTP status:
+  429, 500, 502, 503 and 504 (:data:`llamahome.codes.RETRYABLE_STATUSES`);
 - connection errors (refused, reset, the daemon restarting), not timeouts
-  unless ``retry_timeouts`` is set: a timed-out generation would only run again;
-- 429 ``rate_limit_exceeded`` and 503 (``server_busy``, ``shutting_down``);
-- other 5xx (``internal_error``, ``worker_crashed``, a proxy's 502/504) except
-  ``model_load_failed``, which fails the same way every time.
+  unless ``retry_timeouts`` is set: a timed-out generation would only run again.
 
 A stream is only retried while it opens: once its first byte arrived, a
 failure is raised (the text already yielded cannot be taken back).
@@ -33,20 +38,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
-from .error import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    CircuitOpenError,
-    RateLimitError,
-    ServerBusyError,
-)
+from ._errors import APIConnectionError, APIError, APITimeoutError, CircuitOpenError
+from .codes import is_retryable
 
 __all__ = ["CircuitBreaker", "RetryHandler"]
 
 T = TypeVar("T")
-
-_NOT_RETRIED_CODES: Final = frozenset({"model_load_failed", "circuit_open"})
 
 
 def _retry_after(error: BaseException) -> float | None:
@@ -92,13 +89,13 @@ class RetryHandler:
 
     def is_retryable(self, error: BaseException) -> bool:
         """Whether repeating the call that raised ``error`` is safe and may help."""
-        if not isinstance(error, APIError) or error.code in _NOT_RETRIED_CODES:
+        if not isinstance(error, APIError) or isinstance(error, CircuitOpenError):
             return False
         if isinstance(error, APITimeoutError):
             return self.retry_timeouts
-        if isinstance(error, (APIConnectionError, RateLimitError, ServerBusyError)):
+        if isinstance(error, APIConnectionError):
             return True
-        return error.status is not None and error.status >= 500
+        return is_retryable(error.code, error.status)
 
     def delay_for(self, error: BaseException, attempt: int) -> float | None:
         """Seconds to wait before repeat number ``attempt + 1``; ``None``: do not repeat."""
@@ -167,9 +164,12 @@ class CircuitBreaker:
     it. ``open``: calls fail at once with :class:`CircuitOpenError` for
     ``reset_timeout`` seconds. ``half_open``: one trial call goes through
     (others are refused meanwhile); its success closes the breaker, its
-    failure opens it again. Failures are 5xx replies, timeouts and connection
-    errors; a 4xx reply (bad request, rate limit, auth) shows the daemon is up
-    and counts as a success. Thread-safe, so one breaker may guard a
+    failure opens it again. Failures are timeouts, connection errors and 5xx
+    replies that may pass when repeated (retryable in :data:`llamahome.codes.CODES`,
+    or an unknown code with a retryable status); a 4xx reply (bad request, rate
+    limit, auth) or a final 5xx (``507 model_too_large``, ``model_load_failed``,
+    ``digest_mismatch``, ...) shows the daemon is up and answering, and counts as
+    a success. Thread-safe, so one breaker may guard a
     :class:`~llamahome.client.SyncClient` shared by threads.
     """
 
@@ -224,7 +224,8 @@ class CircuitBreaker:
             return False
         if isinstance(error, APIConnectionError):
             return True
-        return isinstance(error, APIError) and error.status is not None and error.status >= 500
+        return (isinstance(error, APIError) and error.status is not None and error.status >= 500
+                and is_retryable(error.code, error.status))
 
     def before_call(self) -> None:
         """Raise :class:`CircuitOpenError` unless a call may go out now."""

@@ -12,8 +12,9 @@ LlamaHome (or wraps the client) gets the same series under the same names.
 
 Every class writes into a ``prometheus_client.CollectorRegistry``: its own unless you pass one,
 so several instances never clash. ``render()`` gives the Prometheus text format.
-Dependencies: ``prometheus-client`` and ``psutil`` (both required by the client package);
-``nvidia-ml-py`` is optional.
+Dependencies: ``prometheus-client`` and ``psutil``, the client's ``toolkit`` extra
+(``pip install 'llamahome[toolkit]'``; the daemon installs it); ``nvidia-ml-py`` for GPU
+readings is the ``gpu`` extra. The rest of the client needs neither.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+try:
+    import prometheus_client  # noqa: F401  (used here and by ._performance, ._resources)
+    import psutil  # noqa: F401  (used by ._resources)
+except ImportError as exc:
+    raise ImportError(
+        f"llamahome.monitoring needs prometheus-client and psutil ({exc.name} is missing): "
+        "pip install 'llamahome[toolkit]'",
+        name=exc.name,
+    ) from exc
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric

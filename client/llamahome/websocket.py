@@ -25,7 +25,8 @@ from typing import Any
 import aiohttp
 
 from ._config import default_api_key, default_endpoint
-from .error import APIConnectionError, APIError, _error_from_item, error_from_response
+from ._envelope import _error_from_item
+from .error import APIConnectionError, APIError, error_from_response
 from .types import ProcessResponse, StreamChunk
 
 __all__ = ["WebSocketClient", "WebSocketStream"]

@@ -1,7 +1,11 @@
 """Errors of the daemon, each carrying its HTTP status and stable envelope code.
 
-Every error a client can see is rendered by one middleware (``api/middleware.py``) as the
+Every error a client can see is rendered by one middleware (``http/middleware.py``) as the
 API guide's envelope ``{"error": {"code", "message", "details"}}``.
+
+A class declares only its ``code``; its ``status`` is looked up in the one table of codes,
+:data:`llamahome.codes.CODES` (shared with the clients), when the class is defined, and a code
+missing from the table fails at import. The tree (status from the table):
 
     LlamaHomeError                      internal_error            500
     ├── InvalidRequest                  invalid_request           400
@@ -41,12 +45,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from llamahome.codes import CODES
+
 
 class LlamaHomeError(Exception):
-    """Root of every error the API can return."""
+    """Root of every error the API can return.
 
-    status: int = 500
+    A subclass sets ``code`` (or inherits its parent's); ``status`` comes from
+    :data:`llamahome.codes.CODES` and may not be set by hand.
+    """
+
     code: str = "internal_error"
+    status: int = CODES[code].status
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "status" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: the status comes from llamahome.codes, "
+                            "declare only the code")
+        row = CODES.get(cls.code)
+        if row is None:
+            raise TypeError(f"{cls.__name__}: code {cls.code!r} is not in llamahome.codes.CODES")
+        cls.status = row.status
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -73,21 +93,21 @@ _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not
 
 
 class InvalidRequest(LlamaHomeError):
-    status, code = 400, "invalid_request"
+    code = "invalid_request"
 
 
 class ContextLengthExceeded(InvalidRequest):
-    status, code = 400, "context_length_exceeded"
+    code = "context_length_exceeded"
 
 
 class ValidationFailed(InvalidRequest):
-    status, code = 422, "validation_error"
+    code = "validation_error"
 
 
 class AuthenticationFailed(LlamaHomeError):
     """401 with ``WWW-Authenticate: Bearer`` (RFC 6750; ``error`` when a token was sent)."""
 
-    status, code = 401, "authentication_error"
+    code = "authentication_error"
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None,
                  error: str | None = None) -> None:
@@ -96,69 +116,69 @@ class AuthenticationFailed(LlamaHomeError):
 
 
 class PermissionDenied(LlamaHomeError):
-    status, code = 403, "permission_denied"
+    code = "permission_denied"
 
 
 class HostNotAllowed(PermissionDenied):
-    status, code = 403, "host_not_allowed"
+    code = "host_not_allowed"
 
 
 class OriginNotAllowed(PermissionDenied):
-    status, code = 403, "origin_not_allowed"
+    code = "origin_not_allowed"
 
 
 class NotFound(LlamaHomeError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class ModelNotFound(NotFound):
-    status, code = 404, "model_not_found"
+    code = "model_not_found"
 
 
 class MethodNotAllowed(LlamaHomeError):
-    status, code = 405, "method_not_allowed"
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(LlamaHomeError):
-    status, code = 413, "payload_too_large"
+    code = "payload_too_large"
 
 
 class UnsupportedMediaType(LlamaHomeError):
-    status, code = 415, "unsupported_media_type"
+    code = "unsupported_media_type"
 
 
 class TooManyStreams(LlamaHomeError):
-    status, code = 429, "too_many_streams"
+    code = "too_many_streams"
 
 
 class HeadersTooLarge(LlamaHomeError):
-    status, code = 431, "headers_too_large"
+    code = "headers_too_large"
 
 
 class ModelTooLarge(LlamaHomeError):
     """No variant of the model fits this machine's free memory (the planner says what would)."""
 
-    status, code = 507, "model_too_large"
+    code = "model_too_large"
 
 
 class RateLimitExceeded(LlamaHomeError):
-    status, code = 429, "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
 
 
 class ModelLoadFailed(LlamaHomeError):
-    status, code = 500, "model_load_failed"
+    code = "model_load_failed"
 
 
 class WorkerCrashed(LlamaHomeError):
-    status, code = 500, "worker_crashed"
+    code = "worker_crashed"
 
 
 class ServerBusy(LlamaHomeError):
-    status, code = 503, "server_busy"
+    code = "server_busy"
 
 
 class ShuttingDown(LlamaHomeError):
-    status, code = 503, "shutting_down"
+    code = "shutting_down"
 
 
 class ModelReloading(ServerBusy):
@@ -170,41 +190,41 @@ class ModelReloading(ServerBusy):
 class AlreadyExists(LlamaHomeError):
     """A file the request would create is already there (or being made by another pull)."""
 
-    status, code = 409, "already_exists"
+    code = "already_exists"
 
 
 class InsufficientStorage(LlamaHomeError):
     """Not enough free disk space for a download or a quantized variant."""
 
-    status, code = 507, "insufficient_storage"
+    code = "insufficient_storage"
 
 
 class QuantizeFailed(LlamaHomeError):
-    status, code = 500, "quantize_failed"
+    code = "quantize_failed"
 
 
 class DownloadFailed(LlamaHomeError):
     """A model download failed (network, HTTP status, bad content)."""
 
-    status, code = 502, "download_failed"
+    code = "download_failed"
 
 
 class DownloadNotFound(DownloadFailed):
-    status, code = 404, "download_not_found"
+    code = "download_not_found"
 
 
 class DownloadInterrupted(DownloadFailed):
     """The transfer broke off; the partial file is kept and the next pull resumes it."""
 
-    status, code = 502, "download_interrupted"
+    code = "download_interrupted"
 
 
 class DigestMismatch(DownloadFailed):
-    status, code = 502, "digest_mismatch"
+    code = "digest_mismatch"
 
 
 class NotGGUF(DownloadFailed):
-    status, code = 502, "not_gguf"
+    code = "not_gguf"
 
 
 ERROR_CLASSES: tuple[type[LlamaHomeError], ...] = (

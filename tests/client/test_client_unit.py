@@ -533,7 +533,7 @@ async def test_config_and_health(client: APIClient) -> None:
     ("code", "status", "cls"),
     [
         ("invalid_request", 400, errors.InvalidRequestError),
-        ("validation_error", 422, errors.InvalidRequestError),
+        ("validation_error", 422, errors.ValidationError),
         ("context_length_exceeded", 400, errors.ContextLengthExceededError),
         ("authentication_error", 401, errors.AuthenticationError),
         ("permission_denied", 403, errors.PermissionDeniedError),
@@ -547,6 +547,8 @@ async def test_config_and_health(client: APIClient) -> None:
         ("internal_error", 500, errors.InternalServerError),
         ("some_new_code", 500, errors.InternalServerError),
         ("some_new_code", 502, errors.InternalServerError),
+        ("some_new_code", 507, errors.InternalServerError),
+        ("some_new_code", 409, errors.AlreadyExistsError),
         ("some_new_code", 404, errors.NotFoundError),
         ("some_new_code", 418, errors.APIError),
     ],

@@ -64,3 +64,37 @@ def test_every_module_imports_without_llama_cpp_or_daemon(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.split()[0]) >= 8
     assert result.stderr == ""
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The ``llamahome`` modules that ``path`` imports at module level (not under TYPE_CHECKING)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llamahome."):
+            found.add((node.module or "").split(".")[1])
+    return found
+
+
+def test_the_client_modules_import_each_other_without_a_cycle() -> None:
+    package = CLIENT_DIR / "llamahome"
+    graph = {p.stem: _package_imports(p) for p in package.glob("*.py") if p.stem != "__init__"}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, " -> ".join((*path, name))
+        if name in done or name not in graph:
+            return
+        for imported in graph[name]:
+            visit(imported, (*path, name))
+        done.add(name)
+
+    for name in graph:
+        visit(name, ())
+    assert graph["_retry"] and "error" not in graph["_retry"]

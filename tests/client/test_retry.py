@@ -156,6 +156,45 @@ async def test_what_is_not_worth_repeating_is_raised_at_once(
     assert len(played.seen) == 1
 
 
+async def test_a_507_model_too_large_is_sent_exactly_once(server: TestServer) -> None:
+    played = script(server, Step(507, "model_too_large", details={"fits": []}), Step())
+    with pytest.raises(errors.ModelTooLargeError) as info:
+        await client(server, max_retries=3).process_prompt("x")
+    assert len(played.seen) == 1
+    assert (info.value.status, info.value.code) == (507, "model_too_large")
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (507, "insufficient_storage"), (409, "already_exists"), (403, "host_not_allowed"),
+    (431, "headers_too_large"), (500, "quantize_failed"), (404, "download_not_found"),
+    (502, "digest_mismatch"), (502, "not_gguf"), (507, "some_new_code"), (501, "some_new_code"),
+])
+async def test_codes_the_table_marks_final_are_not_repeated(
+    server: TestServer, status: int, code: str
+) -> None:
+    played = script(server, Step(status, code), Step())
+    with pytest.raises(errors.APIError):
+        await client(server).process_prompt("x")
+    assert len(played.seen) == 1
+
+
+@pytest.mark.parametrize(("status", "code", "cls"), [
+    (500, "some_new_code", errors.InternalServerError),
+    (504, "gateway_timeout", errors.InternalServerError),
+    (502, "download_interrupted", errors.DownloadInterruptedError),
+    (502, "download_failed", errors.DownloadError),
+    (503, "shutting_down", errors.ShuttingDownError),
+    (429, "too_many_streams", errors.TooManyStreamsError),
+])
+async def test_retryable_and_unknown_5xx_codes_are_repeated(
+    server: TestServer, status: int, code: str, cls: type[errors.APIError]
+) -> None:
+    played = script(server, *[Step(status, code, {"retry-after-ms": "10"})] * 3)
+    with pytest.raises(cls):
+        await client(server, max_retries=2).process_prompt("x")
+    assert len(played.seen) == 3
+
+
 async def test_timeouts_are_retried_only_when_asked(server: TestServer) -> None:
     played = script(server, Step(sleep=1.0), Step())
     with pytest.raises(errors.APITimeoutError):
@@ -262,6 +301,18 @@ async def test_4xx_never_counts_and_timeouts_do(server: TestServer) -> None:
         with pytest.raises(errors.APITimeoutError):
             await api.process_prompt("x")
     assert breaker.state == "open"
+
+
+async def test_a_final_5xx_shows_the_daemon_is_up_and_never_opens_the_breaker(
+        server: TestServer) -> None:
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=60)
+    api = client(server, max_retries=0, circuit_breaker=breaker)
+    script(server, Step(500), Step(507, "model_too_large"), Step(500, "model_load_failed"),
+           Step(502, "digest_mismatch"), Step(500))
+    for _ in range(5):
+        with pytest.raises(errors.APIError):
+            await api.process_prompt("x")
+    assert breaker.state == "closed" and breaker.failures == 1  # only the last 500 counted
 
 
 async def test_retries_stop_when_the_breaker_opens(server: TestServer) -> None:

@@ -10,7 +10,8 @@ PROMISED = {
     "llamahome.client": ["APIClient", "LlamaClient", "PooledClient", "SyncClient"],
     "llamahome.auth": ["TokenGenerator", "TokenValidator"],
     "llamahome.error": ["APIError", "RateLimitError", "AuthenticationError", "RetryHandler",
-                        "CircuitBreaker"],
+                        "CircuitBreaker", "ModelTooLargeError", "TooManyStreamsError"],
+    "llamahome.codes": ["CODES", "ErrorCode", "RETRYABLE_STATUSES", "is_retryable"],
     "llamahome.server": ["LlamaServer"],
     "llamahome.security": ["RateLimiter", "AdvancedRateLimiter"],
 }

@@ -5,10 +5,12 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
+import * as llamahome from '../src/index.js';
 import {
-  APIConnectionError, AuthenticationError, ContextLengthExceededError, InternalServerError,
-  LlamaClient, ModelNotFoundError, RateLimitError, ServerBusyError, ValidationError,
-  WorkerCrashedError, errorFromBody,
+  APIConnectionError, APIError, AuthenticationError, ContextLengthExceededError,
+  InternalServerError, LlamaClient, ModelNotFoundError, ModelTooLargeError, RateLimitError,
+  ServerBusyError, TooManyStreamsError, ValidationError, WorkerCrashedError, errorClass,
+  errorFromBody,
 } from '../src/index.js';
 
 let server;
@@ -125,5 +127,25 @@ describe('errors', () => {
     const unknown = errorFromBody('<html>', 502, new Headers());
     assert.ok(unknown instanceof InternalServerError);
     assert.equal(unknown.message, 'HTTP 502');
+  });
+
+  test('every exported error class is the one its code maps to', () => {
+    const clientSide = new Set(['api_error', 'connection_error', 'timeout']);
+    const classes = Object.values(llamahome)
+      .filter((value) => value === APIError || value?.prototype instanceof APIError);
+    assert.ok(classes.length >= 30, String(classes.length));
+    for (const cls of classes) {
+      if (clientSide.has(cls.defaultCode)) continue;
+      assert.equal(errorClass(cls.defaultCode, 500), cls, cls.defaultCode);
+    }
+  });
+
+  test('a 507 model_too_large and a 429 too_many_streams have their own classes', () => {
+    const big = errorFromBody({ error: { code: 'model_too_large', message: 'm' } }, 507);
+    assert.ok(big instanceof ModelTooLargeError && !(big instanceof InternalServerError));
+    const streams = errorFromBody({ error: { code: 'too_many_streams', message: 'm' } }, 429,
+      new Headers({ 'retry-after': '1' }));
+    assert.ok(streams instanceof TooManyStreamsError && streams instanceof RateLimitError);
+    assert.equal(streams.retryAfter, 1);
   });
 });
