@@ -136,6 +136,7 @@ export class TooManyStreamsError extends RateLimitError {}
 export class HeadersTooLargeError extends APIError {}
 export class ServerBusyError extends APIError {}
 export class ShuttingDownError extends ServerBusyError {}
+export class ModelReloadingError extends ServerBusyError {}
 export class InternalServerError extends APIError {}
 export class ModelLoadError extends InternalServerError {}
 export class WorkerCrashedError extends InternalServerError {}

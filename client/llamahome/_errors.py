@@ -206,6 +206,12 @@ class ShuttingDownError(ServerBusyError):
     default_code = "shutting_down"
 
 
+class ModelReloadingError(ServerBusyError):
+    """The model was reloaded with new settings while the request ran (503); retry it."""
+
+    default_code = "model_reloading"
+
+
 class ModelLoadError(APIError):
     """The daemon could not load the model (bad file, not enough memory, ...)."""
 
@@ -303,7 +309,8 @@ _WIRE_CLASSES: tuple[type[APIError], ...] = (
     PayloadTooLargeError, UnsupportedMediaTypeError, RateLimitError, TooManyStreamsError,
     HeadersTooLargeError, InternalServerError, ModelLoadError, WorkerCrashedError, QuantizeError,
     DownloadError, DownloadInterruptedError, DigestMismatchError, NotGGUFError,
-    DownloadNotFoundError, ServerBusyError, ShuttingDownError, ModelTooLargeError,
+    DownloadNotFoundError, ServerBusyError, ShuttingDownError, ModelReloadingError,
+    ModelTooLargeError,
     InsufficientStorageError,
 )
 """One class per code of :data:`llamahome.codes.CODES` (a test holds the two together)."""

@@ -88,6 +88,8 @@ _ROWS: Final = (
     ErrorCode("server_busy", 503, True, "the model's queue is full; wait Retry-After"),
     ErrorCode("shutting_down", 503, True,
               "the daemon is stopping and takes no new work; a restarted one will"),
+    ErrorCode("model_reloading", 503, True,
+              "the model was reloaded with new settings before the request finished"),
     ErrorCode("model_too_large", 507, False,
               "no variant of the model fits this machine's free memory (details say what would)"),
     ErrorCode("insufficient_storage", 507, False, "not enough free disk space"),

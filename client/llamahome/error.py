@@ -23,7 +23,8 @@ Every exception this package raises on purpose derives from one root::
           │    └── TooManyStreamsError      too_many_streams                    (429)
           ├── HeadersTooLargeError         headers_too_large                    (431)
           ├── ServerBusyError              server_busy          .retry_after    (503)
-          │    └── ShuttingDownError        shutting_down                       (503)
+          │    ├── ShuttingDownError        shutting_down                       (503)
+          │    └── ModelReloadingError      model_reloading                     (503)
           ├── ModelLoadError               model_load_failed                    (500)
           ├── WorkerCrashedError           worker_crashed                       (500)
           ├── QuantizeError                quantize_failed                      (500)
@@ -86,6 +87,7 @@ from ._errors import (
     RateLimitError,
     ServerBusyError,
     ShuttingDownError,
+    ModelReloadingError,
     TooManyStreamsError,
     UnsupportedMediaTypeError,
     ValidationError,
@@ -128,6 +130,7 @@ __all__ = [
     "RetryHandler",
     "ServerBusyError",
     "ShuttingDownError",
+    "ModelReloadingError",
     "TooManyStreamsError",
     "UnsupportedMediaTypeError",
     "ValidationError",

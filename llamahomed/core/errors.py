@@ -184,7 +184,7 @@ class ShuttingDown(LlamaHomeError):
 class ModelReloading(ServerBusy):
     """The model was reloaded with new settings before this request finished; retry it."""
 
-    status, code = 503, "model_reloading"
+    code = "model_reloading"
 
 
 class AlreadyExists(LlamaHomeError):

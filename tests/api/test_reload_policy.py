@@ -18,9 +18,9 @@ def long_model(settings: Any) -> None:
                                                    n_ctx=8192, name="tiny-long")
 
 
-async def start_stream(api: Any, headers: dict[str, str]) -> Any:
+async def start_stream(api: Any, headers: dict[str, str], **body: Any) -> Any:
     """A long NDJSON stream, read until its first chunk (the model is loaded and decoding)."""
-    response = await api.post("/api/v1/stream", headers=headers, json=LONG)
+    response = await api.post("/api/v1/stream", headers=headers, json={**LONG, **body})
     assert response.status == 200, await response.text()
     assert b"chunk" in await response.content.readline()
     return response
@@ -94,7 +94,7 @@ async def test_requests_still_running_after_the_drain_timeout_get_a_retryable_50
     long_model(settings)
     await api.post("/api/v1/config", headers=auth,
                    json={"system_settings": {"reload_drain_timeout": 0.2}})
-    running = await start_stream(api, bearer(issue(settings)))
+    running = await start_stream(api, bearer(issue(settings)), max_tokens=8000)
     await api.post("/api/v1/config", headers=auth, json={"system_settings": {"n_slots": 3}})
     follow = await api.post("/api/v1/process", headers=auth,
                             json={"model": "tiny-long", "prompt": "hi", "max_tokens": 2})

@@ -22,7 +22,7 @@ CLIENT_SIDE_CODES = {"api_error", "connection_error", "timeout", "circuit_open"}
 # The lead's list: what fails the same way every time, and what may pass when repeated.
 NOT_RETRYABLE = {"model_too_large", "insufficient_storage", "model_load_failed",
                  "download_not_found", "digest_mismatch", "not_gguf", "quantize_failed"}
-RETRYABLE = {"worker_crashed", "server_busy", "shutting_down", "rate_limit_exceeded",
+RETRYABLE = {"worker_crashed", "server_busy", "shutting_down", "model_reloading", "rate_limit_exceeded",
              "too_many_streams", "internal_error", "download_interrupted", "download_failed"}
 
 

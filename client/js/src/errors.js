@@ -63,6 +63,8 @@ export class HeadersTooLargeError extends APIError { static defaultCode = 'heade
 /** 503: the model's queue is full; `retryAfter` is in seconds when the daemon said. */
 export class ServerBusyError extends APIError { static defaultCode = 'server_busy'; }
 export class ShuttingDownError extends ServerBusyError { static defaultCode = 'shutting_down'; }
+/** 503: the model was reloaded with new settings while the request ran; retry it. */
+export class ModelReloadingError extends ServerBusyError { static defaultCode = 'model_reloading'; }
 export class InternalServerError extends APIError { static defaultCode = 'internal_error'; }
 export class ModelLoadError extends InternalServerError { static defaultCode = 'model_load_failed'; }
 export class WorkerCrashedError extends InternalServerError { static defaultCode = 'worker_crashed'; }
@@ -95,7 +97,8 @@ for (const cls of [InvalidRequestError, ValidationError, ContextLengthExceededEr
   AuthenticationError, PermissionDeniedError, HostNotAllowedError, OriginNotAllowedError,
   NotFoundError, ModelNotFoundError, MethodNotAllowedError, AlreadyExistsError,
   PayloadTooLargeError, UnsupportedMediaTypeError, RateLimitError, TooManyStreamsError,
-  HeadersTooLargeError, ServerBusyError, ShuttingDownError, InternalServerError, ModelLoadError,
+  HeadersTooLargeError, ServerBusyError, ShuttingDownError, ModelReloadingError, InternalServerError,
+  ModelLoadError,
   WorkerCrashedError, QuantizeError, ModelTooLargeError, InsufficientStorageError, DownloadError,
   DownloadNotFoundError, DownloadInterruptedError, DigestMismatchError, NotGGUFError]) {
   BY_CODE[cls.defaultCode] = cls;
