@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
+import structlog
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from llamahomed.core.errors import ValidationFailed
+from llamahomed.core.errors import StartupError, ValidationFailed
 from llamahomed.core.files import atomic_write
 from llamahomed.core.settings import (
     ModelSettings,
     RateLimitSettings,
     Settings,
     SystemSettings,
+    check_consistency,
     read_config_file,
 )
+
+log = structlog.get_logger(__name__)
 
 SECTIONS: dict[str, type[BaseModel]] = {"model_settings": ModelSettings,
                                         "system_settings": SystemSettings,
@@ -66,17 +72,34 @@ class ConfigStore:
             except ValidationError as exc:
                 raise ValidationFailed(f"invalid value in {name}",
                                        details=_validation_details(exc, name)) from exc
-        self._persist(patch)
+        sections = {name: new_sections.get(name, getattr(self.settings, name)) for name in SECTIONS}
+        try:
+            check_consistency(sections["model_settings"], sections["system_settings"])
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), details={"errors": [
+                {"field": "model_settings.max_tokens", "message": str(exc)}]}) from exc
+        self._persist(patch, new_sections)
         self.settings = self.settings.model_copy(update=new_sections)
         return self.public()
 
-    def _persist(self, patch: dict[str, Any]) -> None:
+    def _persist(self, patch: dict[str, Any], validated: dict[str, BaseModel]) -> None:
+        """Write the changed keys with their validated values (``"8"`` is stored as 8)."""
         path = self.settings.config_file
-        document = read_config_file(path)
+        try:
+            document = read_config_file(path)
+        except StartupError as exc:  # keep the broken file, write a good one in its place
+            kept = path.with_name(f"{path.name}.broken-{int(time.time())}")
+            os.replace(path, kept)
+            log.warning("config_file_unreadable", path=str(path), kept_as=str(kept),
+                        error=str(exc))
+            document = {name: _drop_none(getattr(self.settings, name).model_dump(mode="json"))
+                        for name in SECTIONS}
         for name, changes in patch.items():
+            values = validated[name].model_dump(mode="json")
             section = dict(document.get(name, {}))
-            section.update({k: _drop_none(v) for k, v in changes.items() if v is not None})
-            for key in [k for k, v in changes.items() if v is None]:
+            section.update({k: _drop_none(values[k]) for k, v in changes.items()
+                            if v is not None and values.get(k) is not None})
+            for key in [k for k, v in changes.items() if v is None or values.get(k) is None]:
                 section.pop(key, None)
             document[name] = section
         atomic_write(path, tomli_w.dumps(document).encode())

@@ -34,6 +34,8 @@ APP_NAME = "llamahome"
 DEFAULT_PORT = 8910
 DEFAULT_MODEL_ID = "gemma3-270m"
 
+# What a model id, ``id:quant``, alias or file name may look like (never a path).
+MODEL_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
 # One rule for tier names, in settings and on tokens alike.
 TIER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 TIER_NAME_RULE = "a tier name is 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit"
@@ -79,6 +81,22 @@ class ModelSettings(BaseModel):
     top_k: int = Field(40, ge=0, le=100_000, description="Top-k sampling when a request gives none (0 = off).")
     repeat_penalty: float = Field(1.1, ge=0.0, le=10.0,
                                   description="Repetition penalty when a request gives none (1.0 = off).")
+
+    @field_validator("default_model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not MODEL_NAME.match(value.strip()):
+            raise ValueError("a model name: letters, digits, '.', '_', '-' (and one ':' before a "
+                             "quantization), no paths")
+        return value.strip()
+
+
+def check_consistency(defaults: ModelSettings, system: SystemSettings) -> None:
+    """Refuse settings that contradict each other (ValueError, said field by field)."""
+    if defaults.max_tokens > system.max_tokens_limit:
+        raise ValueError(f"model_settings.max_tokens ({defaults.max_tokens}) is over "
+                         f"system_settings.max_tokens_limit ({system.max_tokens_limit}): every "
+                         "request without max_tokens would be refused")
 
 
 class SystemSettings(BaseModel):
@@ -280,6 +298,11 @@ class Settings(BaseSettings):
                                             description="Limits and resources ([system_settings]).")
     rate_limits: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings(),
                                            description="Rate-limit tiers ([rate_limits]).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        check_consistency(self.model_settings, self.system_settings)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -30,7 +30,7 @@ from llamahomed.core.errors import (
     TooManyStreams,
 )
 from llamahomed.core.settings import Settings
-from llamahomed.http.keys import CLAIMS, CONFIG
+from llamahomed.http.keys import CONFIG
 
 log = structlog.get_logger(__name__)
 

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from llamahomed.core.errors import InvalidRequest
+from llamahomed.core.settings import MODEL_NAME
 
-MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,195}\.gguf$")
 DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 
@@ -21,7 +21,7 @@ DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 def check_model_id(name: str) -> str:
     """A model id, ``id:quant``, alias or file name as a request may give it (else 400)."""
     text = name.strip()
-    if not MODEL_ID_RE.match(text) or ".." in text:
+    if not MODEL_NAME.match(text):
         raise InvalidRequest(
             f"{name[:100]!r} is not a valid model name: use letters, digits, '.', '_', '-' "
             "(and one ':' before a quantization), no paths", details={"model": name[:200]})
