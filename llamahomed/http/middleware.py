@@ -1,5 +1,5 @@
-"""Middlewares: request id -> (metrics and summary log line, api/metrics.py) -> error envelope
-(-> guard, api/guard.py -> auth, api/access.py -> rate limit, api/ratelimit.py)."""
+"""Middlewares: request id -> (metrics and summary log line, http/observe.py) -> error envelope
+(-> guard, http/guard.py -> auth, http/access.py -> rate limit, http/ratelimit.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ __all__ = ["add_request_id_header", "auth_middleware", "error_middleware", "rend
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+SERVER = "llamahomed"
 
 
 @web.middleware
@@ -95,3 +97,4 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
     request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers["x-request-id"] = request_id
+    response.headers["Server"] = SERVER  # not aiohttp's default, which names Python's version

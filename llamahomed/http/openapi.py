@@ -94,7 +94,8 @@ class Health(BaseModel):
     status: str
     version: str
     uptime_s: float
-    models_loaded: list[str]
+    models_loaded: list[str] | None = Field(
+        None, description="Loaded models; only for a caller with a valid token.")
 
 
 class ConfigDocument(BaseModel):

@@ -37,7 +37,7 @@ async def test_model_loads_on_first_use_and_unloads_after_keep_alive(
         if not pool.workers():
             break
     assert pool.workers() == {}
-    health = await (await api.get("/health")).json()
+    health = await (await api.get("/health", headers=auth)).json()
     assert health["models_loaded"] == []
     assert not _alive(pid)
 

@@ -148,7 +148,7 @@ async def test_malformed_model_files_are_refused_and_the_daemon_serves_the_other
                                json={"prompt": "the cat", "max_tokens": 4, "temperature": 0})
     data = await served.json()
     assert served.status == 200 and data["usage"]["completion_tokens"] == 4 and data["text"]
-    health = await (await client.get("/health")).json()
+    health = await (await client.get("/health", headers=auth)).json()
     assert health["models_loaded"] == [TINY_MODEL_ID]
 
 
