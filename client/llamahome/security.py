@@ -337,15 +337,16 @@ class AdvancedRateLimiter:
         """The request-rate limiter of a tier."""
         return self._tiers[self.resolve(tier)].requests
 
-    def acquire(self, key: str = "default", tier: str | None = None) -> TierDecision:
-        """Take one request from ``key``'s bucket under ``tier``; refused while the tier's
-        tokens-per-minute bucket (if any) is in debt."""
+    def acquire(self, key: str = "default", tier: str | None = None,
+                cost: float = 1.0) -> TierDecision:
+        """Take ``cost`` requests (one, or a batch's items) from ``key``'s bucket under
+        ``tier``; refused while the tier's tokens-per-minute bucket (if any) is in debt."""
         name = self.resolve(tier)
         entry = self._tiers[name]
         tokens = entry.tokens.check(key) if entry.tokens is not None else None
         if tokens is not None and not tokens.allowed:
-            return TierDecision(name, entry.requests.check(key), tokens)
-        return TierDecision(name, entry.requests.acquire(key), tokens)
+            return TierDecision(name, entry.requests.check(key, cost), tokens)
+        return TierDecision(name, entry.requests.acquire(key, cost), tokens)
 
     def check(self, key: str = "default", tier: str | None = None) -> TierDecision:
         """What :meth:`acquire` would answer now, taking nothing."""

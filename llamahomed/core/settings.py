@@ -123,6 +123,10 @@ class SystemSettings(BaseModel):
                            description="Requests that may wait for a slot per model; more get 503.")
     queue_timeout: float = Field(60.0, gt=0,
                                  description="Seconds a request may wait for a slot before a 503.")
+    queue_share_per_token: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="Share of a model's queue one token user may hold; waiting users take "
+                    "turns for free slots (round robin), so a burst slows its sender first.")
     reload_drain_timeout: float = Field(
         60.0, ge=0.0, le=3600.0,
         description="Seconds a loaded model's running requests get to finish before it is "

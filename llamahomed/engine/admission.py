@@ -1,8 +1,11 @@
-"""Backpressure: a bounded queue in front of a worker's slots.
+"""Backpressure, shared fairly: a bounded queue in front of a worker's slots.
 
-A request takes a slot when one is free; otherwise it waits in a FIFO queue of bounded length.
-A full queue refuses at once, and a request that waited longer than the queue timeout gives up;
-both are 503 ``server_busy`` with a ``Retry-After`` computed from how fast sequences finish.
+A request takes a slot when one is free and nobody waits; otherwise it waits. Waiting requests
+are kept per owner (the token's user): when a slot frees, the owners take turns (round robin),
+so one user's burst of requests slows that user down before it holds up anyone else, and one
+owner may hold at most ``owner_share`` of the queue's places. A full queue (or a full share)
+refuses at once, and a request that waited longer than the queue timeout gives up; both are
+503 ``server_busy`` with a ``Retry-After`` computed from how fast sequences finish.
 """
 
 from __future__ import annotations
@@ -14,22 +17,31 @@ import time
 
 from llamahomed.core.errors import ServerBusy
 
+ANONYMOUS = ""
+
 
 class Admission:
     """Slots and a wait queue for one model's worker."""
 
-    def __init__(self, slots: int, max_queue: int, timeout: float) -> None:
+    def __init__(self, slots: int, max_queue: int, timeout: float,
+                 owner_share: float = 0.5) -> None:
         self.slots = max(1, slots)
         self.max_queue = max(0, max_queue)
         self.timeout = timeout
+        self.owner_share = owner_share
         self.running = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._turns: collections.deque[str] = collections.deque()  # owners with waiters, in turn
         self._durations: collections.deque[float] = collections.deque(maxlen=32)
         self._started: dict[int, float] = {}
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return sum(len(queue) for queue in self._waiters.values())
+
+    def owner_limit(self) -> int:
+        """Queue places one owner may hold (at least one, at most the whole queue)."""
+        return max(1, min(self.max_queue, math.ceil(self.max_queue * self.owner_share)))
 
     def retry_after(self) -> int:
         """Seconds until a queue place is likely free: queued waves x the mean sequence time."""
@@ -47,24 +59,33 @@ class Admission:
                                         "max_queue": self.max_queue},
                           headers={"Retry-After": str(seconds)})
 
-    async def enter(self, ticket: int) -> None:
-        """Take a slot for ``ticket``, waiting in the queue if needed; ServerBusy when it cannot."""
-        if self.running < self.slots and not self._waiters:
+    async def enter(self, ticket: int, owner: str = ANONYMOUS) -> None:
+        """Take a slot for ``ticket``, waiting in ``owner``'s queue if needed; ServerBusy when
+        it cannot."""
+        if self.running < self.slots and not self._turns:
             self.running += 1
             self._started[ticket] = time.monotonic()
             return
         if self.waiting >= self.max_queue:
             raise self._busy(f"the queue for this model is full ({self.max_queue} waiting); "
                              "retry later")
+        mine = self._waiters.get(owner)
+        if mine is not None and len(mine) >= self.owner_limit():
+            raise self._busy(f"this token's user already has {len(mine)} requests waiting for "
+                             f"this model (its share of the queue is {self.owner_limit()}); "
+                             "retry later")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        if mine is None:
+            mine = self._waiters[owner] = collections.deque()
+            self._turns.append(owner)
+        mine.append(future)
         try:
             await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except asyncio.TimeoutError:
             if future.done():  # the slot arrived as the timer fired: keep it
                 self._started[ticket] = time.monotonic()
                 return
-            self._waiters.remove(future)
+            self._forget(owner, future)
             raise self._busy(f"waited {self.timeout:g}s in the queue without a free slot; "
                              "retry later") from None
         except asyncio.CancelledError:
@@ -72,9 +93,17 @@ class Admission:
                 self.running -= 1  # handed a slot, then cancelled: give it on
                 self._wake()
             else:
-                self._waiters.remove(future)
+                self._forget(owner, future)
             raise
         self._started[ticket] = time.monotonic()  # _wake counted the slot as running
+
+    def _forget(self, owner: str, future: asyncio.Future[None]) -> None:
+        queue = self._waiters.get(owner)
+        if queue is not None and future in queue:
+            queue.remove(future)
+            if not queue:
+                del self._waiters[owner]
+                self._turns.remove(owner)
 
     def leave(self, ticket: int) -> None:
         """Give back ``ticket``'s slot and let the next waiter in."""
@@ -86,9 +115,16 @@ class Admission:
         self._wake()
 
     def _wake(self) -> None:
-        """Hand free slots to the oldest waiters (the slot counts as running from now)."""
-        while self._waiters and self.running < self.slots:
-            future = self._waiters.popleft()
+        """Hand free slots to waiters, the owners taking turns (the slot counts as running
+        from now)."""
+        while self._turns and self.running < self.slots:
+            owner = self._turns.popleft()
+            queue = self._waiters[owner]
+            future = queue.popleft()
+            if queue:
+                self._turns.append(owner)  # back of the line for its next request
+            else:
+                del self._waiters[owner]
             if not future.done():
                 self.running += 1
                 future.set_result(None)

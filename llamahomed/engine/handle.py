@@ -256,18 +256,19 @@ class WorkerHandle:
             raise WorkerCrashed(f"the worker for model {self.config.model_id!r} stopped") from exc
 
     async def submit(self, prompt: str, params: SamplingParams, *, special: bool = False,
-                     request_id: str = "") -> SequenceStream:
+                     request_id: str = "", owner: str = "") -> SequenceStream:
         """Wait for a slot (bounded queue), then hand the sequence to the worker.
 
         ``request_id`` travels with the sequence into the worker and back on its last event;
-        ``special``: the prompt may spell special tokens (a rendered chat template).
+        ``special``: the prompt may spell special tokens (a rendered chat template);
+        ``owner``: who asks (the token's user), for the fair share of slots and queue.
         """
         seq_id = next(self._seq_ids)
         self.last_used = time.monotonic()
         submitted = time.perf_counter()
         if self.refusing is not None:
             raise self.refusing
-        await self.admission.enter(seq_id)
+        await self.admission.enter(seq_id, owner)
         if self.refusing is not None:
             self.admission.leave(seq_id)
             raise self.refusing

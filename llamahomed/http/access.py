@@ -40,6 +40,12 @@ def is_admin(request: web.Request) -> bool:
     return claims is not None and claims.has_scope("admin")
 
 
+def owner(request: web.Request) -> str:
+    """Who the request is for (the token's user): slots and queue places are shared by it."""
+    claims = request.get(CLAIMS)
+    return claims.user_id if claims is not None else ""
+
+
 def require_scope(request: web.Request, scope: str) -> None:
     """403 unless the request's token carries ``scope`` (for checks inside a handler)."""
     claims = request.get(CLAIMS)

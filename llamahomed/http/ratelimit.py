@@ -39,7 +39,7 @@ from llamahome.security import (
 )
 
 from llamahomed.core.config_store import ConfigStore
-from llamahomed.core.errors import RateLimitExceeded
+from llamahomed.core.errors import InvalidRequest, RateLimitExceeded
 from llamahomed.core.settings import Settings
 from llamahomed.http.keys import CLAIMS, CONFIG, METRICS
 from llamahomed.http.middleware import Handler
@@ -82,10 +82,10 @@ class DaemonRateLimits:
                                    default_tier=settings.rate_limits.default_tier)
             self._seen = settings
 
-    def admit(self, claims: TokenClaims) -> TierDecision:
-        """Take one request from the subject's bucket under the token's tier."""
+    def admit(self, claims: TokenClaims, cost: int = 1) -> TierDecision:
+        """Take ``cost`` requests from the subject's bucket under the token's tier."""
         self._sync()
-        return self.limiter.acquire(claims.user_id, claims.tier)
+        return self.limiter.acquire(claims.user_id, claims.tier, cost)
 
     def record(self, subject: str, tier: str, tokens: int) -> None:
         """Debit a finished request's tokens from its tier's tokens-per-minute bucket."""
@@ -135,17 +135,35 @@ async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request)
 
 
-def charge(app: web.Application, claims: TokenClaims) -> TierDecision | None:
+def charge(app: web.Application, claims: TokenClaims, cost: int = 1) -> TierDecision | None:
     """Take one request from the token subject's bucket (None when limits are off), counting a
     refusal in the metrics; HTTP requests and WebSocket messages alike. The caller answers a
     refused decision with ``refusal(decision)``."""
     limits = app[RATE_LIMITS]
     if not limits.enabled:
         return None
-    decision = limits.admit(claims)
+    decision = limits.admit(claims, cost)
     if not decision.allowed:
         app[METRICS].rate_limited()
     return decision
+
+
+def charge_items(request: web.Request, items: int) -> None:
+    """A batch costs one request per item: the middleware took one, this takes the rest
+    (429 when the bucket lacks them, 400 when the batch is larger than the tier's burst)."""
+    claims = request.get(CLAIMS)
+    if claims is None or items <= 1:
+        return
+    decision = charge(request.app, claims, items - 1)
+    if decision is None or decision.allowed:
+        return  # (a refused charge takes nothing)
+    if items > decision.requests.limit:
+        raise InvalidRequest(
+            f"a batch of {items} prompts costs {items} requests, more than tier "
+            f"{decision.tier!r} allows at once (burst {decision.requests.limit}); send smaller "
+            "batches", details={"items": items, "burst": decision.requests.limit,
+                                "tier": decision.tier})
+    raise refusal(decision)
 
 
 def refusal(decision: TierDecision) -> RateLimitExceeded:

@@ -236,7 +236,8 @@ class InferenceService:
 
     async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
                        messages: list[dict[str, Any]] | None = None, n_ctx: int | None = None,
-                       meter: Meter | None = None, may_reload: bool = False) -> Generation:
+                       meter: Meter | None = None, may_reload: bool = False,
+                       owner: str = "") -> Generation:
         """The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
@@ -244,7 +245,8 @@ class InferenceService:
         template, whose special tokens the rendered text may spell). ``n_ctx``: a larger
         context this request asks the model to be loaded with. ``meter``: called with the
         sequence's total tokens when it finishes (the caller's token budget). ``may_reload``:
-        the caller (an admin) may have a loaded model reloaded for this request.
+        the caller (an admin) may have a loaded model reloaded for this request. ``owner``: who
+        asks (the token's user): slots and queue places are shared fairly between owners.
         """
         if self.refusing is not None:
             raise self.refusing
@@ -264,7 +266,7 @@ class InferenceService:
         if prompt is None:
             raise InvalidRequest("a generation needs a prompt or messages")
         return await self._submit(entry, worker, prompt, params, special=messages is not None,
-                                  trace=trace, meter=meter)
+                                  trace=trace, meter=meter, owner=owner)
 
     async def embed(self, model: str | None, texts: list[str]) -> tuple[ModelEntry, Done]:
         """Embed ``texts`` with a model that can (its GGUF declares a pooling type)."""
@@ -293,7 +295,7 @@ class InferenceService:
 
     async def _submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
                       params: SamplingParams, *, special: bool, trace: Trace,
-                      meter: Meter | None) -> Generation:
+                      meter: Meter | None, owner: str) -> Generation:
         """Hand the prompt to the worker; returns once it is accepted.
 
         ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
@@ -303,8 +305,10 @@ class InferenceService:
             raise self.refusing
         context = tracing.current()
         system = self.config.settings.system_settings
-        worker.admission.max_queue, worker.admission.timeout = system.max_queue, system.queue_timeout
-        stream = await worker.submit(prompt, params, special=special,
+        admission = worker.admission
+        admission.max_queue, admission.timeout = system.max_queue, system.queue_timeout
+        admission.owner_share = system.queue_share_per_token
+        stream = await worker.submit(prompt, params, special=special, owner=owner,
                                      request_id=context.request_id if context else "")
         if self.config.settings.log_prompts:
             log.info("prompt", model=entry.id, seq=stream.seq_id, prompt=prompt)

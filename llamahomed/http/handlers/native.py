@@ -8,10 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from llamahomed.core.errors import LlamaHomeError
-from llamahomed.http.access import is_admin
+from llamahomed.http.access import is_admin, owner
 from llamahomed.http.guard import stream_slot
 from llamahomed.http.keys import CLAIMS, INFERENCE
-from llamahomed.http.ratelimit import request_meter
+from llamahomed.http.ratelimit import charge_items, request_meter
 from llamahomed.http.render.native import stream_ndjson
 from llamahomed.http.schemas import BatchRequest, ProcessRequest, parse_body
 from llamahomed.service.generation import Generation
@@ -21,7 +21,8 @@ from llamahomed.service.options import GenerationOptions
 async def _start(request: web.Request, options: GenerationOptions, prompt: str) -> Generation:
     return await request.app[INFERENCE].generate(options, prompt=prompt,
                                                  meter=request_meter(request),
-                                                 may_reload=is_admin(request))
+                                                 may_reload=is_admin(request),
+                                                 owner=owner(request))
 
 
 async def process(request: web.Request) -> web.StreamResponse:
@@ -46,6 +47,7 @@ async def _stream(request: web.Request, body: ProcessRequest) -> web.StreamRespo
 async def batch(request: web.Request) -> web.StreamResponse:
     """Every prompt submitted at once; results in order, each with its usage or its error."""
     body = await parse_body(request, BatchRequest)
+    charge_items(request, len(body.prompts))
 
     async def one(prompt: str) -> dict[str, Any]:
         try:

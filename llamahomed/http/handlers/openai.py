@@ -25,7 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llamahomed.core.errors import InvalidRequest, ValidationFailed
-from llamahomed.http.access import is_admin
+from llamahomed.http.access import is_admin, owner
 from llamahomed.http.guard import stream_slot
 from llamahomed.http.keys import CLAIMS, INFERENCE
 from llamahomed.http.ratelimit import request_meter
@@ -199,7 +199,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     async def start() -> Generation:
         return await request.app[INFERENCE].generate(
             options, messages=messages, n_ctx=body.n_ctx, meter=request_meter(request),
-            may_reload=is_admin(request))
+            may_reload=is_admin(request), owner=owner(request))
 
     if body.stream:
         with stream_slot(request.app, request.get(CLAIMS)):
@@ -231,11 +231,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
     body.check_supported()
     options = body.options(body.max_tokens)
     service, meter, admin = request.app[INFERENCE], request_meter(request), is_admin(request)
+    user = owner(request)
     reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         with stream_slot(request.app, request.get(CLAIMS)):
             generation = await service.generate(options, prompt=body.prompts[0], n_ctx=body.n_ctx,
-                                                meter=meter, may_reload=admin)
+                                                meter=meter, may_reload=admin, owner=user)
             model = generation.entry.id
 
             def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
@@ -247,7 +248,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
     async def one(prompt: str) -> Result:
         generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter,
-                                            may_reload=admin)
+                                            may_reload=admin, owner=user)
         return await generation.result()
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))

@@ -286,7 +286,7 @@ class Session:
             with stream_slot(app, claims):  # the same cap as every other stream
                 generation = await app[INFERENCE].generate(
                     body, prompt=body.prompt, meter=meter(app, claims),
-                    may_reload=claims.has_scope("admin"))
+                    may_reload=claims.has_scope("admin"), owner=claims.user_id)
                 running.generation = generation
                 if running.cancel_requested:  # asked while the worker was checking the prompt
                     await generation.stop()
