@@ -35,7 +35,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, load_script
+from tests.conftest import ROOT
+
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.docs.blocks import extract, opted_in, to_daemon
 from tests.e2e.running import RunningDaemon, home_env, running_daemon
 
@@ -60,7 +62,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, gemma_file: Path) -> Iterat
     home = root / "home"
     store = home / ".local" / "share" / "llamahome" / "models"
     store.mkdir(parents=True)
-    load_script("make_tiny_gguf").write_tiny_llama(store / "tiny-llama.gguf", n_ctx=2048)
+    write_tiny_llama(store / "tiny-llama.gguf", n_ctx=2048)
     os.link(gemma_file, store / gemma_file.name)
     config = home / ".config" / "llamahome" / "config.toml"
     config.parent.mkdir(parents=True)

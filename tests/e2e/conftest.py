@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_MODEL_FILE, load_script
+from tests.conftest import TINY_MODEL_FILE
+
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.e2e.test_daemon import Daemon, free_port
 
 
@@ -20,7 +22,7 @@ def tiny_daemon(tmp_path: Path, tiny_model_file: Path,
     store = tmp_path / "store"
     store.mkdir()
     os.link(tiny_model_file, store / TINY_MODEL_FILE)
-    load_script("make_tiny_gguf").write_tiny_llama(store / "tiny-long.gguf", n_ctx=4096,
+    write_tiny_llama(store / "tiny-long.gguf", n_ctx=4096,
                                                    name="tiny-long")
     monkeypatch.setenv("LLAMAHOME_MODEL_SETTINGS__DEFAULT_MODEL", "tiny-llama")
     monkeypatch.setenv("LLAMAHOME_INSTALL_DEFAULT_MODEL", "false")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.e2e.running import RunningDaemon, dirs_env, running_daemon
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     store.mkdir()
     # The tiny model with a 2048-token context: the guide's 100-token defaults, three or twelve
     # at once, fit the slots' shared KV cache.
-    load_script("make_tiny_gguf").write_tiny_llama(store / "llama3.3.gguf", n_ctx=2048)
+    write_tiny_llama(store / "llama3.3.gguf", n_ctx=2048)
     with running_daemon(root, *dirs_env(root, store, "llama3.3")) as running:
         yield running
 

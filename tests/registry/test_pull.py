@@ -340,10 +340,10 @@ async def test_pulled_model_serves_a_generation(file_server: Any, tmp_path: Path
                                                 aiohttp_client: Any, make_settings: Any,
                                                 models_dir: Path) -> None:
     """A pulled Q8_0 variant loads through the registry and the real engine."""
-    from tests.conftest import load_script
+    from tests.fixtures.tiny_gguf import write_tiny_llama
 
     served, server = file_server
-    q8 = load_script("make_tiny_gguf").write_tiny_llama(tmp_path / "q8.gguf", ftype="q8_0")
+    q8 = write_tiny_llama(tmp_path / "q8.gguf", ftype="q8_0")
     served.body = q8.read_bytes()
     result = await download(PullSource(str(server.make_url("/q8")), "tiny-llama-Q8_0.gguf",
                                        served.sha256), models_dir)

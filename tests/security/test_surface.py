@@ -14,7 +14,7 @@ from llamahomed.http.guard import check_bind, check_origin, is_loopback, split_h
 from llamahomed.http.app import create_app
 from llamahomed.core.errors import OriginNotAllowed, StartupError
 from llamahomed.core.settings import SystemSettings
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.security.helpers import assert_envelope, bearer, handshake_request, issue
 
 MODELS = "/api/v1/models"
@@ -207,7 +207,7 @@ async def test_a_prompt_longer_than_the_context_is_refused(api: Any, auth: dict[
 
 async def test_concurrent_streams_per_user_are_capped(aiohttp_client: Any, make_settings: Any) -> None:
     settings = make_settings(system_settings=SystemSettings(max_streams_per_token=1, n_slots=4))
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
                                                    n_ctx=4096, name="tiny-long")
     client = await aiohttp_client(create_app(settings))
     alice, alice2, bob = (bearer(issue(settings, u)) for u in ("alice", "alice", "bob"))

@@ -220,8 +220,8 @@ def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str],
 def test_schemathesis_finds_no_server_error_and_every_error_is_an_envelope(
         daemon: RunningDaemon) -> None:
     # pull is skipped: a fuzzed catalog id would start a real download from the internet; the
-    # OpenAI routes answer in OpenAI's error shape (tests/api/test_openai.py), the WebSocket
-    # route only upgrades (tests/api/test_ws.py)
+    # OpenAI routes answer in OpenAI's error shape (tests/http/test_openai.py), the WebSocket
+    # route only upgrades (tests/http/test_ws.py)
     skip = {"POST /api/v1/config", "POST /api/v1/models/pull", "GET /api/v1/ws",
             "POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models",
             "GET /v1/models/{model_id}", "POST /v1/embeddings"}

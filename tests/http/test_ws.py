@@ -13,8 +13,8 @@ import pytest
 from llamahomed.http.keys import INFERENCE, METRICS
 from llamahomed.http.handlers.ws import TicketBook
 from llamahomed.core.errors import AuthenticationFailed
-from tests.conftest import load_script
 from tests.fixtures.observe import finish_reasons, generated_tokens
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
@@ -46,7 +46,7 @@ async def run_until_done(ws: Any, ids: set[Any]) -> dict[Any, list[dict[str, Any
 
 
 def long_model(settings: Any) -> None:
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
                                                    n_ctx=4096, name="tiny-long")
 
 

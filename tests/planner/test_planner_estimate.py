@@ -90,7 +90,7 @@ def accuracy() -> Any:
 def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates_tiny(
         accuracy: Any, tmp_path: Path, label: str, kwargs: dict[str, Any], n_ctx: int) -> None:
     path = tmp_path / "m.gguf"
-    load_script("make_tiny_gguf").write_tiny_llama(path, **kwargs)
+    write_tiny_llama(path, **kwargs)
     row = accuracy.row(label, path, n_ctx)
     assert row["measured_mib"] > 0
     assert abs(row["error_pct"]) <= 10, row
