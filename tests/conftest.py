@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.file_server import file_server, tiny_bytes  # noqa: F401 - fixtures for all
+from tests.fixtures.tiny_gguf import write_tiny_llama
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 TINY_MODEL_FILE = "tiny-llama.gguf"

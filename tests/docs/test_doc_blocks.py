@@ -36,10 +36,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-
-from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.docs.blocks import extract, opted_in, to_daemon
-from tests.e2e.running import RunningDaemon, home_env, running_daemon
+from tests.fixtures.daemon import RunningDaemon, home_env, start_daemon
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +66,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, gemma_file: Path) -> Iterat
     config = home / ".config" / "llamahome" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text('[model_settings]\ndefault_model = "tiny-llama"\n')
-    with running_daemon(root, *home_env(home)) as running:
+    with start_daemon(root, home_env(home)) as running:
         yield running
 
 

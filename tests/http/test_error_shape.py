@@ -208,7 +208,7 @@ async def test_a_full_queue_is_refused_at_once_with_server_busy(
     settings = make_settings(system_settings=SystemSettings(
         engine="sequential", n_slots=1, max_queue=0, queue_timeout=5))
     write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+                     n_ctx=4096, name="tiny-long")
     client = await aiohttp_client(create_app(settings))
     auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
     body = {"model": "tiny-long", "prompt": "the cat", "max_tokens": 4000, "temperature": 0}

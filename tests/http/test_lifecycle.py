@@ -47,7 +47,7 @@ async def test_a_client_that_disconnects_cancels_its_sequence(
     from tests.fixtures.tiny_gguf import write_tiny_llama
 
     write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+                     n_ctx=4096, name="tiny-long")
     pool = api.server.app[INFERENCE].pool
     response = await api.post("/api/v1/stream", headers=auth,
                               json={"model": "tiny-long", "prompt": "the cat", "max_tokens": 4000,

@@ -125,7 +125,7 @@ async def test_context_size_through_extra_body_loads_a_bigger_context_once(
 
     settings = make_settings(system_settings={"n_ctx": 256})
     write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+                     n_ctx=4096, name="tiny-long")
     app_client = await aiohttp_client(create_app(settings))
     token = settings.admin_token_file.read_text().strip()
     sdk = openai.AsyncOpenAI(base_url=str(app_client.make_url("/v1")), api_key=token,
@@ -200,7 +200,7 @@ async def test_errors_on_v1_routes_have_openais_shape(
 async def test_a_client_that_leaves_an_sse_stream_cancels_its_sequence(
         api: Any, auth: dict[str, str], settings: Any) -> None:
     write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+                     n_ctx=4096, name="tiny-long")
     response = await api.post("/v1/completions", headers=auth, json={
         "model": "tiny-long", "prompt": "the cat", "max_tokens": 4000, "temperature": 0,
         "stream": True})

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import TINY_MODEL_ID
-
 from tests.fixtures.tiny_gguf import write_tiny_llama
 
 GREEDY = {"temperature": 0, "max_tokens": 4}
@@ -89,7 +88,7 @@ async def test_explicit_settings_reach_the_worker(
 
     # head size 32 (128 / 4 heads), so a q8_0 KV cache is possible
     write_tiny_llama(models_dir / "tiny-wide.gguf", n_embd=128,
-                                                   n_ff=256, n_ctx=512, name="tiny-wide")
+                     n_ff=256, n_ctx=512, name="tiny-wide")
     settings = make_settings(system_settings={"n_ctx": 300, "n_threads": 1, "kv_cache_type": "q8_0"})
     api = await aiohttp_client(create_app(settings))
     auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}

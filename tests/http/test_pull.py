@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.http.test_error_shape import assert_envelope
 from tests.fixtures.tiny_gguf import write_tiny_llama
-from tests.registry.conftest import file_server, tiny_bytes  # noqa: F401 - fixtures
+from tests.http.test_error_shape import assert_envelope
 
 PULL = "/api/v1/models/pull"
 

@@ -47,7 +47,7 @@ async def run_until_done(ws: Any, ids: set[Any]) -> dict[Any, list[dict[str, Any
 
 def long_model(settings: Any) -> None:
     write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+                     n_ctx=4096, name="tiny-long")
 
 
 async def test_a_request_streams_chunks_then_done_with_the_process_text(

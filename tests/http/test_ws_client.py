@@ -51,7 +51,7 @@ async def test_errors_are_the_sdks_classes(api: Any, auth: dict[str, str]) -> No
 async def test_leaving_a_stream_early_cancels_it_on_the_daemon(
         api: Any, auth: dict[str, str], settings: Any) -> None:
     write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+                     n_ctx=4096, name="tiny-long")
     async with connect(api, auth) as ws:
         async for chunk in ws.stream("the cat", model="tiny-long", temperature=0, max_tokens=4000):
             if chunk.index == 2:

@@ -11,6 +11,7 @@ from llamahomed.planner import LoadParams, ModelShape, estimate, kv_cache_bytes,
 from llamahomed.planner.measured import parse_buffers
 from llamahomed.registry.gguf_meta import read_gguf_info
 from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 MiB = 2**20
 
