@@ -23,9 +23,6 @@ import ipaddress
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +34,8 @@ from urllib.parse import urlparse
 
 import aiohttp
 import psutil
+from _harness import ROOT, daemon_dirs, percentile, spawn, write_json, write_tiny_llama
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "client"))
 
 GOOD = {429, 503}
@@ -82,18 +78,10 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class OwnDaemon:
     """``llamahomed start`` on a free loopback port with the tiny model and tight limits."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from make_tiny_gguf import write_tiny_llama
-
         self.dir = Path(tempfile.mkdtemp(prefix="llamahome-load-"))
         models = self.dir / "models"
         models.mkdir()
@@ -107,30 +95,14 @@ class OwnDaemon:
             f"[rate_limits.tiers.basic]\nrpm = {args.rpm}\nburst = {args.burst}\n"
             "[rate_limits.tiers.enterprise]\nrpm = 1000\nburst = 100\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAHOME_")}
-        env.update(LLAMAHOME_STATE_DIR=str(self.dir / "state"), LLAMAHOME_DATA_DIR=str(self.dir / "data"),
-                   LLAMAHOME_CONFIG_FILE=str(config), LLAMAHOME_INSTALL_DEFAULT_MODEL="false",
-                   LLAMAHOME_LOG_LEVEL="warning")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (self.dir / "daemon.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llamahomed", "start", "--port", str(self.port),
-             "--models-dir", str(models)], env=env, stdout=self.log, stderr=self.log, cwd=ROOT)
+        env.update(daemon_dirs(self.dir), LLAMAHOME_CONFIG_FILE=str(config),
+                   LLAMAHOME_INSTALL_DEFAULT_MODEL="false", LLAMAHOME_LOG_LEVEL="warning")
+        self.daemon = spawn(self.dir, env, args=["--models-dir", str(models)])
+        self.proc = self.daemon.proc
 
     async def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise SystemExit(f"the daemon exited: {(self.dir / 'daemon.log').read_text()}")
-                try:
-                    async with session.get(f"{self.url}/health") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise SystemExit("the daemon did not start")
+        await asyncio.to_thread(self.daemon.wait_ready, timeout)
+        self.url = self.daemon.url
 
     def tokens(self, n_subjects: int) -> list[str]:
         """One basic-tier inference token per subject, signed with the daemon's secret."""
@@ -142,15 +114,7 @@ class OwnDaemon:
                                        tier="basic") for i in range(n_subjects)]
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
+        return self.daemon.stop(timeout=30)
 
 
 REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -249,14 +213,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         code = own.stop() if own else None
     total = sum(tally.statuses.values())
-    lat = sorted(tally.latencies)
+    lat = tally.latencies
     report: dict[str, Any] = {
         "clients": args.clients, "seconds": round(elapsed, 1), "requests": total,
         "requests_per_second": round(total / elapsed, 1) if elapsed else 0,
         "by_status": {str(k): v for k, v in sorted(tally.statuses.items())},
         "by_route": dict(sorted(tally.by_route.items())),
-        "latency_ms": {"p50": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
-                       "p99": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None},
+        "latency_ms": {q: round(value * 1000, 1) if (value := percentile(lat, f)) is not None
+                       else None for q, f in (("p50", 0.5), ("p99", 0.99))},
         "bad_answers": len(tally.bad), "bad_examples": tally.bad[:10],
         "connection_errors": dict(tally.errors),
         "daemon_alive_at_end": alive, "daemon_exit_code": code,
@@ -295,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        write_json(Path(args.json), report)
     return 0 if report["ok"] else 1
 
 

@@ -13,8 +13,8 @@ import pytest
 from llamahomed.http.keys import INFERENCE, METRICS
 from llamahomed.http.handlers.ws import TicketBook
 from llamahomed.core.errors import AuthenticationFailed
-from tests.conftest import load_script
 from tests.fixtures.observe import finish_reasons, generated_tokens
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
@@ -46,8 +46,8 @@ async def run_until_done(ws: Any, ids: set[Any]) -> dict[Any, list[dict[str, Any
 
 
 def long_model(settings: Any) -> None:
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
 
 
 async def test_a_request_streams_chunks_then_done_with_the_process_text(
