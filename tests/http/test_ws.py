@@ -251,11 +251,12 @@ def test_a_ticket_expires() -> None:
 
 async def test_each_request_on_the_socket_is_charged_to_the_rate_limit(
         aiohttp_client: Any, make_settings: Any) -> None:
-    """Burst 1 for the admin token's tier: the first message takes it, the second is refused
-    with the 429 envelope and the socket stays open."""
+    """Burst 2 for the admin token's tier: the upgrade takes one (an upgrade is a request), the
+    first message the other, the second is refused with the 429 envelope and the socket stays
+    open."""
     from llamahomed.http.app import create_app
 
-    settings = make_settings(rate_limits={"tiers": {"basic": {}, "enterprise": {"rpm": 1, "burst": 1}}})
+    settings = make_settings(rate_limits={"tiers": {"basic": {}, "enterprise": {"rpm": 1, "burst": 2}}})
     api = await aiohttp_client(create_app(settings))
     auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
     async with api.ws_connect("/api/v1/ws", headers=auth) as ws:
