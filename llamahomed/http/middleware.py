@@ -66,8 +66,11 @@ def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = Fals
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    body = error.openai_envelope() if openai else error.envelope()
-    return web.json_response(body, status=error.status, headers=headers)
+    if not openai:
+        return web.json_response(error.envelope(), status=error.status, headers=headers)
+    # OpenAI (and every peer serving its API) answers an invalid body with 400, not 422.
+    status = 400 if error.status == 422 else error.status
+    return web.json_response(error.openai_envelope(), status=status, headers=headers)
 
 
 @web.middleware
