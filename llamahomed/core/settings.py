@@ -286,6 +286,26 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log format: JSON lines off a terminal, readable on one (auto).")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Largest request body accepted.")
+    header_timeout: float = Field(
+        10.0, gt=0, le=3600,
+        description="Seconds a client has to send a request's headers, from their first byte; "
+                    "the connection is closed beyond (slowloris guard).")
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="Seconds a client has to send a request's whole body once its headers are "
+                    "in; the connection is closed beyond (an endless chunked body included).")
+    keepalive_timeout: float = Field(
+        15.0, gt=0, le=3600,
+        description="Seconds an idle connection (no request arriving, none running; a fresh "
+                    "one included) stays open. A response being streamed is never idle.")
+    max_connections_per_peer: int = Field(
+        64, ge=1, le=100_000,
+        description="Connections one peer address may hold open at once; more are answered "
+                    "503 server_busy and closed at once.")
+    max_connections: int = Field(
+        512, ge=1, le=1_000_000,
+        description="Connections open at once from all peers together; more are answered 503 "
+                    "server_busy and closed at once.")
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens fed to llama.cpp per decode.")
     worker_start_timeout: float = Field(120.0, gt=0, description="Seconds a model load may take.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds in-flight streams get on shutdown.")
@@ -339,6 +359,11 @@ class Settings(BaseSettings):
     @property
     def runtime_file(self) -> Path:
         return self.state_dir / "daemon.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (``flock``) by the running daemon: one instance per state dir."""
+        return self.state_dir / "llamahomed.lock"
 
     @property
     def pid_file(self) -> Path:
