@@ -36,7 +36,7 @@ from llamahomed.core.errors import (
     NotGGUF,
 )
 from llamahomed.registry.catalog import CatalogModel, CatalogVariant
-from llamahomed.registry.gguf_meta import GGUF_MAGIC, GGUFError, read_gguf_info
+from llamahomed.registry.gguf_meta import GGUF_MAGIC, GGUFError, read_model_info
 
 try:
     import fcntl
@@ -377,7 +377,7 @@ async def _finish(state: _State, target: Path, progress: Progress | None) -> Pul
             "corrupt or not the expected file; it was deleted",
             details={"file": state.source.file, "sha256": digest, "expected": expected})
     try:
-        await asyncio.to_thread(read_gguf_info, state.part)
+        await asyncio.to_thread(read_model_info, state.part)
     except GGUFError as exc:
         _discard(state)
         raise NotGGUF(f"{state.source.file} is not a usable GGUF file: {exc}",
