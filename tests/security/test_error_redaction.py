@@ -60,3 +60,22 @@ async def test_path_details_are_withheld_from_non_admins(
     assert str(models_dir) not in text, text
     error = assert_envelope(await response.json(), "model_not_found")
     assert error["details"]["file"] == "dangling.gguf"
+
+
+def test_for_client_drops_path_details_and_cuts_paths_from_messages() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from llamahomed.core.errors import DownloadInterrupted
+    from llamahomed.http.redact import for_client
+
+    request = make_mocked_request("GET", "/", app=web.Application())
+    error = DownloadInterrupted("broke off writing /home/me/.local/share/llamahome/models/x.part; "
+                                "see /api/v1/models/pull or https://h/a/b.gguf",
+                                details={"partial": "/home/me/x.part", "received": 5,
+                                         "url": "https://h/a/b.gguf"})
+    shown = for_client(error, request)
+    assert shown.code == "download_interrupted" and shown.status == error.status
+    assert "/home" not in shown.message and "<hidden>" in shown.message
+    assert "/api/v1/models/pull" in shown.message and "https://h/a/b.gguf" in shown.message
+    assert shown.details == {"received": 5, "url": "https://h/a/b.gguf"}

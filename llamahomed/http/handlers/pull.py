@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llamahomed.core.errors import LlamaHomeError
 from llamahomed.http.keys import CONFIG, INFERENCE
+from llamahomed.http.redact import for_client
 from llamahomed.http.schemas import parse_body
 from llamahomed.registry.pull import (
     PullProgress,
@@ -104,7 +105,7 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
         try:
             final = _summary(request, task.result())
         except LlamaHomeError as exc:
-            final = exc.envelope()
+            final = for_client(exc, request).envelope()
         except Exception:  # noqa: BLE001 - the headers are out: the error goes in the stream
             log.exception("pull_failed", file=source.file)
             final = LlamaHomeError("internal error; the daemon log has the details").envelope()
