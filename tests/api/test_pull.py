@@ -6,11 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.api.test_error_shape import assert_envelope
 from tests.conftest import load_script
 from tests.registry.conftest import file_server, tiny_bytes  # noqa: F401 - fixtures
 
 PULL = "/api/v1/models/pull"
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Any:
+    """The test server listens on loopback: the pull policy needs it named."""
+    return make_settings(system_settings={"pull_allowed_hosts": ["127.0.0.1"]})
 
 
 def lines(text: str) -> list[dict[str, Any]]:

@@ -1,4 +1,8 @@
-"""A local HTTP server that serves GGUF files the way download hosts do (or misbehave)."""
+"""A local HTTP server that serves GGUF files the way download hosts do (or misbehave).
+
+It listens on loopback, which the pull policy refuses unless named: tests pull from it with
+``LOCAL`` (a policy that names 127.0.0.1) or ``system_settings.pull_allowed_hosts``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from llamahomed.registry.policy import PullPolicy
+
+LOCAL = PullPolicy(allowed=("127.0.0.1",))
+
 
 @dataclass
 class Served:
@@ -22,6 +30,8 @@ class Served:
     ignore_range: bool = False  # answer 200 with the whole body even to a Range request
     drop_after: int | None = None  # write this many bytes, then cut the connection ...
     drops: int = 1  # ... for this many responses
+    chunked: bool = False  # no Content-Length (chunked transfer encoding)
+    redirect: str | None = None  # answer 302 with this Location (relative or absolute)
     requests: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -37,6 +47,8 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     served.requests.append(dict(request.headers))
     if served.status is not None:
         return web.Response(status=served.status, text="nope")
+    if served.redirect is not None and request.path != served.redirect:
+        return web.Response(status=302, headers={"Location": served.redirect})
     body, start, status = served.body, 0, 200
     wanted = request.headers.get("Range")
     if_range = request.headers.get("If-Range")
@@ -50,7 +62,11 @@ async def _serve(request: web.Request) -> web.StreamResponse:
                "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+    if served.chunked:
+        del headers["Content-Length"]
     response = web.StreamResponse(status=status, headers=headers)
+    if served.chunked:
+        response.enable_chunked_encoding()
     await response.prepare(request)
     if served.drop_after is not None and served.drops > 0:
         served.drops -= 1
