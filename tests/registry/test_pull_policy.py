@@ -234,3 +234,23 @@ async def test_http_errors_carry_the_status_not_the_peers_text(file_server: Any,
 
 def test_served_is_a_dataclass_the_tests_configure() -> None:
     assert Served(b"x").redirect is None
+
+
+async def test_the_allowlist_changes_through_the_config_endpoint(
+        aiohttp_client: Any, make_settings: Any, file_server: Any, models_dir: Path) -> None:
+    from llamahomed.http.app import create_app
+
+    served, server = file_server
+    settings = make_settings()
+    client = await aiohttp_client(create_app(settings))
+    auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
+    url = str(server.make_url("/live.gguf"))
+    assert (await client.post(PULL, headers=auth, json={"model": url})).status == 403
+    response = await client.post("/api/v1/config", headers=auth, json={
+        "system_settings": {"pull_allowed_hosts": ["127.0.0.1"]}})
+    assert response.status == 200, await response.text()
+    response = await client.post(PULL, headers=auth, json={"model": url, "stream": False})
+    assert response.status == 200, await response.text()
+    response = await client.post("/api/v1/config", headers=auth, json={
+        "system_settings": {"pull_allowed_hosts": ["not a host"]}})
+    assert response.status in (400, 422)
