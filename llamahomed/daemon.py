@@ -7,10 +7,12 @@ Life cycle:
 * SIGHUP: re-read the config file; live settings apply to the next request, settings that need
   a restart (address, directories) are kept and named in a warning. A broken file is logged
   and the old settings stay.
-* SIGTERM / SIGINT: ``STOPPING=1``; stop listening; new requests get ``503 shutting_down``;
-  requests in flight get ``drain_timeout`` seconds to finish, then each ends with a final
-  ``shutting_down`` error (a stream's last line); workers are unloaded; exit 0. A second
-  SIGTERM / SIGINT during the drain ends it at once (Ctrl-C twice).
+* SIGTERM / SIGINT: ``STOPPING=1``; new generations get ``503 shutting_down`` (HTTP, on new
+  and kept-alive connections alike, and per request id on an open WebSocket); requests in
+  flight get ``drain_timeout`` seconds to finish, then each ends with a final
+  ``shutting_down`` error (a stream's last line, a WebSocket id's error message); then the
+  listener and every connection close (WebSockets with 1001); workers are unloaded; exit 0.
+  A second SIGTERM / SIGINT during the drain ends it at once (Ctrl-C twice).
 """
 
 from __future__ import annotations
@@ -65,7 +67,6 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
     notifier = notifier or Notifier(None)
     check_bind(settings)
     app = create_app(settings)
-    app.on_shutdown.append(_drain)
     app[HURRY] = asyncio.Event()
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=FINAL_LINE_GRACE)
@@ -100,6 +101,11 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, app[HURRY].set)
         log.info("stopping", drain_timeout=settings.drain_timeout)
+        # Stop listening, then drain while open connections stay open: a request on a
+        # kept-alive connection (or a WebSocket message) gets 503 shutting_down, not a closed
+        # connection.
+        await site.stop()
+        await _drain(app)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         await runner.cleanup()
@@ -109,7 +115,9 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
 
 
 async def _drain(app: web.Application) -> None:
-    """on_shutdown (the listener is closed): refuse new work, wait for the rest, then end it."""
+    """Before the server closes: refuse new work (503 shutting_down, on every transport), wait
+    up to ``drain_timeout`` for what runs (HTTP streams and WebSocket generations alike), then
+    end the rest with a final ``shutting_down`` error; WebSockets close (1001) after this."""
     if INFERENCE not in app:
         return
     service = app[INFERENCE]

@@ -47,7 +47,6 @@ import json
 import os
 import platform
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,8 +56,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-ROOT = Path(__file__).resolve().parent.parent
+from _harness import (
+    ROOT,
+    RunningDaemon,
+    daemon_dirs,
+    free_port,
+    spawn,
+    stop_process,
+    tail,
+    wait_healthy,
+    write_json,
+)
 
 # One prompt per client slot (client i uses PROMPTS[i % len], behind a unique request number);
 # the same list for both servers.
@@ -79,12 +87,6 @@ _request_numbers = itertools.count(1)
 def prompt(client: int) -> str:
     """Client i's prompt, behind a number no other request had: no prompt cache can serve it."""
     return f"Request {next(_request_numbers)}. {PROMPTS[client % len(PROMPTS)]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def machine_info() -> dict[str, Any]:
@@ -160,42 +162,6 @@ def wait_quiet(limit: float) -> float:
     while idle < 0.9 and time.monotonic() < deadline:
         idle = cpu_idle(2.0)
     return idle
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: process exited ({proc.returncode}); log:\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"{url} not ready after {timeout:.0f}s; log:\n{tail(log)}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 class Server:
@@ -327,7 +293,7 @@ def start_llama_server(bin_dir: Path, model: Path, args: argparse.Namespace, slo
            "-np", str(slots), "--host", "127.0.0.1", "--port", str(port)]
     log = home / "llama-server.log"
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    wait_http(f"http://127.0.0.1:{port}/health", proc, log)
+    wait_healthy(f"http://127.0.0.1:{port}/health", proc, log, timeout=180)
     return proc, LlamaServer(port), cmd
 
 
@@ -345,22 +311,13 @@ def limits_off() -> dict[str, str]:
 
 
 def start_daemon(args: argparse.Namespace, home: Path,
-                 extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], Daemon, dict[str, str]]:
-    port = free_port()
-    settings = {"LLAMAHOME_STATE_DIR": str(home / "state"), "LLAMAHOME_DATA_DIR": str(home / "data"),
-                "LLAMAHOME_CONFIG_FILE": str(home / "config.toml"), "LLAMAHOME_LOG_LEVEL": "warning",
+                 extra: dict[str, str]) -> tuple[RunningDaemon, Daemon, dict[str, str]]:
+    settings = {**daemon_dirs(home), "LLAMAHOME_LOG_LEVEL": "warning",
                 "LLAMAHOME_SYSTEM_SETTINGS__N_THREADS": str(args.threads),
                 "LLAMAHOME_SYSTEM_SETTINGS__N_CTX": str(args.n_ctx),
                 **limits_off(), **extra}
-    log = home / "llamahomed.log"
-    proc = subprocess.Popen([sys.executable, "-m", "llamahomed", "start", "--port", str(port)],
-                            env={**os.environ, **settings}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    wait_http(f"http://127.0.0.1:{port}/health", proc, log)
-    token_file = home / "state" / "admin.token"
-    deadline = time.monotonic() + 30
-    while not token_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return proc, Daemon(port, token_file.read_text().strip()), settings
+    running = spawn(home, {**os.environ, **settings}).wait_ready(timeout=180)
+    return running, Daemon(running.port, running.token), settings
 
 
 def daemon_config(daemon: Daemon) -> dict[str, Any]:
@@ -573,15 +530,16 @@ def main() -> int:
 
     waves: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
-    peer_proc = ours_proc = None
+    peer_proc: subprocess.Popen[bytes] | None = None
+    ours_daemon: RunningDaemon | None = None
     with tempfile.TemporaryDirectory(prefix="llamahome-bench-") as tmp:
         home = Path(tmp)
         model = install_default_model(home / "data" / "models")
         result["model"] = {"file": model.name, "bytes": model.stat().st_size}
         try:
             peer_proc, peer, peer_cmd = start_llama_server(args.bin_dir, model, args, max(clients), home)
-            ours_proc, ours, ours_env = start_daemon(args, home, extra)
-            rss = {"llama-server": PeakRSS(peer_proc.pid), "llamahomed": PeakRSS(ours_proc.pid)}
+            ours_daemon, ours, ours_env = start_daemon(args, home, extra)
+            rss = {"llama-server": PeakRSS(peer_proc.pid), "llamahomed": PeakRSS(ours_daemon.proc.pid)}
             result["settings"]["llama_server_command"] = shlex.join(peer_cmd).replace(str(home), "$TMP")
             result["settings"]["daemon_env"] = {k: v.replace(str(home), "$TMP") for k, v in ours_env.items()}
             result["settings"]["daemon_system_settings"] = daemon_config(ours)
@@ -610,10 +568,11 @@ def main() -> int:
                             discarded.append(w)
             result["peak_rss_mib"] = {name: round(r.stop() / 2**20, 1) for name, r in rss.items()}
         finally:
-            stop(peer_proc)
-            stop(ours_proc)
+            stop_process(peer_proc)
+            if ours_daemon is not None:
+                ours_daemon.stop()
             result["logs_tail"] = {"llama-server": tail(home / "llama-server.log", 5),
-                                   "llamahomed": tail(home / "llamahomed.log", 10)}
+                                   "llamahomed": tail(home / "daemon.log", 10)}
         if not args.no_llama_bench and args.wait_idle:
             wait_quiet(args.wait_idle)
         result["llama_bench"] = {} if args.no_llama_bench else run_llama_bench(args.bin_dir, model, args)
@@ -622,8 +581,7 @@ def main() -> int:
     result["waves"] = waves
     result["discarded_waves"] = discarded
     markdown = table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     args.out.with_suffix(".md").write_text(markdown + "\n")
     print(markdown)
     print(f"\n# written {args.out}", file=sys.stderr)

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import Collector
+
 from llamahomed.engine.protocol import SamplingParams
 
 PROMPTS = [
@@ -31,26 +33,6 @@ PROMPTS = [
     "Tell the story of the first people to climb a great mountain.",
     "Describe how a city changes from dawn until midnight.",
 ]
-
-
-class Collector:
-    """The engine's emit: counts finished sequences and their completion tokens."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.done: dict[int, dict[str, Any]] = {}
-
-    def __call__(self, events: list[dict[str, Any]]) -> None:
-        with self.cond:
-            for event in events:
-                if event["kind"] in ("done", "error"):
-                    self.done[event["seq"]] = event
-            self.cond.notify_all()
-
-    def wait(self, seq_ids: list[int], timeout: float) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: all(s in self.done for s in seq_ids), timeout):
-                raise TimeoutError(f"not done after {timeout} s")
 
 
 def load(args: argparse.Namespace, emit: Collector) -> Any:
@@ -76,13 +58,13 @@ def bench(args: argparse.Namespace, concurrency: int, first_id: int) -> tuple[fl
     thread.start()
     try:
         engine.submit(first_id, "Hello", SamplingParams(max_tokens=4, temperature=0.0))
-        emit.wait([first_id], 120)
+        emit.wait_done([first_id], 120)
         params = SamplingParams(max_tokens=args.tokens, temperature=0.0, repeat_penalty=1.0)
         ids = [first_id + 1 + i for i in range(concurrency)]
         start = time.perf_counter()
         for i, seq_id in enumerate(ids):
             engine.submit(seq_id, PROMPTS[i % len(PROMPTS)], params)
-        emit.wait(ids, 600)
+        emit.wait_done(ids, 600)
         elapsed = time.perf_counter() - start
     finally:
         engine.stop()

@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from _harness import Collector
+
 from llamahomed.engine.worker.batched import BatchedEngine
 from llamahomed.engine.protocol import SamplingParams
 
@@ -29,26 +31,6 @@ SYSTEM = ("You are a careful assistant for a hardware shop. Answer in one short 
           "name the aisle, and never invent products that are not on the list. ") * 30
 QUESTION = "Where are the hammers?"
 OTHER = "Tell me a long story about the sea, the wind and a small boat. " * 30
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.done: dict[int, dict[str, Any]] = {}
-        self.first: set[int] = set()
-
-    def __call__(self, events: list[dict[str, Any]]) -> None:
-        with self.cond:
-            for event in events:
-                if event["kind"] == "text":
-                    self.first.add(event["seq"])
-                if event["kind"] in ("done", "error"):
-                    self.done[event["seq"]] = event
-            self.cond.notify_all()
-
-    def wait(self, predicate: Any) -> None:
-        with self.cond:
-            assert self.cond.wait_for(predicate, 600)
 
 
 def run(engine: BatchedEngine, emit: Collector, seq: int, prompt: str, tokens: int = 4) -> dict[str, Any]:

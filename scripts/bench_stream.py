@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,31 +23,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _harness import RunningDaemon, daemon_dirs, spawn
+
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_daemon(home: Path, threads: int, n_ctx: int) -> tuple[subprocess.Popen[bytes], int, str]:
-    port = free_port()
-    env = {**os.environ, "LLAMAHOME_STATE_DIR": str(home / "state"),
-           "LLAMAHOME_DATA_DIR": str(home / "data"), "LLAMAHOME_CONFIG_FILE": str(home / "c.toml"),
+def start_daemon(home: Path, threads: int, n_ctx: int) -> RunningDaemon:
+    env = {**os.environ, **daemon_dirs(home),
            "LLAMAHOME_SYSTEM_SETTINGS__N_THREADS": str(threads),
            "LLAMAHOME_SYSTEM_SETTINGS__N_CTX": str(n_ctx), "LLAMAHOME_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "llamahomed", "start", "--port", str(port)], env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.2)
-    token = (home / "state" / "admin.token").read_text().strip()
-    return proc, port, token
+    return spawn(home, env).wait_ready(timeout=120)
 
 
 def stream_once(port: int, token: str, n_tokens: int) -> tuple[float, float, int]:
@@ -116,28 +100,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         model = install_default_model(home / "data" / "models")
-        proc, port, token = start_daemon(home, args.threads, args.n_ctx)
+        daemon = start_daemon(home, args.threads, args.n_ctx)
+        port, token = daemon.port, daemon.token
         llm = llama_cpp.Llama(model_path=str(model), n_ctx=args.n_ctx, n_threads=args.threads,
                               n_batch=512, verbose=False)
         bench = find_llama_bench()
         try:
             stream_once(port, token, 8)  # load the worker
             direct_once(llm, 8)
-            daemon, direct, peer = [], [], []
+            streamed, direct, peer = [], [], []
             for _ in range(args.runs):
-                daemon.append(stream_once(port, token, args.tokens))
+                streamed.append(stream_once(port, token, args.tokens))
                 direct.append(direct_once(llm, args.tokens))
                 if bench is not None:
                     peer.append(llama_bench_once(bench, model, args.threads, args.tokens))
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-    d_tps = statistics.median(r[1] for r in daemon)
+            daemon.stop()
+    d_tps = statistics.median(r[1] for r in streamed)
     l_tps = statistics.median(r[1] for r in direct)
     print(json.dumps({
         "tokens": args.tokens, "threads": args.threads, "runs": args.runs,
         "daemon_stream": {"decode_tok_s": round(d_tps, 1),
-                          "ttft_ms": round(statistics.median(r[0] for r in daemon) * 1000, 1)},
+                          "ttft_ms": round(statistics.median(r[0] for r in streamed) * 1000, 1)},
         "llama_cpp_python": {"decode_tok_s": round(l_tps, 1),
                              "ttft_ms": round(statistics.median(r[0] for r in direct) * 1000, 1)},
         "ratio": round(d_tps / l_tps, 3),

@@ -23,9 +23,6 @@ import ipaddress
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +34,8 @@ from urllib.parse import urlparse
 
 import aiohttp
 import psutil
+from _harness import ROOT, daemon_dirs, percentile, spawn, write_json, write_tiny_llama
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "client"))
 
 GOOD = {429, 503}
@@ -82,18 +78,10 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class OwnDaemon:
     """``llamahomed start`` on a free loopback port with the tiny model and tight limits."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from make_tiny_gguf import write_tiny_llama
-
         self.dir = Path(tempfile.mkdtemp(prefix="llamahome-load-"))
         models = self.dir / "models"
         models.mkdir()
@@ -107,50 +95,26 @@ class OwnDaemon:
             f"[rate_limits.tiers.basic]\nrpm = {args.rpm}\nburst = {args.burst}\n"
             "[rate_limits.tiers.enterprise]\nrpm = 1000\nburst = 100\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAHOME_")}
-        env.update(LLAMAHOME_STATE_DIR=str(self.dir / "state"), LLAMAHOME_DATA_DIR=str(self.dir / "data"),
-                   LLAMAHOME_CONFIG_FILE=str(config), LLAMAHOME_INSTALL_DEFAULT_MODEL="false",
-                   LLAMAHOME_LOG_LEVEL="warning")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (self.dir / "daemon.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llamahomed", "start", "--port", str(self.port),
-             "--models-dir", str(models)], env=env, stdout=self.log, stderr=self.log, cwd=ROOT)
+        env.update(daemon_dirs(self.dir), LLAMAHOME_CONFIG_FILE=str(config),
+                   LLAMAHOME_INSTALL_DEFAULT_MODEL="false", LLAMAHOME_LOG_LEVEL="warning")
+        self.daemon = spawn(self.dir, env, args=["--models-dir", str(models)])
+        self.proc = self.daemon.proc
 
     async def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise SystemExit(f"the daemon exited: {(self.dir / 'daemon.log').read_text()}")
-                try:
-                    async with session.get(f"{self.url}/health") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise SystemExit("the daemon did not start")
+        await asyncio.to_thread(self.daemon.wait_ready, timeout)
+        self.url = self.daemon.url
 
-    def tokens(self, n_subjects: int) -> list[str]:
-        """One basic-tier inference token per subject, signed with the daemon's secret."""
+    def tokens(self, n_subjects: int, tier: str = "basic", name: str = "load") -> list[str]:
+        """One inference token per subject in ``tier``, signed with the daemon's secret."""
         from llamahome.auth import TokenGenerator
 
         secret = (self.dir / "state" / "secret.key").read_text().strip()
         generator = TokenGenerator(secret_key=secret)
-        return [generator.create_token(f"load-{i}", expires_in=3600, scopes=("inference",),
-                                       tier="basic") for i in range(n_subjects)]
+        return [generator.create_token(f"{name}-{i}", expires_in=3600, scopes=("inference",),
+                                       tier=tier) for i in range(n_subjects)]
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
+        return self.daemon.stop(timeout=30)
 
 
 REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -191,6 +155,94 @@ async def client(i: int, url: str, token: str, deadline: float, session: aiohttp
             await asyncio.sleep(min(float(retry_after), 0.5) * rng.uniform(0.5, 1.0))
             continue
         tally.bad.append(f"{method} {path}: status {status}, Retry-After {retry_after!r}")
+
+
+async def slow_clients(url: str, token: str, n: int, wait: float,
+                       session: aiohttp.ClientSession) -> dict[str, Any]:
+    """``n`` connections that never finish their request (half the headers, or a body that
+    trickles), held open; meanwhile an ordinary request must still be served. Reports how many
+    the daemon closed, and how fast."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    opened, closed_after, refused = 0, [], 0
+
+    async def hold(i: int) -> None:
+        nonlocal opened, refused
+        started = time.monotonic()
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            refused += 1
+            return
+        opened += 1
+        if i % 2:  # incomplete headers
+            writer.write(b"GET /api/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        else:  # complete headers, a body that never arrives
+            writer.write(b"POST /api/v1/process HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Authorization: Bearer " + token.encode() + b"\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        try:
+            while time.monotonic() - started < wait:
+                writer.write(b"")
+                if await asyncio.wait_for(reader.read(1024), wait) == b"":
+                    break
+        except (OSError, asyncio.TimeoutError):
+            pass
+        if reader.at_eof():
+            closed_after.append(time.monotonic() - started)
+        writer.close()
+
+    holders = [asyncio.ensure_future(hold(i)) for i in range(n)]
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    async with session.post(f"{url}/api/v1/process", json={"prompt": "still here?"},
+                            headers={"Authorization": f"Bearer {token}"}) as response:
+        await response.read()
+        served = response.status
+    served_ms = round((time.monotonic() - started) * 1000, 1)
+    await asyncio.gather(*holders)
+    return {"connections": n, "opened": opened, "refused_at_connect": refused,
+            "closed_by_daemon": len(closed_after),
+            "closed_after_s": {"max": round(max(closed_after), 1) if closed_after else None,
+                               "p50": round(percentile(closed_after, 0.5) or 0, 1)},
+            "ordinary_request_meanwhile": {"status": served, "ms": served_ms},
+            "ok": served == 200 and len(closed_after) + refused == n}
+
+
+async def batch_flood(url: str, heavy: str, light: str, seconds: float, batch: int,
+                      session: aiohttp.ClientSession) -> dict[str, Any]:
+    """One user floods the model with batches as fast as it can; another sends one request at a
+    time. Fair sharing means the flood slows its sender: the light user is not refused."""
+    deadline = time.monotonic() + seconds
+    heavy_items: Counter[str] = Counter()
+    light_statuses: Counter[int] = Counter()
+
+    async def flood() -> None:
+        while time.monotonic() < deadline:
+            body = {"prompts": [f"flood {i}" for i in range(batch)], "max_tokens": 16}
+            async with session.post(f"{url}/api/v1/batch", json=body,
+                                    headers={"Authorization": f"Bearer {heavy}"}) as response:
+                data = await response.json()
+                if response.status != 200:
+                    heavy_items[f"http_{response.status}"] += 1
+                    await asyncio.sleep(0.2)
+                    continue
+            for result in data["results"]:
+                heavy_items[result["error"]["code"] if "error" in result else "ok"] += 1
+
+    async def trickle() -> None:
+        while time.monotonic() < deadline:
+            async with session.post(f"{url}/api/v1/process", json={"prompt": "my turn"},
+                                    headers={"Authorization": f"Bearer {light}"}) as response:
+                await response.read()
+                light_statuses[response.status] += 1
+                if response.status in GOOD:
+                    await asyncio.sleep(min(float(response.headers.get("Retry-After", 1)), 1.0))
+
+    await asyncio.gather(flood(), flood(), flood(), trickle())
+    return {"heavy_items": dict(heavy_items),
+            "light_statuses": {str(k): v for k, v in light_statuses.items()},
+            "ok": light_statuses.get(200, 0) > 0 and light_statuses.get(503, 0) == 0}
 
 
 async def sample_memory(pid: int, memory: Memory, stop: asyncio.Event, every: float = 1.0) -> None:
@@ -241,6 +293,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                           args.max_requests_per_client)
                                    for i in range(args.clients)))
             elapsed = time.monotonic() - started
+            phases: dict[str, Any] = {}
+            if "slow" in args.phases:
+                phases["slow_clients"] = await slow_clients(url, tokens[0], args.slow_clients,
+                                                            args.slow_wait, session)
+            if "flood" in args.phases and own is not None:  # two users with room in their tiers
+                heavy, light = own.tokens(2, tier="enterprise", name="flood")
+                phases["batch_flood"] = await batch_flood(url, heavy, light, args.flood_seconds,
+                                                          args.queue, session)
             stop.set()
             if sampler:
                 await sampler
@@ -249,24 +309,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         code = own.stop() if own else None
     total = sum(tally.statuses.values())
-    lat = sorted(tally.latencies)
+    lat = tally.latencies
     report: dict[str, Any] = {
         "clients": args.clients, "seconds": round(elapsed, 1), "requests": total,
         "requests_per_second": round(total / elapsed, 1) if elapsed else 0,
         "by_status": {str(k): v for k, v in sorted(tally.statuses.items())},
         "by_route": dict(sorted(tally.by_route.items())),
-        "latency_ms": {"p50": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
-                       "p99": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None},
+        "latency_ms": {q: round(value * 1000, 1) if (value := percentile(lat, f)) is not None
+                       else None for q, f in (("p50", 0.5), ("p99", 0.99))},
         "bad_answers": len(tally.bad), "bad_examples": tally.bad[:10],
         "connection_errors": dict(tally.errors),
         "daemon_alive_at_end": alive, "daemon_exit_code": code,
         "memory": memory.summary(),
+        "phases": phases,
     }
     daemon_mem = report["memory"].get("daemon_rss_mib")
     report["memory_flat"] = (daemon_mem is None or
                              daemon_mem["end"] <= daemon_mem["start"] * (1 + args.rss_growth) + 8)
     report["ok"] = (not tally.bad and alive and report["memory_flat"] and code in (None, 0)
-                    and total > 0)
+                    and total > 0 and all(phase["ok"] for phase in phases.values()))
     return report
 
 
@@ -290,12 +351,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-growth", type=float, default=0.25,
                         help="allowed RSS growth of the daemon process, start to end (default 0.25)")
     parser.add_argument("--json", help="also write the report to this file")
+    parser.add_argument("--phases", default="slow,flood",
+                        help="extra phases after the mixed load: slow (connections that never "
+                             "finish their request), flood (one user's batches against another's "
+                             "single requests); '' for none")
+    parser.add_argument("--slow-clients", type=int, default=50)
+    parser.add_argument("--slow-wait", type=float, default=40.0,
+                        help="seconds a slow connection waits to be closed by the daemon")
+    parser.add_argument("--flood-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        write_json(Path(args.json), report)
     return 0 if report["ok"] else 1
 
 

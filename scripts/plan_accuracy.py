@@ -43,7 +43,7 @@ with capture_buffers() as lines:
 print(json.dumps({"buffers": parse_buffers(lines), "rss": proc.memory_info().rss - before}))
 """
 
-# (label, make_tiny_gguf arguments or None for Gemma, contexts)
+# (label, write_tiny_llama arguments, contexts)
 TINY_SIZES = [
     ("tiny 2x64 f32", {"n_ctx": 256}, [256]),
     ("tiny 4x256 f16 v8k", {"n_embd": 256, "n_layer": 4, "n_ff": 768, "n_ctx": 4096,
@@ -91,7 +91,7 @@ def row(label: str, path: Path, n_ctx: int, swa_full: bool = True,
 
 def cases(workdir: Path, models_dir: Path | None) -> list[tuple[str, Path, int, bool, str]]:
     sys.path.insert(0, str(ROOT / "scripts"))
-    from make_tiny_gguf import write_tiny_llama
+    from _harness import write_tiny_llama
 
     out: list[tuple[str, Path, int, bool, str]] = []
     for label, kwargs, contexts in TINY_SIZES:

@@ -76,7 +76,7 @@ async def run_load(config: LoadConfig, tokens: int) -> dict[str, Any]:
 
 def synthetic_1b(kind: str, workdir: Path) -> Path:
     sys.path.insert(0, str(ROOT / "scripts"))
-    from make_tiny_gguf import write_tiny_llama
+    from _harness import write_tiny_llama
 
     path = workdir / f"llama-1b-shape-{kind}.gguf"
     if not path.exists():

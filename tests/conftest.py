@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.file_server import file_server, tiny_bytes  # noqa: F401 - fixtures for all
+from tests.fixtures.tiny_gguf import write_tiny_llama
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 TINY_MODEL_FILE = "tiny-llama.gguf"
@@ -19,7 +22,7 @@ TINY_MODEL_ID = "tiny-llama"
 
 
 def load_script(name: str) -> ModuleType:
-    """Import a module from scripts/ by path."""
+    """Import a module from scripts/ by path, for a test of that script's own functions."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
@@ -51,7 +54,7 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tests that need a long generation use temperature 0 instead of a stop string.
     """
     path = tmp_path_factory.mktemp("tiny") / TINY_MODEL_FILE
-    load_script("make_tiny_gguf").write_tiny_llama(path, n_ctx=256)
+    write_tiny_llama(path, n_ctx=256)
     return path
 
 

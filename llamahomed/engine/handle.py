@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import itertools
 import logging
 import os
@@ -145,7 +146,9 @@ class WorkerHandle:
         finally:
             child.close()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
-        self._tasks.append(asyncio.create_task(self._drain_stderr()))
+        # The worker's own tasks start in an empty context: they outlive the request that
+        # loaded the model, and their log lines must not carry its request id.
+        self._tasks.append(asyncio.create_task(self._drain_stderr(), context=contextvars.Context()))
         try:
             first = await asyncio.wait_for(self._read_frame(), timeout)
         except (asyncio.TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:
@@ -159,7 +162,7 @@ class WorkerHandle:
                                   details={"model": self.config.model_id})
         self.info = first.get("info", {})
         self.alive = True
-        self._tasks.append(asyncio.create_task(self._read_loop()))
+        self._tasks.append(asyncio.create_task(self._read_loop(), context=contextvars.Context()))
 
     def _why(self, exc: BaseException | None) -> str:
         tail = " | ".join(line for line in self._stderr_tail if line.strip())[-500:]

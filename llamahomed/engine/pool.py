@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 
@@ -115,7 +116,7 @@ class WorkerPool:
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
-            self._reaper = asyncio.create_task(self._reap())
+            self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
 
     async def _reap(self) -> None:
         """Unload models idle for longer than keep-alive; forget workers that died."""

@@ -49,7 +49,7 @@ assert not RetryHandler().is_retryable(ModelTooLargeError("m", status=507))
 try:
     llamahome.server.LlamaServer()
 except ImportError as exc:
-    assert "pip install llamahomed" in str(exc), exc
+    assert "pip install 'llamahome[server]'" in str(exc), exc
 else:
     raise AssertionError("LlamaServer() without llamahomed")
 

@@ -35,9 +35,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, load_script
+from tests.conftest import ROOT
 from tests.docs.blocks import extract, opted_in, to_daemon
-from tests.e2e.running import RunningDaemon, home_env, running_daemon
+from tests.fixtures.daemon import RunningDaemon, home_env, start_daemon
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 pytestmark = pytest.mark.e2e
 
@@ -60,12 +61,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, gemma_file: Path) -> Iterat
     home = root / "home"
     store = home / ".local" / "share" / "llamahome" / "models"
     store.mkdir(parents=True)
-    load_script("make_tiny_gguf").write_tiny_llama(store / "tiny-llama.gguf", n_ctx=2048)
+    write_tiny_llama(store / "tiny-llama.gguf", n_ctx=2048)
     os.link(gemma_file, store / gemma_file.name)
     config = home / ".config" / "llamahome" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text('[model_settings]\ndefault_model = "tiny-llama"\n')
-    with running_daemon(root, *home_env(home)) as running:
+    with start_daemon(root, home_env(home)) as running:
         yield running
 
 

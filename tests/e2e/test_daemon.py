@@ -3,56 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.daemon import RunningDaemon, llamahomed, start_daemon
+
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def llamahomed(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llamahomed", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
-
-
-class Daemon:
-    def __init__(self, models_dir: Path, port: int) -> None:
-        self.port = port
-        self.models_dir = models_dir
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llamahomed", "start", "--port", str(port),
-             "--models-dir", str(models_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early: {self.proc.communicate()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("daemon did not start listening")
-
-    def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=60)
-        return self.proc.returncode, err
 
 
 @pytest.fixture
@@ -64,14 +23,13 @@ def gemma_store(tmp_path: Path, gemma_file: Path) -> Path:
 
 
 @pytest.fixture
-def daemon(gemma_store: Path) -> Iterator[Daemon]:
-    d = Daemon(gemma_store, free_port())
-    d.wait_ready()
-    yield d
-    d.stop()
+def daemon(tmp_path: Path, gemma_store: Path) -> Iterator[RunningDaemon]:
+    """``llamahomed start`` with the Gemma store and the test's ``LLAMAHOME_*`` dirs."""
+    with start_daemon(tmp_path / "daemon", args=["--models-dir", str(gemma_store)]) as running:
+        yield running
 
 
-async def test_the_daemon_serves_real_text_to_the_client_and_stops_cleanly(daemon: Daemon) -> None:
+async def test_the_daemon_serves_real_text_to_the_client_and_stops_cleanly(daemon: RunningDaemon) -> None:
     from llamahome.client import APIClient
 
     # Endpoint and token come from the daemon's runtime and token files (LLAMAHOME_STATE_DIR).
@@ -90,12 +48,11 @@ async def test_the_daemon_serves_real_text_to_the_client_and_stops_cleanly(daemo
     status = llamahomed("status")
     assert status.returncode == 0, status.stderr
     assert "gemma3-270m" in status.stdout and "loaded" in status.stdout
-    code, err = daemon.stop()
-    assert code == 0, err
-    assert "Traceback" not in err
+    assert daemon.stop() == 0, daemon.output()
+    assert "Traceback" not in daemon.output()
 
 
-def test_llamahomed_stop_stops_it(daemon: Daemon) -> None:
+def test_llamahomed_stop_stops_it(daemon: RunningDaemon) -> None:
     result = llamahomed("stop")
     assert result.returncode == 0, result.stderr
     assert daemon.proc.wait(timeout=30) == 0
@@ -113,7 +70,7 @@ def test_a_taken_port_is_one_clear_line_and_exit_1(gemma_store: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_token_create_makes_a_token_the_daemon_accepts(daemon: Daemon) -> None:
+def test_token_create_makes_a_token_the_daemon_accepts(daemon: RunningDaemon) -> None:
     import json
     import urllib.request
 

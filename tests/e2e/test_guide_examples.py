@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_script
-from tests.e2e.running import RunningDaemon, dirs_env, running_daemon
+from tests.fixtures.daemon import RunningDaemon, dirs_env, start_daemon
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +27,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     store.mkdir()
     # The tiny model with a 2048-token context: the guide's 100-token defaults, three or twelve
     # at once, fit the slots' shared KV cache.
-    load_script("make_tiny_gguf").write_tiny_llama(store / "llama3.3.gguf", n_ctx=2048)
-    with running_daemon(root, *dirs_env(root, store, "llama3.3")) as running:
+    write_tiny_llama(store / "llama3.3.gguf", n_ctx=2048)
+    with start_daemon(root, dirs_env(root, store, "llama3.3")) as running:
         yield running
 
 

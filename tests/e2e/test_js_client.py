@@ -6,12 +6,11 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.test_daemon import Daemon
+from tests.fixtures.daemon import RunningDaemon
 
 pytestmark = pytest.mark.e2e
 NODE = shutil.which("node")
@@ -19,11 +18,10 @@ NODE = shutil.which("node")
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
 def test_the_js_client_passes_its_tests_against_the_real_daemon(
-        tiny_daemon: Daemon, isolated_env: Path) -> None:
+        tiny_daemon: RunningDaemon) -> None:
     assert NODE is not None
-    token = (isolated_env / "state" / "admin.token").read_text().strip()
-    env = {**os.environ, "LLAMAHOME_TEST_URL": f"http://127.0.0.1:{tiny_daemon.port}",
-           "LLAMAHOME_TEST_TOKEN": token}
+    env = {**os.environ, "LLAMAHOME_TEST_URL": tiny_daemon.url,
+           "LLAMAHOME_TEST_TOKEN": tiny_daemon.token}
     result = subprocess.run([NODE, "--test", "client/js/test/"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=240, check=False)
     output = result.stdout + result.stderr

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TINY_MODEL_ID
-from tests.e2e.test_daemon import free_port, llamahomed
+from tests.fixtures.daemon import free_port, llamahomed, spawn
 
 pytestmark = pytest.mark.e2e
 
@@ -33,27 +31,16 @@ def write_config(path: Path, **model_settings: Any) -> Path:
 
 
 class Process:
-    """``llamahomed start`` with our own environment and config file."""
+    """``llamahomed start`` with our own environment and config file, on a port known at once."""
 
     def __init__(self, models_dir: Path, config: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llamahomed", "start", "--port", str(self.port),
-             "--models-dir", str(models_dir), "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})})
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.daemon = spawn(config.parent / "daemon", {**os.environ, **(env or {})},
+                            args=["--models-dir", str(models_dir), "--config", str(config)],
+                            port=free_port())
+        self.proc, self.port, self.url = self.daemon.proc, self.daemon.port, self.daemon.url
 
     def wait_listening(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("not listening")
+        self.daemon.wait_ready(timeout)
 
     def request(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -62,10 +49,8 @@ class Process:
         return urllib.request.urlopen(req, timeout=120)  # noqa: S310
 
     def finish(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=90)
-        return self.proc.returncode, err
+        """SIGTERM (unless it already exited), wait for the drain; exit code and output."""
+        return self.daemon.stop(timeout=90), self.daemon.output()
 
 
 def admin_token(home: Path) -> str:

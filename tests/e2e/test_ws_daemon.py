@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.e2e.test_daemon import Daemon
+from tests.fixtures.daemon import RunningDaemon
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_closing_the_socket_stops_generation_on_the_real_daemon(
-        tiny_daemon: Daemon, isolated_env: Path) -> None:
-    token = (isolated_env / "state" / "admin.token").read_text().strip()
-    base = f"http://127.0.0.1:{tiny_daemon.port}"
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
+        tiny_daemon: RunningDaemon) -> None:
+    base = tiny_daemon.url
+    async with aiohttp.ClientSession(headers=tiny_daemon.headers) as http:
         async def running() -> int:
             async with http.get(f"{base}/api/v1/models/tiny-long") as response:
                 runtime = (await response.json())["runtime"]
@@ -50,5 +47,5 @@ async def test_closing_the_socket_stops_generation_on_the_real_daemon(
         assert await running() == 0
         # Stopped by the close, not by running out: 4000 tokens would take far longer.
         assert time.perf_counter() - closed < 0.5 * 4000 * seconds_per_token
-    code, err = tiny_daemon.stop()
-    assert code == 0 and "Traceback" not in err, err
+    assert tiny_daemon.stop() == 0, tiny_daemon.output()
+    assert "Traceback" not in tiny_daemon.output()

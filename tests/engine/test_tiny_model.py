@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from llama_cpp import Llama
 
-SCRIPTS = Path(__file__).parents[2] / "scripts"
+from tests.fixtures import tiny_gguf as tiny
+
 TEXT = "Hello world, ünïcödé ☃"
 N_BYTE_TOKENS = 256
 FIRST_BYTE_ID = 3  # after <unk>, <s>, </s>
-
-
-def _load_generator() -> ModuleType:
-    """Import scripts/make_tiny_gguf.py by path."""
-    spec = importlib.util.spec_from_file_location("make_tiny_gguf", SCRIPTS / "make_tiny_gguf.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_tiny_gguf", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_generator()
 
 
 def _is_byte_token(token: int) -> bool:

@@ -13,7 +13,6 @@ from llamahomed.cli import main
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelRegistry
 from tests.conftest import TINY_MODEL_ID
-from tests.registry.conftest import file_server, tiny_bytes  # noqa: F401 - fixtures
 
 
 def _s(text: str) -> bytes:

@@ -21,7 +21,7 @@ from llamahomed.registry.gguf_meta import read_gguf_info
 from llamahomed.registry.pull import (PullProgress, PullSource, choose_by_ram, download,
                                       resolve_source, variant_size)
 from llamahomed.registry.store import ModelRegistry
-from tests.registry.conftest import LOCAL, Served
+from tests.fixtures.file_server import LOCAL, Served
 
 FILE = "tiny-llama-dl.gguf"
 
@@ -144,11 +144,9 @@ async def test_other_http_errors_are_download_failures(file_server: Any, tmp_pat
 
 
 async def test_unreachable_host_is_a_download_failure(tmp_path: Path) -> None:
-    import socket
+    from tests.fixtures.daemon import free_port
 
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     with pytest.raises(Exception) as caught:
         await fetch(PullSource(f"http://127.0.0.1:{port}/m.gguf", "m.gguf"), tmp_path,
                        retries=0)
@@ -345,10 +343,10 @@ async def test_pulled_model_serves_a_generation(file_server: Any, tmp_path: Path
                                                 aiohttp_client: Any, make_settings: Any,
                                                 models_dir: Path) -> None:
     """A pulled Q8_0 variant loads through the registry and the real engine."""
-    from tests.conftest import load_script
+    from tests.fixtures.tiny_gguf import write_tiny_llama
 
     served, server = file_server
-    q8 = load_script("make_tiny_gguf").write_tiny_llama(tmp_path / "q8.gguf", ftype="q8_0")
+    q8 = write_tiny_llama(tmp_path / "q8.gguf", ftype="q8_0")
     served.body = q8.read_bytes()
     result = await fetch(PullSource(str(server.make_url("/q8")), "tiny-llama-Q8_0.gguf",
                                        served.sha256), models_dir)

@@ -17,8 +17,7 @@ from llamahomed.core.settings import Settings
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.policy import PullPolicy, PullRefused
 from llamahomed.registry.pull import PullSource, download
-from tests.registry.conftest import LOCAL, Served
-from tests.registry.conftest import file_server, tiny_bytes  # noqa: F401 - fixtures
+from tests.fixtures.file_server import LOCAL, Served
 
 FILE = "policy-llama.gguf"
 PULL = "/api/v1/models/pull"

@@ -15,14 +15,15 @@ from llamahomed.registry.gguf_meta import read_gguf_info
 from llamahomed.registry.quantize import (QUANT_TYPES, QuantizeProgress, estimate_size,
                                           parse_type, propose_quantization, quantize_model)
 from llamahomed.registry.store import ModelRegistry
-from tests.conftest import TINY_MODEL_ID, load_script
+from tests.conftest import TINY_MODEL_ID
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 
 @pytest.fixture(scope="module")
 def wide_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 256-wide tiny Llama: k-quants need rows that are a multiple of 256."""
     path = tmp_path_factory.mktemp("wide") / "wide-llama.gguf"
-    return Path(load_script("make_tiny_gguf").write_tiny_llama(
+    return Path(write_tiny_llama(
         path, n_embd=256, n_ff=512, n_head=4, n_kv_head=2, name="wide-llama"))
 
 

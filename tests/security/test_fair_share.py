@@ -8,7 +8,7 @@ from typing import Any
 from llamahomed.engine.admission import Admission
 from llamahomed.http.app import create_app
 from llamahomed.http.keys import INFERENCE
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.security.helpers import bearer, issue
 
 
@@ -53,7 +53,7 @@ async def test_a_batch_flood_slows_its_sender_before_anyone_else_is_refused(
     settings = make_settings(
         system_settings={"n_slots": 2, "max_queue": 8, "queue_share_per_token": 0.5},
         rate_limits={"tiers": {"basic": {"rpm": 600, "burst": 50}}})
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
                                                    n_ctx=8192, name="tiny-long")
     api = await aiohttp_client(create_app(settings))
     heavy, light = bearer(issue(settings, "heavy")), bearer(issue(settings, "light"))

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from llamahomed.core.authority import read_keys
+from tests.fixtures.daemon import start_daemon
 from tests.security.helpers import bearer, issue
 
 
@@ -52,12 +50,6 @@ async def test_requests_log_no_token_and_no_secret(api: Any, settings: Any,
         assert secret not in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _get(url: str, headers: dict[str, str]) -> int:
     request = urllib.request.Request(url, headers=headers)
     try:
@@ -81,25 +73,12 @@ def test_the_real_daemon_logs_no_token_and_no_secret(tmp_path: Path, models_dir:
     assert token.count(".") >= 2 and token not in created.stderr
     listing = subprocess.run([sys.executable, "-m", "llamahomed", "token", "list"],
                              capture_output=True, text=True, env=env, check=True, timeout=60)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llamahomed", "start", "--port", str(port),
-                             "--models-dir", str(models_dir)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(f"{base}/health", {}) == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "daemon did not start"
-            time.sleep(0.1)
+    with start_daemon(tmp_path / "daemon", env, args=["--models-dir", str(models_dir)]) as daemon:
+        base = daemon.url
         assert _get(f"{base}/api/v1/models", bearer(token)) == 200
         assert _get(f"{base}/api/v1/models", bearer(token[:-3] + "abc")) == 401
         assert _get(f"{base}/api/v1/config?token={token}", {}) == 401
-        assert _get(f"{base}/api/v1/models", {**bearer(token), "Host": f"evil.example:{port}"}) == 403
+        assert _get(f"{base}/api/v1/models", {**bearer(token), "Host": f"evil.example:{daemon.port}"}) == 403
         request = urllib.request.Request(
             f"{base}/api/v1/process", method="POST", headers={**bearer(token),
                                                               "Content-Type": "application/json"},
@@ -107,11 +86,8 @@ def test_the_real_daemon_logs_no_token_and_no_secret(tmp_path: Path, models_dir:
                              "temperature": 0}).encode())
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
             assert json.loads(response.read())["usage"]["completion_tokens"] == 3
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert '"request"' in err  # the summary lines are there, and nothing secret in them
-    everything = out + err + listing.stdout + listing.stderr + created.stderr
+    output = daemon.output()  # stdout and stderr; start_daemon checked the clean exit
+    assert '"request"' in output  # the summary lines are there, and nothing secret in them
+    everything = output + listing.stdout + listing.stderr + created.stderr
     for secret in secrets_of(settings, token):
         assert secret not in everything

@@ -19,7 +19,8 @@ def test_a_short_load_run_sees_only_2xx_429_and_503(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
     run = subprocess.run(
         [sys.executable, str(SCRIPTS / "loadtest.py"), "--clients", "12", "--seconds", "4",
-         "--subjects", "3", "--rpm", "120", "--burst", "4", "--json", str(report_file)],
+         "--subjects", "3", "--rpm", "120", "--burst", "4", "--json", str(report_file),
+         "--phases", "flood", "--flood-seconds", "3"],
         capture_output=True, text=True, timeout=180, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(report_file.read_text())
@@ -28,3 +29,6 @@ def test_a_short_load_run_sees_only_2xx_429_and_503(tmp_path: Path) -> None:
     assert set(by_status) <= {"200", "429", "503"}
     assert int(by_status["200"]) > 0 and int(by_status["429"]) > 0  # the limit really bit
     assert report["memory"]["samples"] >= 2
+    flood = report["phases"]["batch_flood"]  # one user's batches did not lock the other out
+    assert flood["ok"] and int(flood["light_statuses"]["200"]) > 0
+    assert "503" not in flood["light_statuses"]

@@ -7,14 +7,14 @@ import json
 from typing import Any
 
 from llamahomed.http.app import create_app
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.security.helpers import bearer, issue
 
 LONG = {"model": "tiny-long", "temperature": 0, "max_tokens": 2000}
 
 
 def long_model(settings: Any) -> None:
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
                                                    n_ctx=4096, name="tiny-long")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,8 @@ from llamahomed.http.guard import check_bind, check_origin, is_loopback, split_h
 from llamahomed.http.app import create_app
 from llamahomed.core.errors import OriginNotAllowed, StartupError
 from llamahomed.core.settings import SystemSettings
-from tests.conftest import load_script
+from tests.fixtures.daemon import llamahomed
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.security.helpers import assert_envelope, bearer, handshake_request, issue
 
 MODELS = "/api/v1/models"
@@ -45,8 +44,7 @@ def test_a_remote_bind_with_allow_remote_logs_a_warning(make_settings: Any) -> N
 
 
 def test_the_daemon_refuses_to_start_on_0_0_0_0_with_one_clear_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "llamahomed", "start", "--host", "0.0.0.0",
-                             "--port", "0"], capture_output=True, text=True, timeout=60, check=False)
+    result = llamahomed("start", "--host", "0.0.0.0", "--port", "0")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "refusing to listen on 0.0.0.0" in lines[0], result.stderr
@@ -207,8 +205,8 @@ async def test_a_prompt_longer_than_the_context_is_refused(api: Any, auth: dict[
 
 async def test_concurrent_streams_per_user_are_capped(aiohttp_client: Any, make_settings: Any) -> None:
     settings = make_settings(system_settings=SystemSettings(max_streams_per_token=1, n_slots=4))
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
     client = await aiohttp_client(create_app(settings))
     alice, alice2, bob = (bearer(issue(settings, u)) for u in ("alice", "alice", "bob"))
     long_body = {"model": "tiny-long", "prompt": "the cat", "max_tokens": 4000, "temperature": 0}

@@ -59,6 +59,7 @@ MAX_TICKETS = 10_000
 MAX_IN_FLIGHT = 32
 MAX_ID_LENGTH = 128
 HEARTBEAT_S = 30.0
+FINAL_MESSAGE_GRACE = 2.0  # seconds for the last messages before a shutdown closes sockets
 WS_POLICY_VIOLATION = 1008  # RFC 6455: the close code for a lapsed token
 
 RequestId = Union[str, int]
@@ -114,6 +115,7 @@ class WsHub:
 
     tickets: TicketBook = field(default_factory=TicketBook)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    sessions: set[Session] = field(default_factory=set)
 
 
 WS_HUB = web.AppKey("ws_hub", WsHub)
@@ -126,7 +128,13 @@ def setup(app: web.Application) -> None:
 
 
 async def close_all(app: web.Application) -> None:
-    for ws in list(app[WS_HUB].sockets):
+    """Shutdown, after the drain: let each socket's last messages (a final ``shutting_down``
+    per id) go out, then close it with 1001."""
+    hub = app[WS_HUB]
+    pending = [task for session in hub.sessions for task in session.tasks()]
+    if pending:
+        await asyncio.wait(pending, timeout=FINAL_MESSAGE_GRACE)
+    for ws in list(hub.sockets):
         await ws.close(code=1001, message=b"server shutting down")
 
 
@@ -171,6 +179,7 @@ async def _serve(request: web.Request, claims: TokenClaims) -> web.StreamRespons
     hub = request.app[WS_HUB]
     hub.sockets.add(ws)
     session = Session(request, ws)
+    hub.sessions.add(session)
     expiry = None
     if claims.expires_at is not None:  # the socket ends when its token does
         expiry = asyncio.get_running_loop().call_later(
@@ -186,6 +195,7 @@ async def _serve(request: web.Request, claims: TokenClaims) -> web.StreamRespons
         if expiry is not None:
             expiry.cancel()
         hub.sockets.discard(ws)
+        hub.sessions.discard(session)
         await session.close()
     return ws
 
@@ -311,6 +321,10 @@ class Session:
         finally:
             if generation is not None:
                 await generation.close()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The requests in flight on this socket."""
+        return [running.task for running in self._running.values()]
 
     async def lapse(self, why: str) -> None:
         """The token lapsed: close the socket (1008, with the reason); in-flight requests end."""

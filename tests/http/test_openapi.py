@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +16,7 @@ from llamahomed.http.keys import ROUTES
 from llamahomed.http.openapi import build_spec, routes
 from llamahomed.http.app import create_app
 from tests.conftest import TINY_MODEL_FILE, TINY_MODEL_ID
+from tests.fixtures.daemon import RunningDaemon, clean_environ, start_daemon
 
 LIMIT_HEADERS = ("RateLimit-Policy", "RateLimit", "x-ratelimit-limit-requests",
                  "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
@@ -85,19 +81,6 @@ def test_a_route_added_later_appears_and_is_flagged_until_described(settings: An
 # ---- schemathesis against the real daemon process
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class RunningDaemon:
-    url: str
-    token: str
-    proc: subprocess.Popen[bytes]
-
-
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, tiny_model_file: Path) -> Iterator[RunningDaemon]:
     """``llamahomed start`` with the tiny model, small max_tokens, and limits that fuzzing
@@ -111,38 +94,14 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, tiny_model_file: Path) -> I
         f'[model_settings]\ndefault_model = "{TINY_MODEL_ID}"\nmax_tokens = 4\n'
         "[system_settings]\nmax_tokens_limit = 16\nn_slots = 4\n"
         "[rate_limits.tiers.basic]\n[rate_limits.tiers.enterprise]\nrpm = 1000000\nburst = 100000\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAHOME_")}
+    env = clean_environ()
     env.update(LLAMAHOME_STATE_DIR=str(home / "state"), LLAMAHOME_DATA_DIR=str(home / "data"),
                LLAMAHOME_CONFIG_FILE=str(config), LLAMAHOME_INSTALL_DEFAULT_MODEL="false",
                LLAMAHOME_LOG_LEVEL="warning")
-    port = _free_port()
-    log = (home / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "llamahomed", "start", "--port", str(port),
-                             "--models-dir", str(models)], env=env, stdout=log, stderr=log)
-    try:
-        token_file = home / "state" / "admin.token"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (home / "daemon.log").read_text()
-            assert time.monotonic() < deadline, "the daemon did not start"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        yield RunningDaemon(f"http://127.0.0.1:{port}", token_file.read_text().strip(), proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        if sys.exc_info()[0] is None:  # show the daemon's own words when something went wrong
-            text = (home / "daemon.log").read_text(errors="replace")
-            assert "unhandled_error" not in text, text[-4000:]
+    with start_daemon(home, env, args=["--models-dir", str(models)], check=False) as running:
+        yield running
+    text = running.output()  # the daemon's own words when something went wrong
+    assert "unhandled_error" not in text, text[-4000:]
 
 
 @dataclass
@@ -220,8 +179,8 @@ def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str],
 def test_schemathesis_finds_no_server_error_and_every_error_is_an_envelope(
         daemon: RunningDaemon) -> None:
     # pull is skipped: a fuzzed catalog id would start a real download from the internet; the
-    # OpenAI routes answer in OpenAI's error shape (tests/api/test_openai.py), the WebSocket
-    # route only upgrades (tests/api/test_ws.py)
+    # OpenAI routes answer in OpenAI's error shape (tests/http/test_openai.py), the WebSocket
+    # route only upgrades (tests/http/test_ws.py)
     skip = {"POST /api/v1/config", "POST /api/v1/models/pull", "GET /api/v1/ws",
             "POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models",
             "GET /v1/models/{model_id}", "POST /v1/embeddings"}

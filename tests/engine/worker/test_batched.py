@@ -19,7 +19,7 @@ import pytest
 from llamahomed.engine.worker.batched import BatchedEngine
 from llamahomed.engine.protocol import SamplingParams
 from llamahomed.engine.worker.sequential import SequentialEngine
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 Event = dict[str, Any]
 GREEDY = SamplingParams(max_tokens=16, temperature=0.0, repeat_penalty=1.0)
@@ -96,7 +96,7 @@ Job = tuple[int, str, SamplingParams]
 @pytest.fixture(scope="module")
 def tiny_512(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny512") / "tiny-512.gguf"
-    load_script("make_tiny_gguf").write_tiny_llama(path, n_ctx=512)
+    write_tiny_llama(path, n_ctx=512)
     return path
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import gguf
 import pytest
@@ -21,21 +18,7 @@ from llamahomed.registry.gguf_meta import (
     TensorInfo,
     read_gguf_info,
 )
-
-SCRIPTS = Path(__file__).parents[2] / "scripts"
-
-
-def _load_generator() -> ModuleType:
-    """Import scripts/make_tiny_gguf.py by path."""
-    spec = importlib.util.spec_from_file_location("make_tiny_gguf", SCRIPTS / "make_tiny_gguf.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_tiny_gguf", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_generator()
+from tests.fixtures import tiny_gguf as tiny
 
 
 # --- a minimal GGUF serializer for crafting (bad) files -----------------------

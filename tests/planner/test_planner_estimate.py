@@ -11,6 +11,7 @@ from llamahomed.planner import LoadParams, ModelShape, estimate, kv_cache_bytes,
 from llamahomed.planner.measured import parse_buffers
 from llamahomed.registry.gguf_meta import read_gguf_info
 from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 MiB = 2**20
 
@@ -90,7 +91,7 @@ def accuracy() -> Any:
 def test_the_estimate_is_within_ten_percent_of_what_llama_cpp_allocates_tiny(
         accuracy: Any, tmp_path: Path, label: str, kwargs: dict[str, Any], n_ctx: int) -> None:
     path = tmp_path / "m.gguf"
-    load_script("make_tiny_gguf").write_tiny_llama(path, **kwargs)
+    write_tiny_llama(path, **kwargs)
     row = accuracy.row(label, path, n_ctx)
     assert row["measured_mib"] > 0
     assert abs(row["error_pct"]) <= 10, row

@@ -13,8 +13,8 @@ import pytest
 from llamahomed.http.keys import INFERENCE, METRICS
 from llamahomed.http.handlers.ws import TicketBook
 from llamahomed.core.errors import AuthenticationFailed
-from tests.conftest import load_script
 from tests.fixtures.observe import finish_reasons, generated_tokens
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
@@ -46,8 +46,8 @@ async def run_until_done(ws: Any, ids: set[Any]) -> dict[Any, list[dict[str, Any
 
 
 def long_model(settings: Any) -> None:
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
 
 
 async def test_a_request_streams_chunks_then_done_with_the_process_text(
@@ -251,11 +251,12 @@ def test_a_ticket_expires() -> None:
 
 async def test_each_request_on_the_socket_is_charged_to_the_rate_limit(
         aiohttp_client: Any, make_settings: Any) -> None:
-    """Burst 1 for the admin token's tier: the first message takes it, the second is refused
-    with the 429 envelope and the socket stays open."""
+    """Burst 2 for the admin token's tier: the upgrade takes one (an upgrade is a request), the
+    first message the other, the second is refused with the 429 envelope and the socket stays
+    open."""
     from llamahomed.http.app import create_app
 
-    settings = make_settings(rate_limits={"tiers": {"basic": {}, "enterprise": {"rpm": 1, "burst": 1}}})
+    settings = make_settings(rate_limits={"tiers": {"basic": {}, "enterprise": {"rpm": 1, "burst": 2}}})
     api = await aiohttp_client(create_app(settings))
     auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
     async with api.ws_connect("/api/v1/ws", headers=auth) as ws:

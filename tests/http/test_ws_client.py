@@ -10,8 +10,8 @@ from llamahome.error import AuthenticationError, ModelNotFoundError
 from llamahome.websocket import WebSocketClient
 
 from llamahomed.http.keys import INFERENCE
-from tests.conftest import load_script
 from tests.fixtures.observe import finish_reasons
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
@@ -50,8 +50,8 @@ async def test_errors_are_the_sdks_classes(api: Any, auth: dict[str, str]) -> No
 
 async def test_leaving_a_stream_early_cancels_it_on_the_daemon(
         api: Any, auth: dict[str, str], settings: Any) -> None:
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
     async with connect(api, auth) as ws:
         async for chunk in ws.stream("the cat", model="tiny-long", temperature=0, max_tokens=4000):
             if chunk.index == 2:

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_error_shape import assert_envelope
-from tests.conftest import load_script
-from tests.registry.conftest import file_server, tiny_bytes  # noqa: F401 - fixtures
+from tests.fixtures.tiny_gguf import write_tiny_llama
+from tests.http.test_error_shape import assert_envelope
 
 PULL = "/api/v1/models/pull"
 
@@ -28,7 +27,7 @@ def lines(text: str) -> list[dict[str, Any]]:
 async def test_admin_pull_streams_progress_and_the_model_serves(
         api: Any, auth: dict[str, str], file_server: Any, models_dir: Path, tmp_path: Path) -> None:
     served, server = file_server
-    served.body = load_script("make_tiny_gguf").write_tiny_llama(
+    served.body = write_tiny_llama(
         tmp_path / "q8.gguf", ftype="q8_0").read_bytes()
     url = str(server.make_url("/tiny-llama-Q8_0.gguf"))
     response = await api.post(PULL, headers=auth, json={"model": url, "sha256": served.sha256})

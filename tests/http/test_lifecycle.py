@@ -44,10 +44,10 @@ async def test_model_loads_on_first_use_and_unloads_after_keep_alive(
 
 async def test_a_client_that_disconnects_cancels_its_sequence(
         api: Any, auth: dict[str, str], settings: Any) -> None:
-    from tests.conftest import load_script
+    from tests.fixtures.tiny_gguf import write_tiny_llama
 
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
     pool = api.server.app[INFERENCE].pool
     response = await api.post("/api/v1/stream", headers=auth,
                               json={"model": "tiny-long", "prompt": "the cat", "max_tokens": 4000,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 
 def assert_envelope(body: Any, code: str) -> dict[str, Any]:
@@ -93,7 +93,7 @@ async def test_a_model_that_fails_to_load_gives_model_load_failed(
     # A valid GGUF header for an architecture llama.cpp does not know: the header reader
     # accepts it, llama.cpp refuses it inside the worker.
     broken = settings.models_path / "unknown-arch.gguf"
-    load_script("make_tiny_gguf").write_tiny_llama(broken, name="unknown-arch")
+    write_tiny_llama(broken, name="unknown-arch")
     data = bytearray(broken.read_bytes())
     data[data.index(b"llama"): data.index(b"llama") + 5] = b"zzzzz"
     broken.write_bytes(bytes(data))
@@ -207,8 +207,8 @@ async def test_a_full_queue_is_refused_at_once_with_server_busy(
 
     settings = make_settings(system_settings=SystemSettings(
         engine="sequential", n_slots=1, max_queue=0, queue_timeout=5))
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
     client = await aiohttp_client(create_app(settings))
     auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
     body = {"model": "tiny-long", "prompt": "the cat", "max_tokens": 4000, "temperature": 0}

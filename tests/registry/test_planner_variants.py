@@ -8,7 +8,7 @@ import pytest
 
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelRegistry, model_id_for
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 
 @pytest.mark.parametrize(("name", "expected"), [
@@ -21,7 +21,7 @@ def test_a_file_name_without_its_quantization_is_the_model_id(name: str, expecte
 
 
 def test_files_whose_headers_agree_but_quantization_differs_are_one_model(tmp_path: Path) -> None:
-    make = load_script("make_tiny_gguf").write_tiny_llama
+    make = write_tiny_llama
     make(tmp_path / "my-model.gguf", name="my-model")                       # F32
     make(tmp_path / "downloaded-copy.gguf", name="my-model", ftype="q8_0")  # same model, Q8_0
     make(tmp_path / "other.gguf", name="other")                             # another model
@@ -33,7 +33,7 @@ def test_files_whose_headers_agree_but_quantization_differs_are_one_model(tmp_pa
 
 
 def test_two_copies_of_the_same_quantization_stay_apart(tmp_path: Path) -> None:
-    make = load_script("make_tiny_gguf").write_tiny_llama
+    make = write_tiny_llama
     make(tmp_path / "a.gguf", name="same")
     make(tmp_path / "b.gguf", name="same")
     assert sorted(ModelRegistry(tmp_path, Catalog([])).models()) == ["a", "b"]

@@ -12,8 +12,9 @@ import openai
 import pytest
 
 from llamahomed.http.keys import INFERENCE
-from tests.conftest import TINY_MODEL_ID, load_script
+from tests.conftest import TINY_MODEL_ID
 from tests.fixtures.observe import finish_reasons
+from tests.fixtures.tiny_gguf import DEFAULT_CHAT_TEMPLATE, write_tiny_llama
 
 CHAT_MODEL = "tiny-chat"
 GREEDY = {"temperature": 0, "max_tokens": 12}
@@ -21,9 +22,8 @@ GREEDY = {"temperature": 0, "max_tokens": 12}
 
 @pytest.fixture
 def chat_model(settings: Any) -> str:
-    tiny = load_script("make_tiny_gguf")
-    tiny.write_tiny_llama(settings.models_path / "tiny-chat.gguf", name=CHAT_MODEL,
-                          chat_template=tiny.DEFAULT_CHAT_TEMPLATE)
+    write_tiny_llama(settings.models_path / "tiny-chat.gguf", name=CHAT_MODEL,
+                     chat_template=DEFAULT_CHAT_TEMPLATE)
     return CHAT_MODEL
 
 
@@ -124,8 +124,8 @@ async def test_context_size_through_extra_body_loads_a_bigger_context_once(
     from llamahomed.http.app import create_app
 
     settings = make_settings(system_settings={"n_ctx": 256})
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
     app_client = await aiohttp_client(create_app(settings))
     token = settings.admin_token_file.read_text().strip()
     sdk = openai.AsyncOpenAI(base_url=str(app_client.make_url("/v1")), api_key=token,
@@ -199,8 +199,8 @@ async def test_errors_on_v1_routes_have_openais_shape(
 
 async def test_a_client_that_leaves_an_sse_stream_cancels_its_sequence(
         api: Any, auth: dict[str, str], settings: Any) -> None:
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
-                                                   n_ctx=4096, name="tiny-long")
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
+                     n_ctx=4096, name="tiny-long")
     response = await api.post("/v1/completions", headers=auth, json={
         "model": "tiny-long", "prompt": "the cat", "max_tokens": 4000, "temperature": 0,
         "stream": True})
@@ -227,7 +227,7 @@ async def test_embeddings_from_a_pooling_model_match_llama_cpp(
         client: openai.AsyncOpenAI, api: Any, auth: dict[str, str], settings: Any) -> None:
     from llama_cpp import Llama
 
-    path = load_script("make_tiny_gguf").write_tiny_llama(
+    path = write_tiny_llama(
         settings.models_path / "tiny-embed.gguf", name="tiny-embed", pooling=True)
     texts = ["the cat sat on the mat", "hello world", "the cat sat on the mat"]
     reply = await client.embeddings.create(model="tiny-embed", input=texts)  # SDK asks for base64

@@ -7,14 +7,14 @@ import json
 from typing import Any
 
 from llamahomed.http.keys import INFERENCE
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.security.helpers import assert_envelope, bearer, issue
 
 LONG = {"model": "tiny-long", "prompt": "the cat", "temperature": 0, "max_tokens": 300}
 
 
 def long_model(settings: Any) -> None:
-    load_script("make_tiny_gguf").write_tiny_llama(settings.models_path / "tiny-long.gguf",
+    write_tiny_llama(settings.models_path / "tiny-long.gguf",
                                                    n_ctx=8192, name="tiny-long")
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TINY_MODEL_ID, load_script
+from tests.conftest import TINY_MODEL_ID
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 GREEDY = {"temperature": 0, "max_tokens": 4}
 
@@ -18,7 +19,7 @@ GREEDY = {"temperature": 0, "max_tokens": 4}
 def add_f16_variant(models_dir: Path) -> Path:
     """The tiny model again, F16, under a file name that does not say so: the header groups it."""
     path = models_dir / "tiny-llama-half-copy.gguf"
-    load_script("make_tiny_gguf").write_tiny_llama(path, n_ctx=256, ftype="f16")
+    write_tiny_llama(path, n_ctx=256, ftype="f16")
     return path
 
 
@@ -86,8 +87,8 @@ async def test_explicit_settings_reach_the_worker(
     from llamahomed.http.app import create_app
 
     # head size 32 (128 / 4 heads), so a q8_0 KV cache is possible
-    load_script("make_tiny_gguf").write_tiny_llama(models_dir / "tiny-wide.gguf", n_embd=128,
-                                                   n_ff=256, n_ctx=512, name="tiny-wide")
+    write_tiny_llama(models_dir / "tiny-wide.gguf", n_embd=128,
+                     n_ff=256, n_ctx=512, name="tiny-wide")
     settings = make_settings(system_settings={"n_ctx": 300, "n_threads": 1, "kv_cache_type": "q8_0"})
     api = await aiohttp_client(create_app(settings))
     auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
@@ -116,7 +117,7 @@ def wide_models_dir(tmp_path: Any) -> Any:
     """A store with one F32 model, 256 wide (so that Q8_0 and k-quants apply)."""
     models = tmp_path / "wide-models"
     models.mkdir()
-    load_script("make_tiny_gguf").write_tiny_llama(
+    write_tiny_llama(
         models / "wide.gguf", n_embd=256, n_layer=4, n_head=4, n_kv_head=2, n_ff=512, name="wide")
     return models
 
