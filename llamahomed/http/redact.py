@@ -1,10 +1,11 @@
 """What an error may tell a client: the daemon's filesystem is the admin's business.
 
 For a request without an ``admin``-scoped token (no token at all included), errors whose text
-comes from outside the daemon (a worker's stderr, llama.cpp, the OS) are replaced by a sentence
-naming the model and pointing at the daemon log, which gets the original; every other error
-loses its path-valued details, and the daemon's own directories are cut out of its message and
-string details. Admin tokens get errors unchanged. Applied once, where errors are rendered.
+comes from outside the daemon (a worker's stderr, llama.cpp, the quantizer) are replaced by a
+sentence naming the model and pointing at the daemon log, which gets the original; every other
+error loses its path-valued details, and the daemon's own directories and absolute paths are
+cut out of its message and string details. Admin tokens get errors unchanged. Applied once,
+where errors are rendered.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ __all__ = ["for_client"]
 
 log = structlog.get_logger(__name__)
 
-# Codes whose message quotes foreign text (worker stderr, llama.cpp, the quantizer).
-OPAQUE = {"model_load_failed": "failed to load", "worker_crashed": "stopped unexpectedly",
-          "quantize_failed": "could not be quantized"}
+# Codes whose message quotes foreign text (worker stderr, llama.cpp, the quantizer). A
+# worker_crashed message is the daemon's own ("stopped (exit code -9) ...; retry it"): scrubbed only.
+OPAQUE = {"model_load_failed": "failed to load", "quantize_failed": "could not be quantized"}
 PATH_KEYS = frozenset({"path", "partial", "file_path", "models_dir", "directory", "target"})
 HIDDEN = "<hidden>"
 # An absolute path under a filesystem root (not a route such as /api/v1/..., not a URL's path).
