@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llamahomed.core.errors import ValidationFailed
 from llamahomed.core.settings import ModelSettings, SystemSettings
@@ -63,7 +63,22 @@ class GenerationOptions(BaseModel):
             seed=self.seed, stop=tuple(stops))
 
 
-class PromptOptions(GenerationOptions):
+class NativeOptions(GenerationOptions):
+    """The native API's prompt handling: a prompt is rendered through the model's chat template
+    (one user message, after ``system`` when given) unless ``raw``."""
+
+    raw: bool = Field(False, description="Send the prompt verbatim, without the chat template.")
+    system: str | None = Field(None, min_length=1, max_length=1_000_000,
+                               description="A system message before the prompt (not with raw).")
+
+    @model_validator(mode="after")
+    def _system_not_raw(self) -> NativeOptions:
+        if self.raw and self.system is not None:
+            raise ValueError("raw sends the prompt verbatim: it takes no system text")
+        return self
+
+
+class PromptOptions(NativeOptions):
     """A generation from one prompt (the native API, the WebSocket, the in-process engine)."""
 
     prompt: str = Field(..., min_length=1, max_length=4_000_000)

@@ -1,7 +1,7 @@
 """The model worker process: ``python -m llamahomed.engine.worker --fd N --config JSON``.
 
 It owns one llama.cpp model. The main thread reads frames from the daemon (submit, cancel,
-shutdown); one decode thread owns the llama context and runs the engine's step loop, sending one
+embed, tokenize, detokenize, shutdown); one decode thread owns the llama context and runs the engine's step loop, sending one
 frame per step. The process exits when the daemon says so or its socket closes (the daemon died).
 """
 
@@ -95,7 +95,12 @@ def _vocab_op(vocab: Any, channel: Channel, message: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the daemon as this request's error
         event = Failed(seq_id, "internal_error",
                        f"{message['op']} failed: {type(exc).__name__}: {exc}").wire()
-    channel.send_events([event])
+    try:
+        channel.send_events([event])
+    except ProtocolError:  # over the frame limit: refused, never a dead worker
+        channel.send_events([Failed(seq_id, "invalid_request",
+                                    f"the {message['op']} answer is too large for one frame; "
+                                    "send less text at a time").wire()])
 
 
 def serve(channel: Channel, config: LoadConfig) -> int:
