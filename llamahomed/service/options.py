@@ -44,6 +44,15 @@ class GenerationOptions(BaseModel):
             raise ValueError("stop strings must be 1 to 200 characters")
         return value
 
+    @field_validator("max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
+                     "seed", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        """JSON's true/false is not a number (pydantic's lax mode would read it as 1/0)."""
+        if isinstance(value, bool):
+            raise ValueError("a number, not a boolean")
+        return value
+
     def sampling(self, defaults: ModelSettings, limits: SystemSettings) -> SamplingParams:
         """Fill what the request left out from the live config; enforce the max_tokens cap."""
         max_tokens = self.max_tokens or defaults.max_tokens

@@ -204,3 +204,20 @@ async def test_an_empty_chat_default_means_the_default_model(
                       {"messages": [{"role": "user", "content": "hi"}]}, 400)
     assert "no chat template" in data["error"]["message"]
     assert TINY_MODEL_ID in data["error"]["message"]
+
+
+@pytest.mark.smollm2
+async def test_the_websocket_templates_prompts_and_takes_system(chat_api: Any,
+                                                                headers: dict[str, str]) -> None:
+    body = {"model": "smollm2", "prompt": "Say hi.", "max_tokens": 2, "temperature": 0}
+    over_http = await post(chat_api, headers, "/api/v1/process", {**body, "system": "Be terse."})
+    async with chat_api.ws_connect("/api/v1/ws", headers=headers) as ws:
+        await ws.send_json({"id": "s", **body, "system": "Be terse."})
+        await ws.send_json({"id": "r", **body, "raw": True})
+        finals: dict[str, dict[str, Any]] = {}
+        while len(finals) < 2:
+            message = await ws.receive_json(timeout=60)
+            if message.get("done") or message.get("error"):
+                finals[message["id"]] = message
+    assert finals["s"]["usage"]["prompt_tokens"] == over_http["usage"]["prompt_tokens"]
+    assert finals["r"]["usage"]["prompt_tokens"] < finals["s"]["usage"]["prompt_tokens"]
