@@ -34,6 +34,8 @@ Meter = Callable[[int], None]
 @dataclass(frozen=True, slots=True)
 class Delta:
     text: str
+    tokens: int = 1
+    """Tokens decoded for this text (0 for text held back until the end)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class Generation:
         try:
             async for event in self.stream.events():
                 if isinstance(event, Text):
-                    yield Delta(event.text)
+                    yield Delta(event.text, event.tokens)
                 elif isinstance(event, Done):
                     yield self._finished(event)
                 elif isinstance(event, Failed):

@@ -167,9 +167,9 @@ async def test_errors_reach_the_sdk_as_its_own_exceptions(
         await client.chat.completions.create(model=chat_model, n=2,
                                              messages=[{"role": "user", "content": "hi"}])
     assert several.value.param == "n"
-    with pytest.raises(openai.UnprocessableEntityError) as bad:
+    with pytest.raises(openai.BadRequestError) as bad:  # 400 with param, as OpenAI answers
         await client.completions.create(model=TINY_MODEL_ID, prompt="x", temperature=-1)
-    assert bad.value.param == "temperature"
+    assert bad.value.param == "temperature" and bad.value.status_code == 400
     with pytest.raises(openai.BadRequestError) as cannot_embed:
         await client.embeddings.create(model=TINY_MODEL_ID, input="hello")
     assert "cannot make embeddings" in cannot_embed.value.message
@@ -184,7 +184,7 @@ async def test_errors_reach_the_sdk_as_its_own_exceptions(
     ("GET", "/v1/models", None, 401, "authentication_error"),
     ("GET", "/v1/nope", {}, 404, "not_found_error"),
     ("DELETE", "/v1/completions", {}, 405, "invalid_request_error"),
-    ("POST", "/v1/completions", {"prompt": "x", "bogus": 1}, 422, "invalid_request_error"),
+    ("POST", "/v1/completions", {"prompt": "x", "temperature": "hot"}, 400, "invalid_request_error"),
     ("POST", "/v1/completions", {"prompt": "the cat " * 400}, 400, "invalid_request_error"),
 ])
 async def test_errors_on_v1_routes_have_openais_shape(
@@ -281,3 +281,24 @@ async def test_the_sdk_gets_real_text_from_gemma(aiohttp_client: Any, make_setti
         assert "no chat template" in info.value.message
     finally:
         await sdk.close()
+
+
+async def test_fields_the_daemon_does_not_know_are_ignored(api: Any, auth: dict[str, str]) -> None:
+    """Newer OpenAI fields (and vendor ones) in the body and in messages do not fail a request."""
+    response = await api.post("/v1/completions", headers=auth, json={
+        "model": TINY_MODEL_ID, "prompt": "the cat", "max_tokens": 2, "store": False,
+        "metadata": {"who": "test"}, "service_tier": "auto", "bogus": 1})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["usage"]["completion_tokens"] == 2
+
+
+async def test_continuous_usage_stats_put_the_usage_so_far_on_every_chunk(
+        api: Any, auth: dict[str, str]) -> None:
+    response = await api.post("/v1/completions", headers=auth, json={
+        "model": TINY_MODEL_ID, "prompt": "the cat", "max_tokens": 5, "temperature": 0,
+        "stream": True, "stream_options": {"continuous_usage_stats": True}})
+    chunks = [json.loads(line[6:]) async for line in response.content
+              if line.startswith(b"data: {")]
+    counts = [c["usage"]["completion_tokens"] for c in chunks if c.get("choices")]
+    assert counts == sorted(counts) and counts[-1] == 5
+    assert all(c["usage"]["prompt_tokens"] > 0 for c in chunks if c.get("choices"))

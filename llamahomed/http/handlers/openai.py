@@ -42,11 +42,15 @@ OWNER = "llamahome"
 # -- request bodies -----------------------------------------------------------------------------
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    """OpenAI's request objects: fields this daemon does not know are ignored (as OpenAI's
+    newer fields are by vLLM and llama-server); known ones it cannot honour are refused."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    continuous_usage_stats: bool = False
 
 
 class _Common(_Strict):
@@ -105,6 +109,10 @@ class _Common(_Strict):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def continuous_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.continuous_usage_stats)
 
 
 class TextPart(_Strict):
@@ -214,7 +222,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                         "model": model, "system_fingerprint": None,
                         "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                      "finish_reason": finish}]}
-            return await stream_sse(request, generation, chunk, body.include_usage, opening=True)
+            return await stream_sse(request, generation, chunk, body.include_usage, opening=True,
+                                    continuous_usage=body.continuous_usage)
     generation = await start()
     model = generation.entry.id
     result = await generation.result()
@@ -244,7 +253,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
                         "model": model, "system_fingerprint": None,
                         "choices": [{"index": 0, "text": text or "", "logprobs": None,
                                      "finish_reason": finish}]}
-            return await stream_sse(request, generation, chunk, body.include_usage, opening=False)
+            return await stream_sse(request, generation, chunk, body.include_usage,
+                                    opening=False, continuous_usage=body.continuous_usage)
 
     async def one(prompt: str) -> Result:
         generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter,

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llamahomed.http.redact import for_client
 from llamahomed.service.generation import Delta, Errored, Generation
 
 SSE = "text/event-stream"
@@ -31,12 +32,21 @@ def usage(values: dict[str, Any]) -> dict[str, int]:
 
 
 async def stream_sse(request: web.Request, generation: Generation, chunk: Chunk,
-                     include_usage: bool, *, opening: bool) -> web.StreamResponse:
-    """Write ``generation`` as OpenAI SSE; a client that goes away cancels the sequence."""
+                     include_usage: bool, *, opening: bool,
+                     continuous_usage: bool = False) -> web.StreamResponse:
+    """Write ``generation`` as OpenAI SSE; a client that goes away cancels the sequence.
+
+    ``continuous_usage`` (vLLM's ``stream_options.continuous_usage_stats``): every chunk carries
+    the usage so far."""
     response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
+    generated = 0
 
     async def send(data: dict[str, Any]) -> None:
-        if include_usage and "choices" in data and "usage" not in data:
+        if continuous_usage and "choices" in data and data["choices"]:
+            data["usage"] = usage({"prompt_tokens": generation.prompt_tokens,
+                                   "completion_tokens": generated,
+                                   "total_tokens": generation.prompt_tokens + generated})
+        elif include_usage and "choices" in data and "usage" not in data:
             data["usage"] = None
         await response.write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
 
@@ -46,9 +56,10 @@ async def stream_sse(request: web.Request, generation: Generation, chunk: Chunk,
             await send(chunk(None, None, first=True))
         async for event in generation.events():
             if isinstance(event, Delta):
+                generated += event.tokens
                 await send(chunk(event.text, None))
             elif isinstance(event, Errored):
-                await send(event.error.openai_envelope())
+                await send(for_client(event.error, request).openai_envelope())
                 break
             else:
                 await send(chunk(None, finish_reason(event.finish_reason)))
