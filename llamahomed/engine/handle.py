@@ -18,7 +18,12 @@ from typing import Any
 
 import structlog
 
-from llamahomed.core.errors import LlamaHomeError, ModelLoadFailed, WorkerCrashed
+from llamahomed.core.errors import (
+    LlamaHomeError,
+    ModelLoadFailed,
+    WorkerCrashed,
+    error_for_code,
+)
 from llamahomed.engine.admission import Admission
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.protocol import (
@@ -30,6 +35,7 @@ from llamahomed.engine.protocol import (
     SamplingParams,
     SeqEvent,
     Text,
+    Tokens,
     decode_body,
     encode,
     parse_event,
@@ -52,10 +58,11 @@ class SequenceStream:
     admitted_at: float = 0.0    # ... when it got one
     first_token_at: float = 0.0
     last_token_at: float = 0.0
+    counted: bool = True  # a generation or an embedding (metrics); a tokenize is not
 
     async def next_event(self) -> SeqEvent:
         event = await self.queue.get()
-        if isinstance(event, (Done, Failed)):
+        if isinstance(event, (Done, Failed, Tokens)):
             self.finished = True
         return event
 
@@ -208,7 +215,10 @@ class WorkerHandle:
                 self._token_seen(stream)
         if stream is None:
             return
-        if isinstance(event, (Done, Failed)):
+        if not stream.counted:
+            if isinstance(event, (Done, Failed, Tokens)):
+                self._streams.pop(stream.seq_id, None)
+        elif isinstance(event, (Done, Failed)):
             self._finish(stream)
             self.observer.finished(self.config.model_id, stream, event)
         stream.queue.put_nowait(event)
@@ -302,6 +312,28 @@ class WorkerHandle:
             self._streams.pop(seq_id, None)
             raise
         return stream
+
+    async def vocab(self, message: dict[str, Any]) -> Tokens:
+        """A ``tokenize`` or ``detokenize`` op (see protocol.py) answered by the worker, which
+        owns the model: its ``Tokens``, or the error it answered, raised."""
+        seq_id = next(self._seq_ids)
+        self.last_used = time.monotonic()
+        stream = SequenceStream(seq_id, self, counted=False)
+        self._streams[seq_id] = stream
+        try:
+            await self._send({**message, "seq": seq_id})
+        except LlamaHomeError:
+            self._streams.pop(seq_id, None)
+            raise
+        try:
+            event = await stream.next_event()
+        finally:
+            self._streams.pop(seq_id, None)
+        if isinstance(event, Failed):
+            raise error_for_code(event.code, event.message, event.details)
+        if not isinstance(event, Tokens):
+            raise LlamaHomeError(f"the worker answered {message['op']} with {event!r}")
+        return event
 
     async def cancel(self, seq_id: int) -> None:
         if seq_id in self._streams:

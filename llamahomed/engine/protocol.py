@@ -7,6 +7,9 @@ Daemon -> worker ("op"):
     {"op": "cancel", "seq": 7}
     {"op": "embed", "seq": 8, "inputs": ["text", ...]}   answered by one done (or error) event
                                                         with "embeddings": [[float, ...], ...]
+    {"op": "tokenize", "seq": 9, "content": "text", "add_special": false,
+     "parse_special": true, "with_pieces": false}       answered by one tokens (or error) event
+    {"op": "detokenize", "seq": 10, "tokens": [1, 2, 3]} answered by one tokens (or error) event
     {"op": "shutdown"}
 
 Worker -> daemon ("ev"):
@@ -23,6 +26,9 @@ Sequence events inside a step (each names its "seq"):
      "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}
     {"seq": 7, "kind": "error", "code": "context_length_exceeded", "message": "...", "details": {}}
     done and error events also carry "request_id" when the submit had one.
+    {"seq": 9, "kind": "tokens", "tokens": [1, 2], "pieces": ["He", "llo"]}   (tokenize; pieces
+     only when asked: a string, or a list of byte values where a piece is not whole UTF-8)
+    {"seq": 10, "kind": "tokens", "content": "Hello"}                         (detokenize)
 
 Many sequences may be in flight at once; the worker decides how to schedule them.
 
@@ -138,8 +144,26 @@ class Failed:
         return data
 
 
-SeqEvent = Union[Accepted, Text, Done, Failed]
-FINAL_KINDS = frozenset({"done", "error"})
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """The answer to a tokenize (``tokens``, ``pieces`` when asked) or detokenize (``content``)."""
+
+    seq: int
+    tokens: list[int] = field(default_factory=list)
+    pieces: list[str | list[int]] | None = None
+    content: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"seq": self.seq, "kind": "tokens", "tokens": self.tokens}
+        if self.pieces is not None:
+            data["pieces"] = self.pieces
+        if self.content is not None:
+            data["content"] = self.content
+        return data
+
+
+SeqEvent = Union[Accepted, Text, Done, Failed, Tokens]
+FINAL_KINDS = frozenset({"done", "error", "tokens"})
 
 
 def empty_usage(prompt_tokens: int = 0, completion_tokens: int = 0) -> dict[str, int]:
@@ -162,6 +186,10 @@ def parse_event(data: dict[str, Any]) -> SeqEvent:
                       str(data.get("request_id", "")))
     if kind == "accepted":
         return Accepted(seq, int(data.get("prompt_tokens", 0)))
+    if kind == "tokens":
+        content = data.get("content")
+        return Tokens(seq, [int(t) for t in data.get("tokens") or ()], data.get("pieces"),
+                      None if content is None else str(content))
     raise ProtocolError(f"unknown sequence event kind {kind!r}")
 
 

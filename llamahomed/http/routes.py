@@ -16,6 +16,7 @@ from llamahomed.http.handlers import (
     pull,
     status,
     system,
+    tokens,
     ws,
 )
 from llamahomed.http.openapi import (
@@ -64,6 +65,15 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/ws/ticket", ws.ticket, "inference", Operation(
         "A 30-second single-use ticket for a browser's WebSocket", tag="generation",
         response=_ANY)),
+    # llama-server's tokenizer routes, on the model's own vocabulary (in its worker)
+    Route("POST", "/tokenize", tokens.tokenize, "inference", Operation(
+        "Tokenize text with a model's vocabulary (llama-server's shape)", tag="tokens",
+        request=tokens.TokenizeRequest, response=tokens.TokenizeResponse,
+        errors=_GENERATION_ERRORS)),
+    Route("POST", "/detokenize", tokens.detokenize, "inference", Operation(
+        "Turn token ids back into text (llama-server's shape)", tag="tokens",
+        request=tokens.DetokenizeRequest, response=tokens.DetokenizeResponse,
+        errors=_GENERATION_ERRORS)),
     # models and configuration
     Route("GET", "/api/v1/models", models.list_models, "inference",
           Operation("List installed models", tag="models", response=ModelList)),

@@ -14,7 +14,7 @@ from llamahomed.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from llamahomed.service.options import GenerationOptions, PromptOptions, validation_details
+from llamahomed.service.options import NativeOptions, PromptOptions, validation_details
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -25,7 +25,7 @@ class ProcessRequest(PromptOptions):
     stream: bool = False
 
 
-class BatchRequest(GenerationOptions):
+class BatchRequest(NativeOptions):
     prompts: list[str] = Field(..., min_length=1, max_length=MAX_BATCH_PROMPTS)
 
     @field_validator("prompts")

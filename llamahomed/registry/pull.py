@@ -178,16 +178,16 @@ def _catalog_model(name: str, catalog: Catalog) -> tuple[CatalogModel, str | Non
 
 
 async def pull(source: PullSource, models_dir: Path, **options: Any) -> PullResult:
-    """``download``, except that the embedded default model comes from its installed package."""
+    """``download``, except that an embedded model comes from its installed package."""
     variant = source.variant
     if variant is not None and variant.embedded and variant.package and source.file == variant.file:
-        from llamahomed.registry.default_model import install_default_model
+        from llamahomed.registry.default_model import install_embedded
 
         target = models_dir / source.file
         if target.exists():
             return PullResult(target, None, False, 0, already_present=True)
         try:
-            path = await asyncio.to_thread(install_default_model, models_dir)
+            path = await asyncio.to_thread(install_embedded, variant.package, models_dir)
         except StartupError:
             log.info("pull_embedded_unavailable", package=variant.package)
         else:  # the package checked the sha256 of what it assembled

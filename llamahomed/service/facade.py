@@ -65,7 +65,8 @@ class LocalEngine:
         except ValidationError as exc:
             raise ValidationFailed("invalid request field(s)",
                                    details=validation_details(exc)) from exc
-        return await service.generate(fields, prompt=fields.prompt)
+        return await service.generate(fields, prompt=fields.prompt, system=fields.system,
+                                      raw=fields.raw)
 
     async def process(self, prompt: str, options: dict[str, Any]) -> dict[str, Any]:
         """The process response (``text``, ``usage``, ``finish_reason``, ...)."""

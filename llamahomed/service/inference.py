@@ -17,12 +17,18 @@ import structlog
 from llamahome.monitoring import AdvancedMetrics, Trace
 
 from llamahomed.core.config_store import ConfigStore
-from llamahomed.core.errors import InvalidRequest, LlamaHomeError, ModelTooLarge, PermissionDenied
+from llamahomed.core.errors import (
+    InvalidRequest,
+    LlamaHomeError,
+    ModelNotFound,
+    ModelTooLarge,
+    PermissionDenied,
+)
 from llamahomed.core.resources import Machine, read_machine
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.handle import WorkerHandle
 from llamahomed.engine.pool import WorkerPool
-from llamahomed.engine.protocol import Accepted, Done, Failed, SamplingParams
+from llamahomed.engine.protocol import Accepted, Done, Failed, SamplingParams, Tokens
 from llamahomed.observability import tracing
 from llamahomed.planner import (
     LoadParams,
@@ -83,12 +89,38 @@ class InferenceService:
         await self.pool.close()
         self.performance.save()
 
-    def candidates(self, model: str | None) -> list[ModelEntry]:
-        """The files a model name may load: every variant for an id, one for ``id:quant``."""
-        name = model or self.config.settings.model_settings.default_model
+    def candidates(self, model: str | None, *, chat: bool = False) -> list[ModelEntry]:
+        """The files a model name may load: every variant for an id, one for ``id:quant``.
+
+        No name: the default model, or for a chat request (``chat``) the default chat model.
+        """
         groups = self.registry.models()
+        name = model or self._default_name(chat, groups)
         key = name.strip().lower()
         return groups[key] if key in groups else [self.registry.resolve(name, groups)]
+
+    def _default_name(self, chat: bool, groups: dict[str, list[ModelEntry]]) -> str:
+        """``default_model``; for chat ``default_chat_model``, unless that is empty, or not in
+        the store while the default model has a chat template of its own."""
+        defaults = self.config.settings.model_settings
+        if not chat or not defaults.default_chat_model:
+            return defaults.default_model
+        try:
+            self.registry.resolve(defaults.default_chat_model, groups)
+        except ModelNotFound as missing:
+            try:
+                fallback = self.registry.resolve(defaults.default_model, groups)
+            except ModelNotFound:
+                raise missing from None
+            if not fallback.info.has_chat_template:
+                raise ModelNotFound(
+                    f"chat requests without a model go to model_settings.default_chat_model "
+                    f"({defaults.default_chat_model!r}), which is not installed: "
+                    f"{missing.message}; or name a model that has a chat template",
+                    details={**missing.details,
+                             "default_chat_model": defaults.default_chat_model}) from None
+            return defaults.default_model
+        return defaults.default_chat_model
 
     def plan(self, entries: list[ModelEntry], machine: Machine | None = None,
              n_ctx: int | None = None) -> Plan:
@@ -149,16 +181,17 @@ class InferenceService:
                      "asked": {"n_ctx": n_ctx, "model": asked.variant_id}})
 
     def select(self, model: str | None, n_ctx: int | None = None, *,
-               may_reload: bool = True) -> tuple[ModelEntry, LoadConfig]:
+               may_reload: bool = True, chat: bool = False) -> tuple[ModelEntry, LoadConfig]:
         """The variant and load settings a request gets (``n_ctx``: a larger context asked by
-        this request; ``may_reload``: whether the request may reload a loaded model)."""
-        entries = self.candidates(model)
+        this request; ``may_reload``: whether the request may reload a loaded model; ``chat``:
+        no model named means the default chat model)."""
+        entries = self.candidates(model, chat=chat)
         loaded = self._loaded(entries, n_ctx, may_reload)
         if loaded is not None:
             return loaded
         result = self.plan(entries, n_ctx=n_ctx)
         if result.choice is None and self._auto_quantize(entries, result):
-            entries = self.candidates(model)
+            entries = self.candidates(model, chat=chat)
             result = self.plan(entries, n_ctx=n_ctx)
         if result.choice is None:
             raise self._too_large(entries, result)
@@ -222,11 +255,11 @@ class InferenceService:
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
     async def _prepare(self, model: str | None, n_ctx: int | None = None,
-                       may_reload: bool = False) -> tuple[ModelEntry, LoadConfig]:
+                       may_reload: bool = False, chat: bool = False) -> tuple[ModelEntry, LoadConfig]:
         """``select`` off the event loop (it reads the store and the machine): the variant a
         request gets and how it loads, before anything is loaded."""
         return await asyncio.to_thread(functools.partial(self.select, model, n_ctx,
-                                                         may_reload=may_reload))
+                                                         may_reload=may_reload, chat=chat))
 
     async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
         """The worker for ``_prepare``'s answer, loaded on demand (its allocation recorded)."""
@@ -235,30 +268,45 @@ class InferenceService:
         return worker
 
     async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
-                       messages: list[dict[str, Any]] | None = None, n_ctx: int | None = None,
+                       messages: list[dict[str, Any]] | None = None, system: str | None = None,
+                       raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
                        owner: str = "") -> Generation:
         """The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
-        Give ``prompt`` (sent verbatim) or chat ``messages`` (rendered through the model's chat
-        template, whose special tokens the rendered text may spell). ``n_ctx``: a larger
-        context this request asks the model to be loaded with. ``meter``: called with the
-        sequence's total tokens when it finishes (the caller's token budget). ``may_reload``:
-        the caller (an admin) may have a loaded model reloaded for this request. ``owner``: who
-        asks (the token's user): slots and queue places are shared fairly between owners.
+        Give ``prompt`` or chat ``messages`` (rendered through the model's chat template, whose
+        special tokens the rendered text may spell; without ``options.model`` they go to the
+        default chat model). A ``prompt`` is sent verbatim when ``raw`` (OpenAI's completions);
+        otherwise (the native API) it is one user message after an optional ``system`` message,
+        rendered through the template when the model has one, and a base model (no template)
+        gets ``system``, a blank line, then the prompt. ``n_ctx``: a larger context this
+        request asks the model to be loaded with. ``meter``: called with the sequence's total
+        tokens when it finishes (the caller's token budget). ``may_reload``: the caller (an
+        admin) may have a loaded model reloaded for this request. ``owner``: who asks (the
+        token's user): slots and queue places are shared fairly between owners.
         """
         if self.refusing is not None:
             raise self.refusing
+        if raw and system is not None:
+            raise InvalidRequest("raw sends the prompt verbatim: it takes no system text",
+                                 details={"errors": [{"field": "system",
+                                                      "message": "not allowed with raw"}]})
         params = options.sampling(self.config.settings.model_settings,
                                   self.config.settings.system_settings)
         trace = self._trace()
-        entry, load = await self._prepare(options.model, n_ctx, may_reload)
+        entry, load = await self._prepare(options.model, n_ctx, may_reload,
+                                          chat=messages is not None)
         if messages is not None and not entry.info.has_chat_template:
             raise InvalidRequest(
                 f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
                 "use /v1/completions with a prompt in the model's own format",
                 details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
+        if prompt is not None and not raw:
+            if entry.info.has_chat_template:
+                messages = prompt_messages(prompt, system)
+            elif system is not None:
+                prompt = f"{system}\n\n{prompt}"
         with trace.phase("load"):
             worker = await self._acquire(entry, load)
         if messages is not None:
@@ -267,6 +315,28 @@ class InferenceService:
             raise InvalidRequest("a generation needs a prompt or messages")
         return await self._submit(entry, worker, prompt, params, special=messages is not None,
                                   trace=trace, meter=meter, owner=owner)
+
+    async def tokenize(self, model: str | None, content: str, *, add_special: bool = False,
+                       parse_special: bool = True,
+                       with_pieces: bool = False) -> tuple[ModelEntry, Tokens]:
+        """The model's tokens for ``content`` (llama-server's ``/tokenize``), from its worker."""
+        worker, entry = await self._worker_for(model)
+        tokens = await worker.vocab({"op": "tokenize", "content": content,
+                                     "add_special": add_special, "parse_special": parse_special,
+                                     "with_pieces": with_pieces})
+        return entry, tokens
+
+    async def detokenize(self, model: str | None, tokens: list[int]) -> tuple[ModelEntry, str]:
+        """The text of ``tokens`` in the model's vocabulary (llama-server's ``/detokenize``)."""
+        worker, entry = await self._worker_for(model)
+        answer = await worker.vocab({"op": "detokenize", "tokens": tokens})
+        return entry, answer.content or ""
+
+    async def _worker_for(self, model: str | None) -> tuple[WorkerHandle, ModelEntry]:
+        if self.refusing is not None:
+            raise self.refusing
+        entry, load = await self._prepare(model)
+        return await self._acquire(entry, load), entry
 
     async def embed(self, model: str | None, texts: list[str]) -> tuple[ModelEntry, Done]:
         """Embed ``texts`` with a model that can (its GGUF declares a pooling type)."""
@@ -336,6 +406,13 @@ class InferenceService:
         if context is not None:
             context.add_sequence(generation.entry.id, done.usage, data)
         return data
+
+
+def prompt_messages(prompt: str, system: str | None = None) -> list[dict[str, Any]]:
+    """A native prompt as chat messages: the optional system message, then one user message."""
+    messages: list[dict[str, Any]] = [] if system is None else [{"role": "system",
+                                                                  "content": system}]
+    return [*messages, {"role": "user", "content": prompt}]
 
 
 def load_params(config: LoadConfig) -> LoadParams:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llamahomed.core.errors import ValidationFailed
 from llamahomed.core.settings import ModelSettings, SystemSettings
@@ -44,6 +44,15 @@ class GenerationOptions(BaseModel):
             raise ValueError("stop strings must be 1 to 200 characters")
         return value
 
+    @field_validator("max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
+                     "seed", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        """JSON's true/false is not a number (pydantic's lax mode would read it as 1/0)."""
+        if isinstance(value, bool):
+            raise ValueError("a number, not a boolean")
+        return value
+
     def sampling(self, defaults: ModelSettings, limits: SystemSettings) -> SamplingParams:
         """Fill what the request left out from the live config; enforce the max_tokens cap."""
         max_tokens = self.max_tokens or defaults.max_tokens
@@ -63,7 +72,22 @@ class GenerationOptions(BaseModel):
             seed=self.seed, stop=tuple(stops))
 
 
-class PromptOptions(GenerationOptions):
+class NativeOptions(GenerationOptions):
+    """The native API's prompt handling: a prompt is rendered through the model's chat template
+    (one user message, after ``system`` when given) unless ``raw``."""
+
+    raw: bool = Field(False, description="Send the prompt verbatim, without the chat template.")
+    system: str | None = Field(None, min_length=1, max_length=1_000_000,
+                               description="A system message before the prompt (not with raw).")
+
+    @model_validator(mode="after")
+    def _system_not_raw(self) -> NativeOptions:
+        if self.raw and self.system is not None:
+            raise ValueError("raw sends the prompt verbatim: it takes no system text")
+        return self
+
+
+class PromptOptions(NativeOptions):
     """A generation from one prompt (the native API, the WebSocket, the in-process engine)."""
 
     prompt: str = Field(..., min_length=1, max_length=4_000_000)

@@ -10,7 +10,8 @@ How a document's blocks run (write docs for a user's machine; they then just wor
   (``HOME``, no ``LLAMAHOME_*`` variables): the admin token is in
   ``~/.local/state/llamahome/admin.token``, the config in ``~/.config/llamahome/config.toml``,
   the models in ``~/.local/share/llamahome/models`` (the tiny test model ``tiny-llama``, the
-  default, and Gemma 3 270M as ``gemma3-270m`` where real text matters). ``APIClient()`` and the
+  default, Gemma 3 270M as ``gemma3-270m`` where real text matters, and SmolLM2 135M Instruct,
+  the default chat model, as ``smollm2-135m-instruct``). ``APIClient()`` and the
   ``llamahomed`` commands find it by themselves.
 - The default address ``localhost:8910`` / ``127.0.0.1:8910`` in a block is replaced by the test
   daemon's. ``LLAMAHOME_ENDPOINT`` (alias ``LLAMAHOME_URL``) and ``LLAMAHOME_API_KEY`` are also set,
@@ -56,13 +57,15 @@ def documents() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory, gemma_file: Path) -> Iterator[RunningDaemon]:
+def daemon(tmp_path_factory: pytest.TempPathFactory, gemma_file: Path,
+           smollm2_file: Path) -> Iterator[RunningDaemon]:
     root = tmp_path_factory.mktemp("docs")
     home = root / "home"
     store = home / ".local" / "share" / "llamahome" / "models"
     store.mkdir(parents=True)
     write_tiny_llama(store / "tiny-llama.gguf", n_ctx=2048)
     os.link(gemma_file, store / gemma_file.name)
+    os.link(smollm2_file, store / smollm2_file.name)  # the default chat model
     config = home / ".config" / "llamahome" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text('[model_settings]\ndefault_model = "tiny-llama"\n')

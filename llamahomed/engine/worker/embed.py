@@ -32,6 +32,16 @@ class Embedder:
         self._ctx: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def lib(self) -> Any:
+        """llama.cpp's bindings (the model's other users, e.g. the tokenizer, share them)."""
+        return self._lib
+
+    @property
+    def model(self) -> Any:
+        """The worker's loaded model (shared, not owned: the engine frees it)."""
+        return self._model
+
     def _context(self) -> Any:
         if self._ctx is None:
             params = self._lib.llama_context_default_params()

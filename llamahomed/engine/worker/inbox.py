@@ -46,17 +46,19 @@ class SequenceState:
 Seq = TypeVar("Seq", bound=SequenceState)
 
 
-def tokenize(lib: Any, vocab: Any, text: str, special: bool = False) -> list[int]:
-    """llama.cpp's tokens for ``text``, BOS added as the vocab wants, special tokens parsed only
-    when asked (a rendered chat template; never a user's prompt)."""
+def tokenize(lib: Any, vocab: Any, text: str, special: bool = False, *,
+             add_special: bool = True) -> list[int]:
+    """llama.cpp's tokens for ``text``, BOS added as the vocab wants (unless ``add_special`` is
+    off), special tokens parsed only when asked (a rendered chat template; never a user's
+    prompt)."""
     data = text.encode("utf-8")
     size = len(data) + 8
     buffer = (ctypes.c_int32 * size)()
-    n = lib.llama_tokenize(vocab, data, len(data), buffer, size, True, special)
+    n = lib.llama_tokenize(vocab, data, len(data), buffer, size, add_special, special)
     if n < 0:  # the buffer was too small: -n is the size needed
         size = -n
         buffer = (ctypes.c_int32 * size)()
-        n = lib.llama_tokenize(vocab, data, len(data), buffer, size, True, special)
+        n = lib.llama_tokenize(vocab, data, len(data), buffer, size, add_special, special)
     return list(buffer[:n])
 
 

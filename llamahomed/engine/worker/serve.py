@@ -1,7 +1,7 @@
 """The model worker process: ``python -m llamahomed.engine.worker --fd N --config JSON``.
 
 It owns one llama.cpp model. The main thread reads frames from the daemon (submit, cancel,
-shutdown); one decode thread owns the llama context and runs the engine's step loop, sending one
+embed, tokenize, detokenize, shutdown); one decode thread owns the llama context and runs the engine's step loop, sending one
 frame per step. The process exits when the daemon says so or its socket closes (the daemon died).
 """
 
@@ -81,6 +81,28 @@ def _embed(embedder: Any, channel: Channel, message: dict[str, Any]) -> None:
         pass
 
 
+def _vocab_op(vocab: Any, channel: Channel, message: dict[str, Any]) -> None:
+    """A tokenize or detokenize, answered at once (the vocab is read-only; no context)."""
+    seq_id = int(message["seq"])
+    try:
+        if message["op"] == "tokenize":
+            event = vocab.tokenize(seq_id, str(message["content"]),
+                                   add_special=bool(message.get("add_special", False)),
+                                   parse_special=bool(message.get("parse_special", True)),
+                                   with_pieces=bool(message.get("with_pieces", False)))
+        else:
+            event = vocab.detokenize(seq_id, [int(t) for t in message["tokens"]])
+    except Exception as exc:  # noqa: BLE001 - reported to the daemon as this request's error
+        event = Failed(seq_id, "internal_error",
+                       f"{message['op']} failed: {type(exc).__name__}: {exc}").wire()
+    try:
+        channel.send_events([event])
+    except ProtocolError:  # over the frame limit: refused, never a dead worker
+        channel.send_events([Failed(seq_id, "invalid_request",
+                                    f"the {message['op']} answer is too large for one frame; "
+                                    "send less text at a time").wire()])
+
+
 def serve(channel: Channel, config: LoadConfig) -> int:
     started = time.perf_counter()
     try:
@@ -99,6 +121,7 @@ def serve(channel: Channel, config: LoadConfig) -> int:
     decode = threading.Thread(target=engine.run, name="decode", daemon=True)
     decode.start()
     embedder = None
+    vocab = None
     try:
         while True:
             message = channel.recv()
@@ -117,6 +140,13 @@ def serve(channel: Channel, config: LoadConfig) -> int:
                 embedder = embedder or engine.embedder()
                 threading.Thread(target=_embed, args=(embedder, channel, message), name="embed",
                                  daemon=True).start()
+            elif op in ("tokenize", "detokenize"):
+                if vocab is None:
+                    from llamahomed.engine.worker.vocab import Vocab
+
+                    embedder = embedder or engine.embedder()  # makes no context until it embeds
+                    vocab = Vocab(embedder.lib, embedder.model)
+                _vocab_op(vocab, channel, message)
     except (ProtocolError, OSError):
         pass
     if embedder is not None:

@@ -16,12 +16,13 @@ from llamahomed.http.ratelimit import charge_items, request_meter
 from llamahomed.http.render.native import stream_ndjson
 from llamahomed.http.schemas import BatchRequest, ProcessRequest, parse_body
 from llamahomed.service.generation import Generation
-from llamahomed.service.options import GenerationOptions
+from llamahomed.service.options import NativeOptions
 
 
-async def _start(request: web.Request, options: GenerationOptions, prompt: str) -> Generation:
-    return await request.app[INFERENCE].generate(options, prompt=prompt,
-                                                 meter=request_meter(request),
+async def _start(request: web.Request, options: NativeOptions, prompt: str) -> Generation:
+    """A native generation: the prompt goes through the model's chat template unless ``raw``."""
+    return await request.app[INFERENCE].generate(options, prompt=prompt, system=options.system,
+                                                 raw=options.raw, meter=request_meter(request),
                                                  may_reload=is_admin(request),
                                                  owner=owner(request))
 

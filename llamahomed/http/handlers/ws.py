@@ -296,7 +296,8 @@ class Session:
             claims = self._request[CLAIMS]
             with stream_slot(app, claims):  # the same cap as every other stream
                 generation = await app[INFERENCE].generate(
-                    body, prompt=body.prompt, meter=meter(app, claims),
+                    body, prompt=body.prompt, system=body.system, raw=body.raw,
+                    meter=meter(app, claims),
                     may_reload=claims.has_scope("admin"), owner=claims.user_id)
                 running.generation = generation
                 if running.cancel_requested:  # asked while the worker was checking the prompt
