@@ -1,18 +1,24 @@
 """Per-sequence sampler chains on llama.cpp's sampler API (``llama_sampler_chain_*``).
 
 Each live sequence owns one chain, so sequences decoding in the same batch never share sampler
-state (penalty history, RNG). The chain is:
+state (grammar state, penalty history, RNG). The chain, each stage only where asked for:
 
-* ``temperature <= 0``: penalties (``repeat_penalty``, skipped at 1.0) -> greedy (argmax); the
-  seed is ignored (as llama-server: penalties apply before the greedy pick).
-* otherwise: penalties (``repeat_penalty`` over the last 64 tokens, skipped at 1.0) -> top_k ->
-  top_p -> min_p -> temperature -> dist(seed). The penalty window is primed with the prompt's
-  last 64 tokens (as llama-server does), so the penalty also covers prompt text.
+* grammar (``params.grammar``, GBNF): tokens the grammar cannot take next get -inf. At the
+  head, so nothing after it can pick a token the grammar refuses.
+* logit bias (``params.logit_bias``: token id -> added to its logit; -100 bans, +100 forces).
+* penalties: ``repeat_penalty`` (skipped at 1.0), ``frequency_penalty`` and
+  ``presence_penalty`` (skipped at 0), over the last 64 tokens. The window is primed with the
+  prompt's last 64 tokens (as llama-server does), so a penalty also covers prompt text.
+* ``temperature <= 0``: greedy (argmax); the seed is ignored (as llama-server: penalties apply
+  before the greedy pick). Otherwise top_k -> top_p -> min_p -> temperature -> dist(seed).
 
 ``llama_sampler_sample`` applies the chain to the logits of one batch output and accepts the
-chosen token into the chain itself (penalty history), so nothing else must call accept. Plain
-greedy (no penalty) skips it: numpy's argmax over the logits row (first maximum, as llama.cpp's greedy sampler picks)
-takes ~20 us where the C sampler spends ~1 ms building a 262k-entry candidate array for Gemma.
+chosen token into the chain itself (grammar state, penalty history), so nothing else must call
+accept. Plain greedy (no grammar, bias or penalty) skips it: numpy's argmax over the logits row
+(first maximum, as llama.cpp's greedy sampler picks) takes ~20 us where the C sampler spends
+~1 ms building a 262k-entry candidate array for Gemma. A grammar costs more again: it checks
+every candidate token of the vocabulary against the grammar at each step (see
+``scripts/bench_grammar.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from llamahomed.engine.protocol import SamplingParams
+from llamahomed.engine.grammar import GRAMMAR_ROOT, GrammarError, grammar_problem
+from llamahomed.engine.protocol import Failed, SamplingParams
 
 PENALTY_LAST_N = 64
 SEED_MASK = 0xFFFFFFFF
@@ -35,22 +42,42 @@ def resolve_seed(seed: int | None) -> int:
 
 
 class SamplerChain:
-    """One sequence's ``llama_sampler`` chain; ``close()`` frees it (idempotent)."""
+    """One sequence's ``llama_sampler`` chain; ``close()`` frees it (idempotent).
+
+    ``vocab`` is the model's (needed for a grammar); a grammar llama.cpp refuses raises
+    :class:`GrammarError`.
+    """
 
     def __init__(self, lib: Any, params: SamplingParams, n_vocab: int, seed: int,
-                 prompt: Sequence[int]) -> None:
+                 prompt: Sequence[int], vocab: Any = None) -> None:
         self._lib = lib
         self._n_vocab = n_vocab
         self._ptr: Any = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        penalised = params.repeat_penalty != 1.0
+        penalised = (params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0
+                     or params.presence_penalty != 0.0)
         # numpy's argmax fast path: greedy with nothing before it in the chain
-        self.greedy = params.temperature <= 0 and not penalised
+        self.greedy = (params.temperature <= 0 and not penalised and not params.grammar
+                       and not params.logit_bias)
+        if params.grammar:
+            grammar = lib.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"),
+                                                     GRAMMAR_ROOT)
+            if not grammar:
+                self.close()
+                raise GrammarError("llama.cpp refused the grammar (failed to parse)")
+            self._add(grammar)
+        if params.logit_bias:
+            biases = (lib.llama_logit_bias * len(params.logit_bias))(
+                *(lib.llama_logit_bias(token, bias) for token, bias in params.logit_bias))
+            self._add(lib.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
         if penalised:
-            self._add(lib.llama_sampler_init_penalties(
-                n_vocab, PENALTY_LAST_N, float(params.repeat_penalty), 0.0, 0.0))
+            penalties = lib.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, float(params.repeat_penalty),
+                float(params.frequency_penalty), float(params.presence_penalty))
+            for token in prompt[-PENALTY_LAST_N:]:  # prime the window (not the grammar)
+                lib.llama_sampler_accept(penalties, token)
+            self._add(penalties)
         if params.temperature <= 0:
             self._add(lib.llama_sampler_init_greedy())
-            self._prime(prompt if penalised else ())
             return
         if params.top_k > 0:
             self._add(lib.llama_sampler_init_top_k(int(params.top_k)))
@@ -60,12 +87,6 @@ class SamplerChain:
             self._add(lib.llama_sampler_init_min_p(float(params.min_p), 1))
         self._add(lib.llama_sampler_init_temp(float(params.temperature)))
         self._add(lib.llama_sampler_init_dist(seed))
-        self._prime(prompt if penalised else ())
-
-    def _prime(self, prompt: Sequence[int]) -> None:
-        """Feed the prompt's last tokens to the penalty window."""
-        for token in prompt[-PENALTY_LAST_N:]:
-            self._lib.llama_sampler_accept(self._ptr, token)
 
     def _add(self, sampler: Any) -> None:
         self._lib.llama_sampler_chain_add(self._ptr, sampler)
@@ -83,3 +104,26 @@ class SamplerChain:
         if self._ptr is not None:
             self._lib.llama_sampler_free(self._ptr)
             self._ptr = None
+
+
+def params_problem(lib: Any, vocab: Any, n_vocab: int, params: SamplingParams) -> dict[str, str] | None:
+    """What makes ``params`` unusable with this model (``{"field", "message"}``), else None.
+
+    Run when a sequence is submitted, so the answer is an ``invalid_request`` error event
+    before ``accepted``.
+    """
+    bad = [token for token, _ in params.logit_bias if not 0 <= token < n_vocab]
+    if bad:
+        return {"field": "logit_bias",
+                "message": f"token id {bad[0]} is not in this model's vocabulary (0..{n_vocab - 1})"}
+    if params.grammar:
+        problem = grammar_problem(params.grammar, vocab, lib)
+        if problem:
+            return {"field": "grammar", "message": problem}
+    return None
+
+
+def invalid_params(seq_id: int, problem: dict[str, str]) -> dict[str, Any]:
+    """The ``invalid_request`` error event for a sequence whose sampling params cannot run."""
+    return Failed(seq_id, "invalid_request", f"{problem['field']}: {problem['message']}",
+                  {"errors": [problem]}).wire()
