@@ -18,6 +18,14 @@ from typing import Any
 
 GRAMMAR_ROOT = b"root"
 _LOG_LOCK = threading.Lock()
+# A JSON string character, as code point ranges. The converter's rule (``[^"\\]``) lets
+# control characters through (invalid JSON: RFC 8259 wants them escaped), and any negated class
+# also takes what llama.cpp's lenient UTF-8 decoder makes of invalid byte sequences (surrogates,
+# "code points" past U+10FFFF from F5..FF lead bytes), which a byte-fallback vocab can spell
+# with <0xXX> tokens: the text would then hold U+FFFD and break maxLength. Overlong encodings
+# still decode to plain code points in llama.cpp, so those alone can slip through.
+_JSON_CHAR_CLASS = r'[\x20-\x21\x23-\x5B\x5D-\x7E\x80-\uD7FF\uE000-\U0010FFFF]'
+_LOOSE_CHARS = (r'[^"\\]', r'[^"\\\x7F\x00-\x1F]')
 
 
 class GrammarError(ValueError):
@@ -28,7 +36,7 @@ def json_grammar() -> str:
     """The generic JSON grammar (llama.cpp's grammars/json.gbnf): any JSON object."""
     from llama_cpp.llama_grammar import JSON_GBNF
 
-    return str(JSON_GBNF)
+    return _strict_chars(str(JSON_GBNF))
 
 
 def schema_grammar(schema: dict[str, Any]) -> str:
@@ -36,11 +44,23 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
     except RecursionError as exc:
         raise GrammarError("the schema nests too deeply") from exc
     except Exception as exc:  # noqa: BLE001 - the converter asserts; any failure is the schema's
         raise GrammarError(f"unsupported JSON Schema: {exc}") from exc
+    return _strict_chars(grammar)
+
+
+def _strict_chars(grammar: str) -> str:
+    """``grammar`` with its string-character rule (``char ::=`` / ``string ::=``) strict."""
+    lines = grammar.split("\n")
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(_LOOSE_CHARS) or line.startswith("char ::="):
+            for loose in _LOOSE_CHARS:
+                line = line.replace(loose, _JSON_CHAR_CLASS, 1)
+            lines[i] = line
+    return "\n".join(lines)
 
 
 def grammar_problem(grammar: str, vocab: Any = None, lib: Any = None) -> str | None:

@@ -24,6 +24,7 @@ every candidate token of the vocabulary against the grammar at each step (see
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from llamahomed.engine.protocol import Failed, SamplingParams
 
 PENALTY_LAST_N = 64
 SEED_MASK = 0xFFFFFFFF
+TOKEN_REF = re.compile(r"<\[\s*(\d+)\s*\]>")
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -117,6 +119,11 @@ def params_problem(lib: Any, vocab: Any, n_vocab: int, params: SamplingParams) -
         return {"field": "logit_bias",
                 "message": f"token id {bad[0]} is not in this model's vocabulary (0..{n_vocab - 1})"}
     if params.grammar:
+        # llama.cpp takes any <[id]> when it parses, then aborts the process sampling it
+        ids = [int(n) for n in TOKEN_REF.findall(params.grammar) if int(n) >= n_vocab]
+        if ids:
+            return {"field": "grammar", "message": f"token <[{ids[0]}]> is not in this model's "
+                                                   f"vocabulary (0..{n_vocab - 1})"}
         problem = grammar_problem(params.grammar, vocab, lib)
         if problem:
             return {"field": "grammar", "message": problem}

@@ -131,7 +131,7 @@ class SequentialEngine(Inbox[Sequence]):
                 active = None
 
     def _start(self, seq: Sequence) -> None:
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(31)
         self.llm.set_seed(seed)
