@@ -371,7 +371,12 @@ class BatchedEngine(Inbox[BatchedSequence]):
             seq.pending = None
         for seq, index in outputs:
             assert seq.sampler is not None
-            events += self._on_token(seq, seq.sampler.sample(self._ctx, index))
+            try:
+                token = seq.sampler.sample(self._ctx, index)
+            except GrammarError as exc:  # this sequence's grammar is stuck: it alone fails
+                events.append(self._fail(seq, "invalid_request", f"grammar: {exc}"))
+                continue
+            events += self._on_token(seq, token)
 
     def _decode(self, events: list[Event]) -> list[tuple[BatchedSequence, int]] | None:
         """Fill the batch and decode it; the outputs to sample, or None when nothing ran.

@@ -201,3 +201,16 @@ def test_gemma_schema_output_validates(start: Start, gemma_file: Path) -> None:
     assert "paris" in document["city"].lower()
     if collector.final(2)["finish_reason"] == "stop":
         assert isinstance(json.loads(collector.text(2)), dict)
+
+
+def test_a_grammar_no_token_can_follow_fails_that_sequence_only(start: Start) -> None:
+    """A grammar no token can continue (llama.cpp never matches NUL): an error for that
+    sequence, never llama.cpp's abort on accepting a refused token."""
+    engine, collector = start()
+    engine.submit(1, "x", with_grammar(GREEDY, r'root ::= "a" [\x00]'))
+    engine.submit(2, "x", GREEDY)
+    collector.wait([1, 2])
+    final = collector.final(1)
+    assert final["kind"] == "error" and final["code"] == "invalid_request", final
+    assert collector.text(1) == "a"
+    assert collector.final(2)["finish_reason"] == "length"
