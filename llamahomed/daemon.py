@@ -2,7 +2,8 @@
 
 Life cycle:
 
-* start: directories, then bind (a taken port is a ``StartupError``: one line, exit 1), then
+* start: directories (the state dir 0700), the state dir's lock (a second instance on the same
+  state dir exits 1 naming the first one's pid), then bind (a taken port is a ``StartupError``: one line, exit 1), then
   the runtime file (``daemon.json``) and the pid file, then ``READY=1`` to systemd.
 * SIGHUP: re-read the config file; live settings apply to the next request, settings that need
   a restart (address, directories) are kept and named in a warning. A broken file is logged
@@ -29,11 +30,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from llamahomed.core.errors import ShuttingDown, StartupError
-from llamahomed.core.files import atomic_write
+from llamahomed.core.files import atomic_write, private_dir
+from llamahomed.core.instance import instance_lock
 from llamahomed.core.notify import Notifier
 from llamahomed.core.settings import Settings, read_config_file
 from llamahomed.http.app import create_app
-from llamahomed.http.guard import check_bind
+from llamahomed.http.connection import ConnectionLimits, GuardedRunner
+from llamahomed.http.guard import bind_host, check_bind, url_host
 from llamahomed.http.keys import CONFIG, INFERENCE, MONITORING
 from llamahomed.registry.default_model import install_default_model
 
@@ -53,7 +56,10 @@ def prepare(settings: Settings) -> None:
     check_bind(settings, warn=False)
     for directory in (settings.state_dir, settings.models_path):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            if directory == settings.state_dir:
+                private_dir(directory)
+            else:
+                directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"cannot create {directory}: {exc.strerror}") from exc
         if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
@@ -64,14 +70,19 @@ def prepare(settings: Settings) -> None:
 
 async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
     """Serve until SIGTERM/SIGINT (see the module docstring for the whole life cycle)."""
-    notifier = notifier or Notifier(None)
     check_bind(settings)
+    with instance_lock(settings.lock_file):
+        await _serve(settings, notifier or Notifier(None))
+
+
+async def _serve(settings: Settings, notifier: Notifier) -> None:
     app = create_app(settings)
     app[HURRY] = asyncio.Event()
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+    runner = GuardedRunner(app, limits=ConnectionLimits(lambda: app[CONFIG].settings),
+                           handler_cancellation=True, access_log=None,
                            shutdown_timeout=FINAL_LINE_GRACE)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(runner, bind_host(settings.host), settings.port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -82,11 +93,11 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
     try:
         atomic_write(settings.runtime_file, json.dumps(
             {"pid": os.getpid(), "host": settings.host, "port": port}).encode(), mode=0o600)
-        atomic_write(settings.pid_file, f"{os.getpid()}\n".encode(), mode=0o644)
+        atomic_write(settings.pid_file, f"{os.getpid()}\n".encode(), mode=0o600)
     except OSError as exc:
         await runner.cleanup()
         raise StartupError(f"cannot write {settings.runtime_file}: {exc.strerror}") from exc
-    url = f"http://{settings.host}:{port}"
+    url = f"http://{url_host(settings.host)}:{port}"
     log.info("listening", url=url, pid=os.getpid(), models_dir=str(settings.models_path),
              token_file=str(settings.admin_token_file))
     stop = asyncio.Event()

@@ -88,6 +88,7 @@ class OwnDaemon:
         write_tiny_llama(models / "tiny-llama.gguf", n_ctx=256)
         config = self.dir / "config.toml"
         config.write_text(
+            f"header_timeout = {args.slow_timeout}\nbody_timeout = {args.slow_timeout}\n"
             '[model_settings]\ndefault_model = "tiny-llama"\n'
             f"max_tokens = {args.max_tokens}\ntemperature = 0.0\n"
             f"[system_settings]\nn_slots = {args.slots}\nmax_queue = {args.queue}\n"
@@ -359,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-wait", type=float, default=40.0,
                         help="seconds a slow connection waits to be closed by the daemon")
     parser.add_argument("--flood-seconds", type=float, default=10.0)
+    parser.add_argument("--slow-timeout", type=float, default=10.0,
+                        help="header_timeout and body_timeout of the daemon this script starts")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     text = json.dumps(report, indent=2)

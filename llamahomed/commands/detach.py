@@ -1,20 +1,22 @@
 """``llamahomed start --detach``: run the daemon in the background without a service manager.
 
 The child is ``llamahomed start`` with the same options in a new session (no terminal), its
-output appended to ``<state dir>/llamahomed.log`` (JSON lines). This returns once the child
-wrote its runtime and pid files (it listens), or fails with the log's last line if it exited.
-``llamahomed stop`` ends it.
+output appended to ``<state dir>/llamahomed.log`` (JSON lines; mode 0600 whatever the umask).
+This returns once the child wrote its runtime and pid files (it listens), or fails with the
+log's last line if it exited. ``llamahomed stop`` ends it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 
 from llamahomed.commands.runtime import base_url, running_daemon
 from llamahomed.core.errors import StartupError
+from llamahomed.core.files import open_private, private_dir
 from llamahomed.core.settings import Settings
 
 FLAGS = (("--config", "config"), ("--models-dir", "models_dir"), ("--host", "host"),
@@ -36,8 +38,8 @@ def start_detached(args: argparse.Namespace, settings: Settings, timeout: float 
         raise StartupError(f"llamahomed is already running (pid {running['pid']}, "
                            f"{base_url(running)})")
     try:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        log = settings.log_file.open("ab")
+        private_dir(settings.state_dir)
+        log = os.fdopen(open_private(settings.log_file, os.O_WRONLY | os.O_APPEND), "ab")
     except OSError as exc:
         raise StartupError(f"cannot open the log file {settings.log_file}: {exc.strerror}") from exc
     with log:

@@ -35,6 +35,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llamahomed.commands._progress import ProgressLine
     from llamahomed.registry.catalog import Catalog
+    from llamahomed.registry.policy import PullPolicy
     from llamahomed.registry.pull import (
         choose_by_plan,
         pull,
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if target.exists():
         print(f"{source.file} is already in the store ({target})")
         return 0
+    policy = PullPolicy.from_settings(settings, catalog)
+    policy.check_url(source.url)
     if not source.sha256:
         print(f"warning: no sha256 is known for {source.file}; it cannot be verified "
               "(pass --sha256 to verify it)", file=err)
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         result = asyncio.run(pull(source, settings.models_path, progress=progress,
-                                  retries=max(args.retries, 0)))
+                                  retries=max(args.retries, 0), policy=policy))
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted; `llamahomed pull {args.name}` resumes the download", file=err)

@@ -30,7 +30,8 @@ def is_daemon(pid: int) -> bool:
 
 
 def base_url(runtime: dict[str, Any]) -> str:
-    host = "127.0.0.1" if runtime["host"] in ("0.0.0.0", "::", "") else runtime["host"]
+    bare = str(runtime["host"]).strip().removeprefix("[").removesuffix("]")
+    host = "127.0.0.1" if bare in ("0.0.0.0", "::", "") else f"[{bare}]" if ":" in bare else bare
     return f"http://{host}:{runtime['port']}"
 
 

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from llamahomed.core.files import private_dir
 from llamahomed.core.settings import Settings
 
 UNIT_NAME = "llamahomed.service"
@@ -109,7 +110,7 @@ def install(settings: Settings, args: argparse.Namespace, *, enable: bool = True
     if where.platform == "systemd":
         where.path.write_text(render_unit(command))
     else:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.state_dir)
         where.path.write_bytes(render_plist(command, settings.log_file))
     print(f"wrote {where.path}")
     if enable:

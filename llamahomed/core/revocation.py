@@ -11,6 +11,17 @@ The daemon checks every request: the answer for a token is cached until ``PRAGMA
 says some connection (the ``llamahomed token`` CLI) committed a change, so a revocation takes
 effect on the running daemon at its next request, at the cost of one cheap pragma per request
 and two primary-key lookups after a change (see scripts/bench_auth.py).
+
+A store whose file is deleted or replaced while it is open would keep reading the old file
+(revocation failing open: ``token revoke`` writes a new file the daemon never reads). So every
+call first compares the path's ``(st_dev, st_ino)`` with the file it opened (one ``stat``) and,
+when they differ, opens the file now at the path (creating it if it is gone) and copies into it
+what the old one knew: issuance records and revocations only ever accumulate, so deleting or
+restoring ``tokens.db`` never un-revokes a token the daemon had seen revoked.
+
+The journal is SQLite's rollback journal, not WAL: with WAL a ``-wal`` and ``-shm`` file outlive
+every transaction, and a database re-created at the same path would share them with the
+deleted one (SQLite's "unlinking a database file while in use" corruption case).
 """
 
 from __future__ import annotations
@@ -18,10 +29,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from llamahome.auth import TokenClaims
+
+from llamahomed.core.files import PRIVATE_DIR, open_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS issued (
@@ -35,6 +50,12 @@ CREATE TABLE IF NOT EXISTS revoked_users (
 
 
 _MAX_CACHED = 100_000
+_CARRIED = (("issued", "INSERT OR IGNORE INTO issued VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            ("revoked", "INSERT OR IGNORE INTO revoked VALUES (?, ?, ?)"),
+            ("revoked_users", "INSERT INTO revoked_users VALUES (?, ?) ON CONFLICT(user) DO "
+                              "UPDATE SET before = MAX(before, excluded.before)"))
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,14 +80,44 @@ class TokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)  # private before SQLite touches it
-        os.close(fd)
-        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._identity = (0, 0)
+        self._db = self._open()
         self._version = -1
         self._answers: dict[tuple[str, str, float], str | None] = {}
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        os.close(open_private(self.path, os.O_RDWR))  # private before SQLite touches it
+        db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        with suppress(sqlite3.OperationalError):  # busy: another process still has it in WAL
+            db.execute("PRAGMA journal_mode=DELETE")
+        db.executescript(_SCHEMA)
+        stat = os.stat(self.path)
+        self._identity = (stat.st_dev, stat.st_ino)
+        return db
+
+    def _current(self) -> sqlite3.Connection:
+        """The connection to the file now at ``path``: reopened (and the old file's records
+        carried over) when the file was deleted or replaced since it was opened."""
+        try:
+            stat = os.stat(self.path)
+            if (stat.st_dev, stat.st_ino) == self._identity:
+                return self._db
+        except FileNotFoundError:
+            pass
+        old, self._db = self._db, self._open()
+        try:
+            carried = 0
+            for table, insert in _CARRIED:
+                rows = old.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - constants
+                self._db.executemany(insert, rows)
+                carried += len(rows)
+        finally:
+            old.close()
+        self._version = -1
+        self._answers.clear()
+        log.warning("token_store_reopened", path=str(self.path), carried_records=carried)
+        return self._db
 
     def close(self) -> None:
         self._db.close()
@@ -74,14 +125,14 @@ class TokenStore:
     # -- issuing --------------------------------------------------------------------------
     def record(self, claims: TokenClaims, key_id: str) -> None:
         """Remember that a token with these claims was issued (signed by ``key_id``)."""
-        self._db.execute(
+        self._current().execute(
             "INSERT OR REPLACE INTO issued VALUES (?, ?, ?, ?, ?, ?, ?)",
             (claims.token_id, claims.user_id, " ".join(claims.scopes), claims.tier,
              claims.issued_at, claims.expires_at, key_id))
 
     def issued(self) -> list[IssuedToken]:
         """Every issuance record, oldest first, with whether it is revoked."""
-        rows = self._db.execute(
+        rows = self._current().execute(
             "SELECT i.jti, i.user, i.scopes, i.tier, i.issued_at, i.expires_at, i.key_id, "
             "(r.jti IS NOT NULL OR (u.before IS NOT NULL AND i.issued_at <= u.before)) "
             "FROM issued i LEFT JOIN revoked r ON r.jti = i.jti "
@@ -96,25 +147,26 @@ class TokenStore:
     # -- revoking -------------------------------------------------------------------------
     def revoke(self, token_id: str, expires_at: float | None = None) -> None:
         """Revoke one token by its id (``jti``)."""
-        record = self._db.execute("SELECT expires_at FROM issued WHERE jti = ?",
+        record = self._current().execute("SELECT expires_at FROM issued WHERE jti = ?",
                                   (token_id,)).fetchone()
         if record is not None:
             expires_at = record[0]
-        self._db.execute("INSERT OR REPLACE INTO revoked VALUES (?, ?, ?)",
+        self._current().execute("INSERT OR REPLACE INTO revoked VALUES (?, ?, ?)",
                          (token_id, time.time(), expires_at))
 
     def revoke_user(self, user_id: str, before: float | None = None) -> None:
         """Revoke every token of ``user_id`` issued before ``before`` (default: now)."""
-        self._db.execute("INSERT OR REPLACE INTO revoked_users VALUES (?, ?)",
+        self._current().execute("INSERT OR REPLACE INTO revoked_users VALUES (?, ?)",
                          (user_id, time.time() if before is None else before))
 
     def revocation_reason(self, claims: TokenClaims) -> str | None:
         """Why these claims are revoked, or None.
 
-        Cheap: one ``PRAGMA data_version`` per call; answers are cached per token until any
-        connection commits a change, then looked up again by primary key.
+        Cheap: one ``stat`` and one ``PRAGMA data_version`` per call; answers are cached per
+        token until any connection commits a change, then looked up again by primary key.
         """
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        db = self._current()  # one stat: has tokens.db been deleted or replaced?
+        version = db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._version:
             self._answers.clear()
             self._version = version
@@ -122,11 +174,11 @@ class TokenStore:
         if key in self._answers:
             return self._answers[key]
         reason: str | None = None
-        if self._db.execute("SELECT 1 FROM revoked WHERE jti = ?", (claims.token_id,)).fetchone():
+        if db.execute("SELECT 1 FROM revoked WHERE jti = ?", (claims.token_id,)).fetchone():
             reason = "this token was revoked"
         else:
-            row = self._db.execute("SELECT before FROM revoked_users WHERE user = ?",
-                                   (claims.user_id,)).fetchone()
+            row = db.execute("SELECT before FROM revoked_users WHERE user = ?",
+                             (claims.user_id,)).fetchone()
             if row is not None and claims.issued_at <= row[0]:
                 reason = (f"every token of user {claims.user_id!r} issued before the revocation "
                           "was revoked")
@@ -152,6 +204,6 @@ class TokenStore:
     def prune(self, now: float | None = None) -> int:
         """Forget revocations of tokens that have expired anyway; return how many."""
         now = time.time() if now is None else now
-        cursor = self._db.execute(
+        cursor = self._current().execute(
             "DELETE FROM revoked WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
         return cursor.rowcount

@@ -8,6 +8,7 @@ in the user data dir, runtime files (secret, token, pid, logs) in the user state
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -55,6 +56,26 @@ def parse_size(value: str | int) -> int:
         raise ValueError(f"not a size: {value!r} (use e.g. '10GB', '512MiB' or a number of bytes)")
     number, unit = match.groups()
     return int(float(number) * _UNITS[(unit or "B").lower()])
+
+
+def check_host_entry(entry: str) -> str:
+    """One ``pull_allowed_hosts`` entry, normalized: a host name, ``.domain`` (``*.domain`` is
+    the same), an IP address, a CIDR range, or ``*`` (ValueError when it is none of these)."""
+    value = entry.strip().lower().rstrip(".")
+    if value == "*":
+        return value
+    try:
+        return str(ipaddress.ip_network(value.strip("[]"), strict=False)) if "/" in value else \
+            str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        pass
+    name = value[2:] if value.startswith("*.") else value[1:] if value.startswith(".") else value
+    if not name or len(name) > 253 or not all(
+            label and len(label) <= 63 and label.replace("-", "").isalnum() and label[0] != "-"
+            for label in name.split(".")):
+        raise ValueError(f"{entry!r} is not a host name, '.domain', '*.domain', IP address, CIDR "
+                         "range or '*'")
+    return "." + name if value.startswith(("*.", ".")) else name
 
 
 def format_size(n_bytes: int) -> str:
@@ -151,8 +172,22 @@ class SystemSettings(BaseModel):
         None, description="KV cache type (default: f16, q8_0 when that lets a model fit on the GPU).")
     ram_reserve: str = Field("1GiB", description="RAM the planner leaves free for everything else.")
     vram_reserve: str = Field("512MiB", description="Memory the planner leaves free on each GPU.")
+    pull_allowed_hosts: list[str] = Field(
+        default_factory=list, max_length=1000,
+        description="Hosts a pull may download from besides the catalog's: 'name', '.domain' "
+                    "(and its subdomains), an IP address, a CIDR range, or '*' (any host). "
+                    "Loopback and private addresses are refused unless named here explicitly "
+                    "(not by '*'); see docs/Models.md.")
+    pull_max_size: str = Field(
+        "64GiB", description="Largest file a pull downloads when the catalog gives no size for "
+                             "it, enforced while the bytes arrive (with or without Content-Length).")
 
-    @field_validator("cache_size", "ram_reserve", "vram_reserve")
+    @field_validator("pull_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        return [check_host_entry(entry) for entry in value]
+
+    @field_validator("cache_size", "ram_reserve", "vram_reserve", "pull_max_size")
     @classmethod
     def _check_size(cls, value: str) -> str:
         parse_size(value)
@@ -169,6 +204,10 @@ class SystemSettings(BaseModel):
     @property
     def vram_reserve_bytes(self) -> int:
         return parse_size(self.vram_reserve)
+
+    @property
+    def pull_max_size_bytes(self) -> int:
+        return parse_size(self.pull_max_size)
 
 
 class TierSettings(BaseModel):
@@ -286,6 +325,26 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log format: JSON lines off a terminal, readable on one (auto).")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Largest request body accepted.")
+    header_timeout: float = Field(
+        10.0, gt=0, le=3600,
+        description="Seconds a client has to send a request's headers, from their first byte; "
+                    "the connection is closed beyond (slowloris guard).")
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="Seconds a client has to send a request's whole body once its headers are "
+                    "in; the connection is closed beyond (an endless chunked body included).")
+    keepalive_timeout: float = Field(
+        15.0, gt=0, le=3600,
+        description="Seconds an idle connection (no request arriving, none running; a fresh "
+                    "one included) stays open. A response being streamed is never idle.")
+    max_connections_per_peer: int = Field(
+        64, ge=1, le=100_000,
+        description="Connections one peer address may hold open at once; more are answered "
+                    "503 server_busy and closed at once.")
+    max_connections: int = Field(
+        512, ge=1, le=1_000_000,
+        description="Connections open at once from all peers together; more are answered 503 "
+                    "server_busy and closed at once.")
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens fed to llama.cpp per decode.")
     worker_start_timeout: float = Field(120.0, gt=0, description="Seconds a model load may take.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds in-flight streams get on shutdown.")
@@ -339,6 +398,11 @@ class Settings(BaseSettings):
     @property
     def runtime_file(self) -> Path:
         return self.state_dir / "daemon.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (``flock``) by the running daemon: one instance per state dir."""
+        return self.state_dir / "llamahomed.lock"
 
     @property
     def pid_file(self) -> Path:

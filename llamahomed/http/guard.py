@@ -88,6 +88,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def bind_host(host: str) -> str:
+    """The address to bind: an IPv6 literal without the brackets a URL needs (``[::1]`` ->
+    ``::1``)."""
+    return host.strip().removeprefix("[").removesuffix("]")
+
+
+def url_host(host: str) -> str:
+    """The host as a URL names it: an IPv6 literal in brackets (``::1`` -> ``[::1]``)."""
+    bare = bind_host(host)
+    return f"[{bare}]" if ":" in bare else bare
+
+
 def check_bind(settings: Settings, *, warn: bool = True) -> None:
     """Refuse a non-loopback bind unless ``allow_remote`` is set; warn when it is."""
     if is_loopback(settings.host):
@@ -145,8 +157,8 @@ def host_allowed(request: web.Request, settings: Settings) -> bool:
     if raw.strip().lower() in configured or name in configured:
         return True
     local = {*LOOPBACK_NAMES}
-    if not is_loopback(settings.host) and settings.host not in ("0.0.0.0", "::"):
-        local.add(f"[{settings.host}]" if ":" in settings.host else settings.host.lower())
+    if not is_loopback(settings.host) and bind_host(settings.host) not in ("0.0.0.0", "::"):
+        local.add(url_host(settings.host).lower())
     if name not in local:
         return False
     listening = _local_port(request)

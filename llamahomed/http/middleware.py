@@ -19,6 +19,7 @@ from llamahomed.core.errors import (
 )
 from llamahomed.http.access import auth_middleware
 from llamahomed.http.keys import REQUEST_ID
+from llamahomed.http.redact import for_client
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +76,8 @@ def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = Fals
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``{"error": {"code", "message", "details"}}``.
+    """Every error leaves as ``{"error": {"code", "message", "details"}}``, as the request's
+    token may see it (``http/redact.py``: no filesystem paths without the admin scope).
 
     The OpenAI-compatible routes (``/v1/...``) get OpenAI's shape instead,
     ``{"error": {"message", "type", "param", "code"}}``, so OpenAI's SDKs read them.
@@ -84,7 +86,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except LlamaHomeError as exc:
-        return render(exc, request.get(REQUEST_ID), openai=openai)
+        return render(for_client(exc, request), request.get(REQUEST_ID), openai=openai)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from llamahomed.registry.names import check_digest, check_file_name
 
@@ -52,10 +53,12 @@ class CatalogModel:
 
 
 class Catalog:
-    """Known models by id, alias and variant file name."""
+    """Known models by id, alias and variant file name; ``hosts``: where its files' URLs
+    redirect to (the file's top-level ``download_hosts``, e.g. a CDN's ``.hf.co``)."""
 
-    def __init__(self, models: list[CatalogModel]) -> None:
+    def __init__(self, models: list[CatalogModel], hosts: tuple[str, ...] = ()) -> None:
         self.models = {m.id: m for m in models}
+        self.hosts = hosts
         self._names: dict[str, CatalogModel] = {}
         self._files: dict[str, tuple[CatalogModel, CatalogVariant]] = {}
         for model in models:
@@ -71,7 +74,8 @@ class Catalog:
         else:
             text = path.read_bytes()
         data = tomllib.loads(text.decode())
-        return cls([_model(entry) for entry in data.get("models", [])])
+        hosts = tuple(str(h).strip().lower() for h in data.get("download_hosts", ()))
+        return cls([_model(entry) for entry in data.get("models", [])], hosts)
 
     def lookup(self, name: str) -> CatalogModel | None:
         """A catalog model by id or alias (case-insensitive), e.g. ``llama3.3``."""
@@ -79,6 +83,12 @@ class Catalog:
 
     def by_file(self, file_name: str) -> tuple[CatalogModel, CatalogVariant] | None:
         return self._files.get(file_name.lower())
+
+    def download_hosts(self) -> set[str]:
+        """The hosts of the variants' URLs plus ``hosts``: what a pull may fetch by default."""
+        found = {(urlsplit(v.url).hostname or "").lower() for m in self.models.values()
+                 for v in m.variants if v.url}
+        return (found | set(self.hosts)) - {""}
 
     def embedded(self) -> tuple[CatalogModel, CatalogVariant] | None:
         for model in self.models.values():

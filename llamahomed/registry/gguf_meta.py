@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ArrayInfo", "GGMLType", "GGUFError", "GGUFInfo", "TensorInfo", "read_gguf_info"]
+__all__ = ["ArrayInfo", "GGMLType", "GGUFError", "GGUFInfo", "TensorInfo", "read_gguf_info",
+           "read_model_info"]
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -519,3 +520,15 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
     data_offset = -(-r.offset // alignment) * alignment
     _check_ranges(tensors, data_offset, file_size)
     return GGUFInfo(p, version, metadata, tuple(tensors), data_offset, file_size)
+
+
+def read_model_info(path: str | os.PathLike[str]) -> GGUFInfo:
+    """``read_gguf_info``, refusing what parses but holds no model: a header without tensors.
+
+    The one check the store's scan, ``models import`` and ``pull`` share, so all three refuse
+    the same files with the same reason.
+    """
+    info = read_gguf_info(path)
+    if not info.tensors:
+        raise GGUFError("the file has no tensors: a GGUF header without weights is not a model")
+    return info

@@ -13,7 +13,7 @@ import structlog
 
 from llamahomed.core.errors import InvalidRequest, ModelNotFound, NotFound
 from llamahomed.registry.catalog import Catalog, CatalogModel, CatalogVariant
-from llamahomed.registry.gguf_meta import GGUFError, GGUFInfo, read_gguf_info
+from llamahomed.registry.gguf_meta import GGUFError, GGUFInfo, read_model_info
 from llamahomed.registry.names import check_file_name, check_inside, check_model_id
 
 log = structlog.get_logger(__name__)
@@ -127,8 +127,8 @@ class ModelRegistry:
                 continue
             try:
                 stat = real.stat()
-            except OSError as exc:
-                self.invalid[path] = str(exc)
+            except OSError as exc:  # its strerror only: str(exc) would carry the path
+                self.invalid[path] = exc.strerror or type(exc).__name__
                 continue
             if not stat_mod.S_ISREG(stat.st_mode):  # a FIFO or device would block or never end
                 self.invalid[path] = "not a regular file"
@@ -144,7 +144,7 @@ class ModelRegistry:
                 self.invalid[path] = known_bad[1]
                 continue
             try:
-                entry = self._entry(path, read_gguf_info(real))
+                entry = self._entry(path, read_model_info(real))
             except GGUFError as exc:
                 self.invalid[path] = str(exc)
                 self._bad[path] = (key, str(exc))
@@ -224,25 +224,32 @@ class ModelRegistry:
         return entry
 
     def import_file(self, source: Path) -> ModelEntry:
-        """Check a GGUF's header, then place it in the store (hard link when possible)."""
-        if not source.is_file():
+        """Check a GGUF's header, then place its bytes in the store (hard link, else a copy).
+
+        A symlink is followed and its target's bytes are stored under the link's name: the store
+        keeps no links of its own making, since the scan refuses a link that leads out of the
+        models dir (a relative one would even point elsewhere once moved), and a store file must
+        not change or vanish when something outside it does.
+        """
+        real = source.resolve()
+        if not real.is_file():
             raise NotFound(f"no such file: {source}")
         check_file_name(source.name if source.suffix == ".gguf" else f"{source.name}.gguf")
         try:
-            info = read_gguf_info(source)
+            info = read_model_info(real)
         except GGUFError as exc:
             raise InvalidRequest(f"{source} is not a usable GGUF file: {exc}") from exc
         self.models_dir.mkdir(parents=True, exist_ok=True)
         name = source.name if source.suffix == ".gguf" else f"{source.name}.gguf"
         target = self.models_dir / name
-        if target.exists():
+        if target.exists() or target.is_symlink():
             raise InvalidRequest(f"{target} already exists in the model store")
         tmp = self.models_dir / f".{name}.partial"
         try:
             try:
-                os.link(source, tmp)
+                os.link(real, tmp, follow_symlinks=False)  # real is no link: this links its inode
             except OSError:
-                shutil.copyfile(source, tmp)
+                shutil.copyfile(real, tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

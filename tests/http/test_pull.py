@@ -6,10 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.http.test_error_shape import assert_envelope
 
 PULL = "/api/v1/models/pull"
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Any:
+    """The test server listens on loopback: the pull policy needs it named."""
+    return make_settings(system_settings={"pull_allowed_hosts": ["127.0.0.1"]})
 
 
 def lines(text: str) -> list[dict[str, Any]]:

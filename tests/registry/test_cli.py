@@ -18,6 +18,12 @@ from tests.registry.test_pull import write_catalog
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(autouse=True)
+def allow_the_loopback_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pull policy refuses loopback unless named: name the test server's address."""
+    monkeypatch.setenv("LLAMAHOME_SYSTEM_SETTINGS__PULL_ALLOWED_HOSTS", '["127.0.0.1"]')
+
+
 async def llamahomed(*args: str) -> tuple[int, str, str]:
     """Run the CLI without blocking the loop that serves the test's HTTP server."""
     proc = await asyncio.create_subprocess_exec(
@@ -51,6 +57,16 @@ async def test_pull_catalog_id_picks_a_variant_and_says_why(file_server: Any, tm
     assert code == 0, err
     assert "tiny-test: pulling F32" in err and "the load planner picks" in err
     assert out.startswith("pulled tiny-test-f32.gguf as tiny-test:f32") and "verified" in out
+
+
+async def test_pull_refuses_a_host_the_policy_does_not_allow(
+        file_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served, server = file_server
+    monkeypatch.delenv("LLAMAHOME_SYSTEM_SETTINGS__PULL_ALLOWED_HOSTS")
+    code, _, err = await llamahomed("pull", str(server.make_url("/m.gguf")),
+                                    "--models-dir", str(tmp_path / "store"))
+    assert code == 1 and "system_settings.pull_allowed_hosts" in err, err
+    assert served.requests == []
 
 
 async def test_pull_errors_and_resume(file_server: Any, tmp_path: Path) -> None:

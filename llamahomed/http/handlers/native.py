@@ -11,6 +11,7 @@ from llamahomed.core.errors import LlamaHomeError
 from llamahomed.http.access import is_admin, owner
 from llamahomed.http.guard import stream_slot
 from llamahomed.http.keys import CLAIMS, INFERENCE
+from llamahomed.http.redact import for_client
 from llamahomed.http.ratelimit import charge_items, request_meter
 from llamahomed.http.render.native import stream_ndjson
 from llamahomed.http.schemas import BatchRequest, ProcessRequest, parse_body
@@ -53,7 +54,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
         try:
             return (await (await _start(request, body, prompt)).result()).native()
         except LlamaHomeError as exc:
-            return exc.envelope()
+            return for_client(exc, request).envelope()
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))
     return web.json_response({"results": list(results)})

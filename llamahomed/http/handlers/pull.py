@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llamahomed.core.errors import LlamaHomeError
 from llamahomed.http.keys import CONFIG, INFERENCE
+from llamahomed.http.redact import for_client
 from llamahomed.http.schemas import parse_body
+from llamahomed.registry.policy import PullPolicy
 from llamahomed.registry.pull import (
     PullProgress,
     PullResult,
@@ -56,8 +58,8 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     """Lines ``{"status": "downloading", "completed", "total", "file"}``, then ``{"status":
     "success", "done": true, ...}`` or an ``{"error": ...}`` line.
 
-    Errors found before the first byte (unknown model, bad digest format) are normal error
-    responses. If the client goes away the download stops; its partial file stays, and the next
+    Errors found before the first byte (unknown model, bad digest format, a host the pull policy
+    refuses) are normal error responses. If the client goes away the download stops; its partial file stays, and the next
     pull of the same file resumes it.
     """
     body = await parse_body(request, PullRequest)
@@ -65,8 +67,11 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     catalog = request.app[INFERENCE].registry.catalog
     source = resolve_source(body.model, catalog, variant=body.variant, sha256=body.sha256,
                             file_name=body.name, chooser=choose_by_plan(settings))
+    policy = PullPolicy.from_settings(settings, catalog)
+    policy.check_url(source.url)
     events: asyncio.Queue[PullProgress] = asyncio.Queue()
-    task = asyncio.create_task(pull(source, settings.models_path, progress=events.put_nowait))
+    task = asyncio.create_task(pull(source, settings.models_path, progress=events.put_nowait,
+                                    policy=policy))
     try:
         if not body.stream:
             return web.json_response(_summary(request, await task))
@@ -104,7 +109,7 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
         try:
             final = _summary(request, task.result())
         except LlamaHomeError as exc:
-            final = exc.envelope()
+            final = for_client(exc, request).envelope()
         except Exception:  # noqa: BLE001 - the headers are out: the error goes in the stream
             log.exception("pull_failed", file=source.file)
             final = LlamaHomeError("internal error; the daemon log has the details").envelope()

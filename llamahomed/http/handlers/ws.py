@@ -47,6 +47,7 @@ from llamahomed.http.access import insufficient_scope
 from llamahomed.http.keys import AUTHORITY, CLAIMS, CONFIG, INFERENCE
 from llamahomed.http.guard import socket_slot, stream_slot
 from llamahomed.http.ratelimit import LIMIT, RequestLimit, charge, meter, refusal
+from llamahomed.http.redact import for_client
 from llamahomed.http.render.native import NativeLines
 from llamahomed.http.schemas import loads
 from llamahomed.service.generation import Generation
@@ -222,7 +223,7 @@ class Session:
                 await self._ws.send_str(json.dumps(message, ensure_ascii=False))
 
     async def send_error(self, request_id: RequestId | None, error: LlamaHomeError) -> None:
-        await self.send({"id": request_id, **error.envelope()})
+        await self.send({"id": request_id, **for_client(error, self._request).envelope()})
 
     async def _reply_error(self, request_id: RequestId | None, error: LlamaHomeError) -> None:
         await self._safe(self.send_error(request_id, error))
@@ -300,7 +301,7 @@ class Session:
                 running.generation = generation
                 if running.cancel_requested:  # asked while the worker was checking the prompt
                     await generation.stop()
-                lines = NativeLines()
+                lines = NativeLines(lambda error: for_client(error, self._request))
                 async for event in generation.events():
                     await self.send({"id": request_id, **lines.render(event)})
         except LlamaHomeError as exc:

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from llamahomed.core.errors import LlamaHomeError
+from llamahomed.http.redact import for_client
 from llamahomed.service.generation import Delta, Errored, Event, Generation
 
 NDJSON = "application/x-ndjson"
 
 
 class NativeLines:
-    """Renders one generation's events; counts the chunks."""
+    """Renders one generation's events; counts the chunks. ``redact`` shapes an error for its
+    reader (``http/redact.for_client`` bound to the request)."""
 
-    def __init__(self) -> None:
+    def __init__(self, redact: Callable[[LlamaHomeError], LlamaHomeError] | None = None) -> None:
         self.index = 0
+        self.redact = redact
 
     def render(self, event: Event) -> dict[str, Any]:
         if isinstance(event, Delta):
@@ -29,7 +34,8 @@ class NativeLines:
             self.index += 1
             return line
         if isinstance(event, Errored):
-            return event.error.envelope()
+            error = self.redact(event.error) if self.redact else event.error
+            return error.envelope()
         return {"done": True, **event.summary()}
 
 
@@ -39,7 +45,7 @@ async def stream_ndjson(request: web.Request, generation: Generation) -> web.Str
     If the client goes away, leaving the loop cancels the sequence at the worker's next step.
     """
     response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-cache"})
-    lines = NativeLines()
+    lines = NativeLines(lambda error: for_client(error, request))
     try:
         await response.prepare(request)
         async for event in generation.events():

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llamahomed.http.redact import for_client
 from llamahomed.service.generation import Delta, Errored, Generation
 
 SSE = "text/event-stream"
@@ -58,7 +59,7 @@ async def stream_sse(request: web.Request, generation: Generation, chunk: Chunk,
                 generated += event.tokens
                 await send(chunk(event.text, None))
             elif isinstance(event, Errored):
-                await send(event.error.openai_envelope())
+                await send(for_client(event.error, request).openai_envelope())
                 break
             else:
                 await send(chunk(None, finish_reason(event.finish_reason)))
