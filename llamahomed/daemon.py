@@ -91,9 +91,10 @@ async def _serve(settings: Settings, notifier: Notifier) -> None:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from exc
     port = _bound_port(runner) or settings.port
     try:
+        # The pid file first: daemon.json is what readers wait for, so both exist once it does.
+        atomic_write(settings.pid_file, f"{os.getpid()}\n".encode(), mode=0o600)
         atomic_write(settings.runtime_file, json.dumps(
             {"pid": os.getpid(), "host": settings.host, "port": port}).encode(), mode=0o600)
-        atomic_write(settings.pid_file, f"{os.getpid()}\n".encode(), mode=0o600)
     except OSError as exc:
         await runner.cleanup()
         raise StartupError(f"cannot write {settings.runtime_file}: {exc.strerror}") from exc

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.e2e.running import dirs_env
+from tests.fixtures.daemon import dirs_env
 
 
 class Live:
@@ -22,7 +22,8 @@ class Live:
                  args: Sequence[str] = ("--port", "0"), umask: int | None = None,
                  wait: bool = True) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        base, self.state_dir = dirs_env(root, models_dir, "tiny-llama")
+        base = dirs_env(root, models_dir, "tiny-llama")
+        self.state_dir = Path(base["LLAMAHOME_STATE_DIR"])
         self.env = {**base, "LLAMAHOME_LOG_FORMAT": "json", **(env or {})}
         self.log_path = root / f"daemon-{time.monotonic_ns()}.log"
         self.log = self.log_path.open("w")

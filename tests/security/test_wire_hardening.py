@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_script
+from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.security.live import Live, read_response, seconds_until_closed
 
 pytestmark = pytest.mark.e2e
@@ -149,7 +149,7 @@ def test_a_connection_that_sends_nothing_is_closed(live: Live) -> None:
 
 def test_a_long_stream_is_not_idle(tmp_path: Path, models_dir: Path) -> None:
     """A response being streamed outlives the idle and header timeouts (here 0.5 s each)."""
-    load_script("make_tiny_gguf").write_tiny_llama(models_dir / "tiny-long.gguf", n_ctx=4096,
+    write_tiny_llama(models_dir / "tiny-long.gguf", n_ctx=4096,
                                                    name="tiny-long")
     daemon = Live(tmp_path / "stream", models_dir, env={
         "LLAMAHOME_HEADER_TIMEOUT": "0.5", "LLAMAHOME_KEEPALIVE_TIMEOUT": "0.5",
