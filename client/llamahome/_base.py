@@ -148,6 +148,11 @@ class SamplingOptions(TypedDict, total=False):
     stop: str | Sequence[str]
     seed: int
     repeat_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    logit_bias: Mapping[str, float]
+    format: str | Mapping[str, Any]
+    grammar: str
 
 
 class GenerationOptions(SamplingOptions, total=False):

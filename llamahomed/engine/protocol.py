@@ -64,15 +64,21 @@ class SamplingParams:
     repeat_penalty: float = 1.1
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)  # (token id, bias)
+    grammar: str = ""  # GBNF (root rule "root"); "" = unconstrained
 
     def to_wire(self) -> dict[str, Any]:
         data = asdict(self)
         data["stop"] = list(self.stop)
+        data["logit_bias"] = [list(pair) for pair in self.logit_bias]
         return data
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> SamplingParams:
-        return cls(**{**data, "stop": tuple(data.get("stop") or ())})
+        bias = tuple((int(token), float(value)) for token, value in data.get("logit_bias") or ())
+        return cls(**{**data, "stop": tuple(data.get("stop") or ()), "logit_bias": bias})
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,11 @@
 Each dialect's request body maps its own field names onto :class:`GenerationOptions` (the native
 API subclasses it); :meth:`GenerationOptions.sampling` fills what was left out from the live
 config and enforces the server's limits, giving the engine's ``SamplingParams``.
+
+Constrained output: ``format`` (``"json"``: any JSON object; a JSON Schema object: JSON that
+validates against it) or ``grammar`` (GBNF, root rule ``root``), not both. Schemas are converted
+to GBNF and every grammar is parse-checked here, when the body is validated, so a bad one is
+refused with the request's other field errors before a model is loaded.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llamahomed.core.errors import ValidationFailed
 from llamahomed.core.settings import ModelSettings, SystemSettings
+from llamahomed.engine.grammar import GrammarError, grammar_problem, json_grammar, schema_grammar
 from llamahomed.engine.protocol import SamplingParams
 
 MAX_STOP_STRINGS = 8
 DEFAULT_MIN_P = 0.05
+MAX_LOGIT_BIAS = 1024
+MAX_GRAMMAR_CHARS = 256_000
 
 
 class GenerationOptions(BaseModel):
@@ -31,8 +39,59 @@ class GenerationOptions(BaseModel):
     top_k: int | None = Field(None, ge=0, le=1_000_000)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, ge=0.0, le=10.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 2)  # 2**32 - 1 is llama.cpp's "random"
     stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    format: str | dict[str, Any] | None = None
+    grammar: str | None = Field(None, min_length=1, max_length=MAX_GRAMMAR_CHARS)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} entries")
+        for key, bias in value.items():
+            if not key.isascii() or not key.isdigit() or int(key) >= 2**31:
+                raise ValueError(f"keys are token ids (non-negative integers as strings), not {key!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"bias for token {key} is {bias}; it must be -100 to 100")
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(value, dict):
+            _checked(schema_grammar(value))
+        elif value is not None and value != "json":
+            raise ValueError(f'"json" or a JSON Schema object, not {value!r}')
+        return value
+
+    @field_validator("grammar")
+    @classmethod
+    def _check_grammar(cls, value: str | None) -> str | None:
+        if value is not None:
+            _checked(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> GenerationOptions:
+        if self.format is not None and self.grammar is not None:
+            raise ValueError("give format (JSON) or grammar (GBNF), not both")
+        return self
+
+    def gbnf(self) -> str:
+        """The GBNF grammar the output must follow; "" for none."""
+        if self.grammar is not None:
+            return self.grammar
+        if self.format == "json":
+            return json_grammar()
+        if isinstance(self.format, dict):
+            return schema_grammar(self.format)
+        return ""
 
     @field_validator("stop")
     @classmethod
@@ -69,7 +128,19 @@ class GenerationOptions(BaseModel):
             top_k=defaults.top_k if self.top_k is None else self.top_k,
             min_p=DEFAULT_MIN_P if self.min_p is None else self.min_p,
             repeat_penalty=defaults.repeat_penalty if self.repeat_penalty is None else self.repeat_penalty,
-            seed=self.seed, stop=tuple(stops))
+            seed=self.seed, stop=tuple(stops),
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
+            grammar=self.gbnf())
+
+
+def _checked(grammar: str) -> str:
+    """``grammar`` if llama.cpp's parser takes it; else ValueError naming the problem."""
+    problem = grammar_problem(grammar)
+    if problem:
+        raise GrammarError(problem)
+    return grammar
 
 
 class NativeOptions(GenerationOptions):

@@ -52,7 +52,13 @@ from llamahomed.engine.worker.inbox import (
     special_tokens,
     tokenize,
 )
-from llamahomed.engine.worker.sampling import SamplerChain, resolve_seed
+from llamahomed.engine.grammar import GrammarError
+from llamahomed.engine.worker.sampling import (
+    SamplerChain,
+    invalid_params,
+    params_problem,
+    resolve_seed,
+)
 from llamahomed.engine.worker.state_cache import SavedState, StateCache, common_prefix
 
 Event = dict[str, Any]
@@ -187,6 +193,10 @@ class BatchedEngine(Inbox[BatchedSequence]):
 
         ``special``: the prompt may spell special tokens (a rendered chat template).
         """
+        problem = params_problem(self._lib, self._vocab, self.n_vocab, params)
+        if problem is not None:
+            self._emit([invalid_params(seq_id, problem)])
+            return
         tokens = self.tokenize(prompt, special)
         self._accept(seq_id, tokens, self.n_ctx_seq,
                      lambda: BatchedSequence(seq_id, tokens, params, out=TextOutput(params.stop)))
@@ -216,7 +226,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
             for seq in [s for s in self._live if s.seq_id in cancelled]:
                 events.append(self._finish(seq, "cancelled"))
             while self._queue and len(self._live) < self.n_slots:
-                self._admit(self._queue.popleft())
+                events += self._admit(self._queue.popleft())
         if self._live:
             try:
                 self._step(events)
@@ -230,14 +240,20 @@ class BatchedEngine(Inbox[BatchedSequence]):
             self._emit(events)
         return True
 
-    def _admit(self, seq: BatchedSequence) -> None:
+    def _admit(self, seq: BatchedSequence) -> list[Event]:
         """Give ``seq`` a free slot, with the longest prefix of its prompt already in KV.
 
         Three places may hold that prefix: a free slot's cached tokens (kept in place), a live
         sequence's KV (shared with ``llama_memory_seq_cp``: the cells get a second sequence id,
         nothing is copied) and the RAM state cache (restored with ``llama_state_seq_set_data``).
-        On a tie the cheaper one wins, in that order.
+        On a tie the cheaper one wins, in that order. A sampler chain llama.cpp refuses fails
+        the sequence (its error event is returned).
         """
+        try:
+            sampler = SamplerChain(self._lib, seq.params, self.n_vocab,
+                                   resolve_seed(seq.params.seed), seq.tokens, self._vocab)
+        except GrammarError as exc:
+            return [invalid_params(seq.seq_id, {"field": "grammar", "message": str(exc)})]
         free = [slot for slot in self._slots if slot.seq is None]
         limit = len(seq.tokens) - 1  # the last prompt token is always decoded, for its logits
         keep, source = 0, ""
@@ -266,9 +282,9 @@ class BatchedEngine(Inbox[BatchedSequence]):
         seq.cache_source = source if keep else ""
         seq.history = list(seq.tokens)
         seq.started = time.perf_counter()
-        seq.sampler = SamplerChain(self._lib, seq.params, self.n_vocab,
-                                   resolve_seed(seq.params.seed), seq.tokens)
+        seq.sampler = sampler
         self._live.append(seq)
+        return []
 
     def _best_live(self, tokens: list[int], limit: int) -> tuple[BatchedSequence | None, int]:
         """The live sequence whose computed KV shares the longest prefix with ``tokens``."""
@@ -355,7 +371,12 @@ class BatchedEngine(Inbox[BatchedSequence]):
             seq.pending = None
         for seq, index in outputs:
             assert seq.sampler is not None
-            events += self._on_token(seq, seq.sampler.sample(self._ctx, index))
+            try:
+                token = seq.sampler.sample(self._ctx, index)
+            except GrammarError as exc:  # this sequence's grammar is stuck: it alone fails
+                events.append(self._fail(seq, "invalid_request", f"grammar: {exc}"))
+                continue
+            events += self._on_token(seq, token)
 
     def _decode(self, events: list[Event]) -> list[tuple[BatchedSequence, int]] | None:
         """Fill the batch and decode it; the outputs to sample, or None when nothing ran.

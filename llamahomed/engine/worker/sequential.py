@@ -18,9 +18,26 @@ from llamahomed.engine.protocol import Done, Failed, SamplingParams, Text
 from llamahomed.engine.worker.detok import TextOutput
 from llamahomed.engine.worker.embed import Embedder
 from llamahomed.engine.worker.inbox import Inbox, SequenceState, special_tokens
+from llamahomed.engine.worker.sampling import invalid_params, params_problem
 
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], None]
+
+
+def _bias_processor(bias: tuple[tuple[int, float], ...]) -> Any:
+    """``logit_bias`` as a llama-cpp-python logits processor (None when there is none)."""
+    if not bias:
+        return None
+    from llama_cpp import LogitsProcessorList
+
+    tokens = [token for token, _ in bias]
+    values = [value for _, value in bias]
+
+    def add(input_ids: Any, scores: Any) -> Any:
+        scores[tokens] += values
+        return scores
+
+    return LogitsProcessorList([add])
 
 
 @dataclass(eq=False)
@@ -75,6 +92,10 @@ class SequentialEngine(Inbox[Sequence]):
     # -- called from the reader thread -------------------------------------------------------
     def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
+        problem = params_problem(self._llama_cpp, self._vocab, self.llm.n_vocab(), params)
+        if problem is not None:
+            self._emit([invalid_params(seq_id, problem)])
+            return
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
         self._accept(seq_id, tokens, self.llm.n_ctx(),
                      lambda: Sequence(seq_id, tokens, params, out=TextOutput(params.stop)))
@@ -110,12 +131,19 @@ class SequentialEngine(Inbox[Sequence]):
                 active = None
 
     def _start(self, seq: Sequence) -> None:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
         seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(31)
         self.llm.set_seed(seed)
         seq.started = time.perf_counter()
         seq.stream = self.llm.generate(
             seq.tokens, top_k=seq.params.top_k, top_p=seq.params.top_p, min_p=seq.params.min_p,
-            temp=seq.params.temperature, repeat_penalty=seq.params.repeat_penalty, reset=True)
+            temp=seq.params.temperature, repeat_penalty=seq.params.repeat_penalty, reset=True,
+            frequency_penalty=seq.params.frequency_penalty,
+            presence_penalty=seq.params.presence_penalty,
+            logits_processor=_bias_processor(seq.params.logit_bias),
+            grammar=(LlamaGrammar.from_string(seq.params.grammar, verbose=False)
+                     if seq.params.grammar else None))
 
     def _step(self, seq: Sequence) -> tuple[list[Event], bool]:
         if seq.stream is None:

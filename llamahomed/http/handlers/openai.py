@@ -7,9 +7,13 @@ these routes have OpenAI's shape ``{"error": {"message", "type", "param", "code"
 by the error middleware). Streaming is SSE: ``data: {chunk}`` events, then ``data: [DONE]``.
 
 LlamaHome's own options ride in the body next to OpenAI's fields (the SDKs' ``extra_body``):
-``top_k``, ``min_p``, ``repeat_penalty`` and ``n_ctx`` (the context to load the model with).
-OpenAI features the daemon cannot honour (``n > 1``, logprobs, tools, penalties other than 0)
-are refused with a 400 that names the field, never silently ignored.
+``top_k``, ``min_p``, ``repeat_penalty`` and ``n_ctx`` (the context to load the model with),
+and llama-server's ``json_schema`` and ``grammar`` (GBNF). Structured output:
+``response_format`` ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema":
+{"name", "schema", "strict"}}`` on both completion routes (a grammar constrains sampling, so
+the output follows the schema whatever ``strict`` says). OpenAI features the daemon cannot
+honour (``n > 1``, logprobs, tools) are refused with a 400 that names the field, never silently
+ignored.
 """
 
 from __future__ import annotations
@@ -74,17 +78,42 @@ class _Common(_Strict):
     min_p: float | None = None
     repeat_penalty: float | None = None
     n_ctx: int | None = Field(None, ge=64, le=1_048_576)
+    response_format: dict[str, Any] | None = None
+    json_schema: dict[str, Any] | None = None  # llama-server's extra field
+    grammar: str | None = None                 # llama-server's extra field (GBNF)
 
     def _unsupported(self) -> list[tuple[str, str]]:
         problems = []
         if self.n != 1:
             problems.append(("n", "only n=1 is supported; send several requests"))
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name) not in (None, 0, 0.0):
-                problems.append((name, "not supported; use repeat_penalty (extra_body) instead"))
-        if self.logit_bias:
-            problems.append(("logit_bias", "not supported"))
+        kind = (self.response_format or {}).get("type", "text")
+        if kind not in ("text", "json_object", "json_schema"):
+            problems.append(("response_format",
+                             "type must be 'text', 'json_object' or 'json_schema'"))
+        elif kind == "json_schema" and not isinstance(self._response_schema(), dict):
+            problems.append(("response_format",
+                             "json_schema needs {'name': ..., 'schema': {a JSON Schema object}}"))
+        asked = [name for name, given in (("response_format", kind != "text"),
+                                          ("json_schema", self.json_schema is not None),
+                                          ("grammar", self.grammar is not None)) if given]
+        if len(asked) > 1:
+            problems.append((asked[1], f"give one of response_format, json_schema, grammar "
+                                       f"(got {', '.join(asked)})"))
         return problems
+
+    def _response_schema(self) -> Any:
+        spec = (self.response_format or {}).get("json_schema")
+        return spec.get("schema") if isinstance(spec, dict) else None
+
+    def _format(self) -> str | dict[str, Any] | None:
+        """The native ``format``: "json", a JSON Schema, or None."""
+        kind = (self.response_format or {}).get("type", "text")
+        if kind == "json_object":
+            return "json"
+        if kind == "json_schema":
+            schema: dict[str, Any] = self._response_schema()
+            return schema
+        return self.json_schema
 
     def check_supported(self) -> None:
         problems = self._unsupported()
@@ -99,10 +128,16 @@ class _Common(_Strict):
             return GenerationOptions.model_validate({
                 "model": self.model, "max_tokens": max_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
-                "repeat_penalty": self.repeat_penalty,
-                "seed": None if self.seed is None else self.seed % 2**32, "stop": self.stop})
+                "repeat_penalty": self.repeat_penalty, "seed": self.seed, "stop": self.stop,
+                "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty, "logit_bias": self.logit_bias,
+                "format": self._format(), "grammar": self.grammar})
         except ValidationError as exc:
             details = validation_details(exc)
+            for error in details["errors"]:  # OpenAI's names for the native fields
+                if error["field"].startswith("format"):
+                    error["field"] = ("json_schema" if self.json_schema is not None
+                                      else "response_format")
             raise ValidationFailed(f"invalid field(s): {', '.join(e['field'] for e in details['errors'])}",
                                    details=details) from exc
 
@@ -141,7 +176,6 @@ class ChatRequest(_Common):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
@@ -150,8 +184,6 @@ class ChatRequest(_Common):
         problems = super()._unsupported()
         if self.logprobs or self.top_logprobs:
             problems.append(("logprobs", "not supported"))
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            problems.append(("response_format", "only {'type': 'text'} is supported"))
         if self.tools or self.tool_choice not in (None, "none", "auto"):
             problems.append(("tools", "tool calling is not supported"))
         return problems
