@@ -132,12 +132,15 @@ async def test_closing_the_socket_cancels_every_sequence_and_no_token_follows(
 
 
 async def test_a_cancel_while_waiting_for_a_slot_ends_the_request(
-        api: Any, auth: dict[str, str]) -> None:
+        api: Any, auth: dict[str, str], settings: Any) -> None:
+    long_model(settings)  # request 1 runs long enough to still hold the one slot at the cancel
     await api.post("/api/v1/config", headers=auth, json={"system_settings": {"n_slots": 1}})
     async with api.ws_connect("/api/v1/ws", headers=auth) as ws:
-        await ws.send_json({"id": 1, "prompt": "the cat", "temperature": 0, "max_tokens": 200})
+        await ws.send_json({"id": 1, "model": "tiny-long", "prompt": "the cat", "temperature": 0,
+                            "max_tokens": 3000})
         assert "chunk" in await receive(ws)
-        await ws.send_json({"id": 2, "prompt": "a dog", **GREEDY})  # queued behind request 1
+        await ws.send_json({"id": 2, "model": "tiny-long", "prompt": "a dog",
+                            **GREEDY})  # queued behind request 1
         await asyncio.sleep(0.05)
         await ws.send_json({"cancel": 2})
         await ws.send_json({"cancel": 1})
