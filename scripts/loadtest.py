@@ -165,10 +165,10 @@ async def slow_clients(url: str, token: str, n: int, wait: float,
     the daemon closed, and how fast."""
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
-    opened, closed_after, refused = 0, [], 0
+    opened, closed_after, refused, busy = 0, [], 0, 0
 
     async def hold(i: int) -> None:
-        nonlocal opened, refused
+        nonlocal opened, refused, busy
         started = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection(host, port)
@@ -182,15 +182,18 @@ async def slow_clients(url: str, token: str, n: int, wait: float,
             writer.write(b"POST /api/v1/process HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                          b"Authorization: Bearer " + token.encode() + b"\r\n"
                          b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        answer, eof = b"", False
         try:
-            while time.monotonic() - started < wait:
-                writer.write(b"")
-                if await asyncio.wait_for(reader.read(1024), wait) == b"":
-                    break
+            while not eof and time.monotonic() - started < wait:
+                chunk = await asyncio.wait_for(reader.read(1024),
+                                               max(0.1, wait - (time.monotonic() - started)))
+                answer += chunk
+                eof = not chunk
         except (OSError, asyncio.TimeoutError):
             pass
-        if reader.at_eof():
+        if eof:
             closed_after.append(time.monotonic() - started)
+            busy += answer.startswith(b"HTTP/1.1 503")  # over the connection cap: refused
         writer.close()
 
     holders = [asyncio.ensure_future(hold(i)) for i in range(n)]
@@ -203,7 +206,7 @@ async def slow_clients(url: str, token: str, n: int, wait: float,
     served_ms = round((time.monotonic() - started) * 1000, 1)
     await asyncio.gather(*holders)
     return {"connections": n, "opened": opened, "refused_at_connect": refused,
-            "closed_by_daemon": len(closed_after),
+            "closed_by_daemon": len(closed_after), "answered_503_busy": busy,
             "closed_after_s": {"max": round(max(closed_after), 1) if closed_after else None,
                                "p50": round(percentile(closed_after, 0.5) or 0, 1)},
             "ordinary_request_meanwhile": {"status": served, "ms": served_ms},
@@ -294,6 +297,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                           args.max_requests_per_client)
                                    for i in range(args.clients)))
             elapsed = time.monotonic() - started
+            # The mixed load's kept-alive connections count against the daemon's per-peer cap:
+            # the phases start from none.
+            await connector.close()
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             phases: dict[str, Any] = {}
             if "slow" in args.phases:
                 phases["slow_clients"] = await slow_clients(url, tokens[0], args.slow_clients,
