@@ -115,3 +115,24 @@ async def api(aiohttp_client: Callable[..., Awaitable[Any]], settings: Any) -> A
 def auth(api: Any, settings: Any) -> dict[str, str]:
     """Headers with the admin token the app wrote on creation."""
     return {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
+
+
+@pytest.fixture
+async def gemma_sdk(aiohttp_client: Callable[..., Awaitable[Any]], make_settings: Callable[..., Any],
+                    gemma_file: Path, tmp_path: Path) -> Any:
+    """The real app serving the embedded Gemma (n_ctx 1024), and the official OpenAI SDK
+    pointed at its ``/v1`` with the admin token."""
+    import openai
+
+    from llamahomed.http.app import create_app
+
+    store = tmp_path / "gemma-store"
+    store.mkdir()
+    os.link(gemma_file, store / gemma_file.name)
+    settings = make_settings(models_dir=store, model_settings={"default_model": "gemma3-270m"},
+                             system_settings={"n_ctx": 1024})
+    app_client = await aiohttp_client(create_app(settings))
+    sdk = openai.AsyncOpenAI(base_url=str(app_client.make_url("/v1")),
+                             api_key=settings.admin_token_file.read_text().strip(), max_retries=0)
+    yield sdk
+    await sdk.close()

@@ -253,34 +253,19 @@ async def test_embeddings_from_a_pooling_model_match_llama_cpp(
 
 
 @pytest.mark.gemma
-async def test_the_sdk_gets_real_text_from_gemma(aiohttp_client: Any, make_settings: Any,
-                                                 gemma_file: Any, tmp_path: Any) -> None:
-    import os
-
-    from llamahomed.http.app import create_app
-
-    store = tmp_path / "gemma-store"
-    store.mkdir()
-    os.link(gemma_file, store / gemma_file.name)
-    settings = make_settings(models_dir=store, model_settings={"default_model": "gemma3-270m"},
-                             system_settings={"n_ctx": 1024})
-    app_client = await aiohttp_client(create_app(settings))
-    sdk = openai.AsyncOpenAI(base_url=str(app_client.make_url("/v1")),
-                             api_key=settings.admin_token_file.read_text().strip(), max_retries=0)
-    try:
-        prompt = "The Eiffel Tower is located in the city of"
-        reply = await sdk.completions.create(model="gemma3-270m", prompt=prompt, max_tokens=8,
-                                             temperature=0)
-        assert "Paris" in reply.choices[0].text
-        stream = await sdk.completions.create(model="gemma3-270m", prompt=prompt, max_tokens=8,
-                                              temperature=0, stream=True)
-        assert "".join([c.choices[0].text async for c in stream]) == reply.choices[0].text
-        with pytest.raises(openai.BadRequestError) as info:  # the base model has no chat template
-            await sdk.chat.completions.create(model="gemma3-270m",
-                                              messages=[{"role": "user", "content": "hi"}])
-        assert "no chat template" in info.value.message
-    finally:
-        await sdk.close()
+async def test_the_sdk_gets_real_text_from_gemma(gemma_sdk: openai.AsyncOpenAI) -> None:
+    sdk = gemma_sdk
+    prompt = "The Eiffel Tower is located in the city of"
+    reply = await sdk.completions.create(model="gemma3-270m", prompt=prompt, max_tokens=8,
+                                         temperature=0)
+    assert "Paris" in reply.choices[0].text
+    stream = await sdk.completions.create(model="gemma3-270m", prompt=prompt, max_tokens=8,
+                                          temperature=0, stream=True)
+    assert "".join([c.choices[0].text async for c in stream]) == reply.choices[0].text
+    with pytest.raises(openai.BadRequestError) as info:  # the base model has no chat template
+        await sdk.chat.completions.create(model="gemma3-270m",
+                                          messages=[{"role": "user", "content": "hi"}])
+    assert "no chat template" in info.value.message
 
 
 async def test_fields_the_daemon_does_not_know_are_ignored(api: Any, auth: dict[str, str]) -> None:

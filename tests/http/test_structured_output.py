@@ -208,32 +208,16 @@ async def test_bad_structured_output_requests_are_400_with_param(
 
 
 @pytest.mark.gemma
-async def test_gemma_fills_a_schema_through_the_sdk(aiohttp_client: Any, make_settings: Any,
-                                                    gemma_file: Any, tmp_path: Any) -> None:
+async def test_gemma_fills_a_schema_through_the_sdk(gemma_sdk: openai.AsyncOpenAI) -> None:
     """Real text: the base Gemma answers a JSON Schema completion with sensible values."""
-    import os
-
-    from llamahomed.http.app import create_app
-
-    store = tmp_path / "gemma-store"
-    store.mkdir()
-    os.link(gemma_file, store / gemma_file.name)
-    settings = make_settings(models_dir=store, model_settings={"default_model": "gemma3-270m"},
-                             system_settings={"n_ctx": 1024})
-    app_client = await aiohttp_client(create_app(settings))
-    sdk = openai.AsyncOpenAI(base_url=str(app_client.make_url("/v1")),
-                             api_key=settings.admin_token_file.read_text().strip(), max_retries=0)
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
                                                "country": {"type": "string", "maxLength": 40}},
               "required": ["city", "country"], "additionalProperties": False}
-    try:
-        reply = await sdk.completions.create(
-            model="gemma3-270m", prompt="The Eiffel Tower, as JSON:", max_tokens=80,
-            temperature=0, extra_body={"response_format": {  # the SDK types it for chat only
-                "type": "json_schema", "json_schema": {"name": "place", "schema": schema}}})
-        assert reply.choices[0].finish_reason == "stop"
-        place = json.loads(reply.choices[0].text)
-        jsonschema.validate(place, schema)
-        assert place["city"] == "Paris"
-    finally:
-        await sdk.close()
+    reply = await gemma_sdk.completions.create(
+        model="gemma3-270m", prompt="The Eiffel Tower, as JSON:", max_tokens=80,
+        temperature=0, extra_body={"response_format": {  # the SDK types it for chat only
+            "type": "json_schema", "json_schema": {"name": "place", "schema": schema}}})
+    assert reply.choices[0].finish_reason == "stop"
+    place = json.loads(reply.choices[0].text)
+    jsonschema.validate(place, schema)
+    assert place["city"] == "Paris"

@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from llamahomed.engine.config import LoadConfig
@@ -68,39 +69,40 @@ def _load_engine(config: LoadConfig, channel: Channel) -> Any:
     return SequentialEngine.load(config, channel.send_events)
 
 
-def _embed(embedder: Any, channel: Channel, message: dict[str, Any]) -> None:
-    seq_id = int(message["seq"])
+def _answer(channel: Channel, message: dict[str, Any],
+            compute: Callable[[int], dict[str, Any]]) -> None:
+    """Send the one event answering a request op (embed, tokenize, detokenize): ``compute``'s,
+    or an error event for it; never a dead worker."""
+    seq_id, op = int(message["seq"]), str(message["op"])
     try:
-        event = embedder.embed(seq_id, [str(text) for text in message["inputs"]])
+        event = compute(seq_id)
     except Exception as exc:  # noqa: BLE001 - reported to the daemon as this request's error
-        event = Failed(seq_id, "internal_error",
-                       f"embedding failed: {type(exc).__name__}: {exc}").wire()
-    try:
-        channel.send_events([event])
-    except OSError:
-        pass
-
-
-def _vocab_op(vocab: Any, channel: Channel, message: dict[str, Any]) -> None:
-    """A tokenize or detokenize, answered at once (the vocab is read-only; no context)."""
-    seq_id = int(message["seq"])
-    try:
-        if message["op"] == "tokenize":
-            event = vocab.tokenize(seq_id, str(message["content"]),
-                                   add_special=bool(message.get("add_special", False)),
-                                   parse_special=bool(message.get("parse_special", True)),
-                                   with_pieces=bool(message.get("with_pieces", False)))
-        else:
-            event = vocab.detokenize(seq_id, [int(t) for t in message["tokens"]])
-    except Exception as exc:  # noqa: BLE001 - reported to the daemon as this request's error
-        event = Failed(seq_id, "internal_error",
-                       f"{message['op']} failed: {type(exc).__name__}: {exc}").wire()
+        event = Failed(seq_id, "internal_error", f"{op} failed: {type(exc).__name__}: {exc}").wire()
     try:
         channel.send_events([event])
     except ProtocolError:  # over the frame limit: refused, never a dead worker
         channel.send_events([Failed(seq_id, "invalid_request",
-                                    f"the {message['op']} answer is too large for one frame; "
-                                    "send less text at a time").wire()])
+                                    f"the {op} answer is too large for one frame; "
+                                    "send less at a time").wire()])
+    except OSError:
+        pass  # the daemon is gone
+
+
+def _embed(embedder: Any, channel: Channel, message: dict[str, Any]) -> None:
+    _answer(channel, message,
+            lambda seq_id: embedder.embed(seq_id, [str(text) for text in message["inputs"]]))
+
+
+def _vocab_op(vocab: Any, channel: Channel, message: dict[str, Any]) -> None:
+    """A tokenize or detokenize, answered at once (the vocab is read-only; no context)."""
+    if message["op"] == "tokenize":
+        _answer(channel, message, lambda seq_id: vocab.tokenize(
+            seq_id, str(message["content"]), add_special=bool(message.get("add_special", False)),
+            parse_special=bool(message.get("parse_special", True)),
+            with_pieces=bool(message.get("with_pieces", False))))
+    else:
+        _answer(channel, message, lambda seq_id: vocab.detokenize(
+            seq_id, [int(t) for t in message["tokens"]]))
 
 
 def serve(channel: Channel, config: LoadConfig) -> int:
