@@ -287,3 +287,17 @@ async def test_continuous_usage_stats_put_the_usage_so_far_on_every_chunk(
     counts = [c["usage"]["completion_tokens"] for c in chunks if c.get("choices")]
     assert counts == sorted(counts) and counts[-1] == 5
     assert all(c["usage"]["prompt_tokens"] > 0 for c in chunks if c.get("choices"))
+
+
+async def test_echo_puts_the_prompt_before_the_completion(api: Any, auth: dict[str, str]) -> None:
+    body = {"model": TINY_MODEL_ID, "prompt": "the cat sat", "max_tokens": 4, "temperature": 0}
+    plain = (await (await api.post("/v1/completions", headers=auth, json=body)).json())
+    echoed = (await (await api.post("/v1/completions", headers=auth,
+                                    json={**body, "echo": True})).json())
+    assert echoed["choices"][0]["text"] == "the cat sat" + plain["choices"][0]["text"]
+    assert echoed["usage"] == plain["usage"]
+    streamed = await api.post("/v1/completions", headers=auth,
+                              json={**body, "echo": True, "stream": True})
+    chunks = [json.loads(line[6:]) async for line in streamed.content if line.startswith(b"data: {")]
+    texts = [c["choices"][0]["text"] for c in chunks if c["choices"]]
+    assert texts[0] == "the cat sat" and "".join(texts) == echoed["choices"][0]["text"]

@@ -198,8 +198,6 @@ class CompletionRequest(_Common):
 
     def _unsupported(self) -> list[tuple[str, str]]:
         problems = super()._unsupported()
-        if self.echo:
-            problems.append(("echo", "not supported"))
         if self.logprobs:
             problems.append(("logprobs", "not supported"))
         if self.suffix:
@@ -281,12 +279,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
             model = generation.entry.id
 
             def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+                text = body.prompts[0] if first else text  # the opening chunk echoes the prompt
                 return {"id": reply_id, "object": "text_completion", "created": created,
                         "model": model, "system_fingerprint": None,
                         "choices": [{"index": 0, "text": text or "", "logprobs": None,
                                      "finish_reason": finish}]}
             return await stream_sse(request, generation, chunk, body.include_usage,
-                                    opening=False, continuous_usage=body.continuous_usage)
+                                    opening=body.echo, continuous_usage=body.continuous_usage)
 
     async def one(prompt: str) -> Result:
         generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter,
@@ -299,9 +298,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return web.json_response({
         "id": reply_id, "object": "text_completion", "created": created,
         "model": results[0].finished.model, "system_fingerprint": None,
-        "choices": [{"index": i, "text": r.text, "logprobs": None,
-                     "finish_reason": finish_reason(r.finished.finish_reason)}
-                    for i, r in enumerate(results)],
+        "choices": [{"index": i, "text": (prompt + r.text) if body.echo else r.text,
+                     "logprobs": None, "finish_reason": finish_reason(r.finished.finish_reason)}
+                    for i, (prompt, r) in enumerate(zip(body.prompts, results))],
         "usage": totals})
 
 
