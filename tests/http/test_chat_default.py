@@ -15,6 +15,7 @@ from llamahomed.http.app import create_app
 from llamahomed.registry.default_model import SMOLLM2_FILE, SMOLLM2_ID
 from tests.conftest import TINY_MODEL_ID
 from tests.fixtures.tiny_gguf import DEFAULT_CHAT_TEMPLATE, write_tiny_llama
+from tests.fixtures.http import post
 
 GREEDY = {"temperature": 0, "max_tokens": 24}
 
@@ -45,14 +46,6 @@ async def chat_api(aiohttp_client: Any, chat_settings: Any) -> Any:
 @pytest.fixture
 def headers(chat_api: Any, chat_settings: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {chat_settings.admin_token_file.read_text().strip()}"}
-
-
-async def post(api: Any, auth: dict[str, str], path: str, body: Any,
-               status: int = 200) -> dict[str, Any]:
-    response = await api.post(path, json=body, headers=auth)
-    data: dict[str, Any] = await response.json()
-    assert response.status == status, data
-    return data
 
 
 @pytest.fixture

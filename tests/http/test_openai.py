@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -14,25 +13,9 @@ import pytest
 from llamahomed.http.keys import INFERENCE
 from tests.conftest import TINY_MODEL_ID
 from tests.fixtures.observe import finish_reasons
-from tests.fixtures.tiny_gguf import DEFAULT_CHAT_TEMPLATE, write_tiny_llama
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
-CHAT_MODEL = "tiny-chat"
 GREEDY = {"temperature": 0, "max_tokens": 12}
-
-
-@pytest.fixture
-def chat_model(settings: Any) -> str:
-    write_tiny_llama(settings.models_path / "tiny-chat.gguf", name=CHAT_MODEL,
-                     chat_template=DEFAULT_CHAT_TEMPLATE)
-    return CHAT_MODEL
-
-
-@pytest.fixture
-async def client(api: Any, auth: dict[str, str]) -> AsyncIterator[openai.AsyncOpenAI]:
-    token = auth["Authorization"].removeprefix("Bearer ")
-    sdk = openai.AsyncOpenAI(base_url=str(api.make_url("/v1")), api_key=token, max_retries=0)
-    yield sdk
-    await sdk.close()
 
 
 async def process(api: Any, auth: dict[str, str], **body: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ the native API's ``format`` / ``grammar`` and OpenAI's ``response_format`` via t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonschema
@@ -15,9 +14,8 @@ import pytest
 
 from tests.conftest import TINY_MODEL_ID
 from tests.engine.worker.test_structured import SCHEMAS
-from tests.fixtures.tiny_gguf import DEFAULT_CHAT_TEMPLATE, write_tiny_llama
+from tests.fixtures.http import post
 
-CHAT_MODEL = "tiny-chat"
 SAMPLE = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "max_tokens": 300}
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10},
                                            "age": {"type": "integer"},
@@ -29,29 +27,6 @@ class Pet(pydantic.BaseModel):
     kind: str = pydantic.Field(max_length=6)
     legs: int
     friendly: bool
-
-
-@pytest.fixture
-def chat_model(settings: Any) -> str:
-    write_tiny_llama(settings.models_path / "tiny-chat.gguf", name=CHAT_MODEL,
-                     chat_template=DEFAULT_CHAT_TEMPLATE)
-    return CHAT_MODEL
-
-
-@pytest.fixture
-async def client(api: Any, auth: dict[str, str]) -> AsyncIterator[openai.AsyncOpenAI]:
-    token = auth["Authorization"].removeprefix("Bearer ")
-    sdk = openai.AsyncOpenAI(base_url=str(api.make_url("/v1")), api_key=token, max_retries=0)
-    yield sdk
-    await sdk.close()
-
-
-async def post(api: Any, auth: dict[str, str], path: str, body: dict[str, Any],
-               status: int = 200) -> dict[str, Any]:
-    response = await api.post(path, json=body, headers=auth)
-    data: dict[str, Any] = await response.json()
-    assert response.status == status, data
-    return data
 
 
 # -- the native API -----------------------------------------------------------------------------

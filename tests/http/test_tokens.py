@@ -7,13 +7,7 @@ from typing import Any
 
 import pytest
 
-
-async def post(api: Any, auth: dict[str, str], path: str, body: Any,
-               status: int = 200) -> dict[str, Any]:
-    response = await api.post(path, json=body, headers=auth)
-    data: dict[str, Any] = await response.json()
-    assert response.status == status, data
-    return data
+from tests.fixtures.http import post
 
 
 async def test_tokenize_and_detokenize_round_trip(api: Any, auth: dict[str, str]) -> None:
