@@ -90,6 +90,13 @@ async def _serve(settings: Settings, notifier: Notifier) -> None:
         reason = "the port is taken" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from exc
     port = _bound_port(runner) or settings.port
+    # Signals before the runtime file announces the daemon: a SIGTERM sent as soon as
+    # daemon.json exists must drain and exit 0, not kill the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(app, notifier))
     try:
         # The pid file first: daemon.json is what readers wait for, so both exist once it does.
         atomic_write(settings.pid_file, f"{os.getpid()}\n".encode(), mode=0o600)
@@ -101,11 +108,6 @@ async def _serve(settings: Settings, notifier: Notifier) -> None:
     url = f"http://{url_host(settings.host)}:{port}"
     log.info("listening", url=url, pid=os.getpid(), models_dir=str(settings.models_path),
              token_file=str(settings.admin_token_file))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(app, notifier))
     notifier.ready(f"listening on {url}")
     try:
         await stop.wait()
