@@ -215,3 +215,26 @@ async def test_embed_and_the_older_embeddings_route(oll: ollama.AsyncClient, set
     with pytest.raises(ollama.ResponseError) as caught:
         await oll.embed(model="tiny-llama", input="x")
     assert caught.value.status_code == 400 and "cannot make embeddings" in caught.value.error
+
+
+async def test_rate_limits_apply_and_answer_in_ollamas_shape(aiohttp_client: Any,
+                                                            make_settings: Any) -> None:
+    from llamahomed.http.app import create_app
+    from llamahomed.http.keys import AUTHORITY
+
+    app = create_app(make_settings(rate_limits={"tiers": {"basic": {"rpm": 6, "burst": 2}}}))
+    server = await aiohttp_client(app)
+    token = app[AUTHORITY].generator.create_token("alice", scopes=("inference",), tier="basic")
+    client = ollama.AsyncClient(host=str(server.make_url("")),
+                                headers={"Authorization": f"Bearer {token}"})
+    try:
+        await client.list()
+        await client.list()
+        with pytest.raises(ollama.ResponseError) as caught:
+            await client.list()
+    finally:
+        await client.close()
+    assert caught.value.status_code == 429 and "too many requests" in caught.value.error
+    answer = await server.get("/api/tags", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status == 429 and answer.headers["Retry-After"]
+    assert set(await answer.json()) == {"error"}
