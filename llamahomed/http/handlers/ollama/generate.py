@@ -23,7 +23,7 @@ from llamahomed.http.handlers.ollama.schemas import (
     EmbeddingsRequest,
     EmbedRequest,
     GenerateRequest,
-    _Generation,
+    GenerationBody,
     keep_alive_seconds,
 )
 from llamahomed.http.keys import CLAIMS, INFERENCE
@@ -85,7 +85,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return await _answer(request, body, start, _message)
 
 
-async def _answer(request: web.Request, body: _Generation, start: Any,
+async def _answer(request: web.Request, body: GenerationBody, start: Any,
                   shape: Body) -> web.StreamResponse:
     if not body.stream:
         return web.json_response(await render.answer(await start(), body.model, shape))
@@ -93,7 +93,7 @@ async def _answer(request: web.Request, body: _Generation, start: Any,
         return await render.stream(request, await start(), body.model, shape)
 
 
-async def _load_or_unload(request: web.Request, body: _Generation, ours: str, shape: Body, *,
+async def _load_or_unload(request: web.Request, body: GenerationBody, ours: str, shape: Body, *,
                           chat: bool) -> web.StreamResponse:
     """Ollama's empty request: load the model (``keep_alive: 0``: unload it)."""
     service = request.app[INFERENCE]

@@ -101,7 +101,7 @@ class Message(BaseModel):
         return message
 
 
-class _Generation(BaseModel):
+class GenerationBody(BaseModel):
     """What /api/generate and /api/chat share."""
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
@@ -163,7 +163,7 @@ class _Generation(BaseModel):
             raise ValidationFailed(f"invalid {names}: {first}", details=details) from exc
 
 
-class GenerateRequest(_Generation):
+class GenerateRequest(GenerationBody):
     prompt: str | None = Field(None, max_length=4_000_000)
     suffix: str | None = None
     system: str | None = Field(None, max_length=1_000_000)
@@ -183,7 +183,7 @@ class GenerateRequest(_Generation):
         return problems
 
 
-class ChatRequest(_Generation):
+class ChatRequest(GenerationBody):
     messages: list[Message] = Field(default_factory=list, max_length=10_000)
     tools: list[dict[str, Any]] | None = None
 
@@ -191,6 +191,8 @@ class ChatRequest(_Generation):
         problems = super().refused()
         if any(m.images for m in self.messages):
             problems.append(("messages.images", "no vision model is served yet"))
+        # tool calling: service/tools/ will parse the model's calls; until it is wired here,
+        # tools and tool_calls are refused rather than silently dropped
         if self.tools:
             problems.append(("tools", "tool calling is not supported yet"))
         if any(m.tool_calls for m in self.messages):
