@@ -111,6 +111,9 @@ class WorkerHandle:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=30)
         self.alive = False
         self.last_used = time.monotonic()
+        self.keep_alive: float | None = None
+        """Seconds this model stays loaded once idle, as the last request that named one asked
+        (Ollama's ``keep_alive``); None: the ``keep_alive`` setting; negative: forever."""
         self.exit_reason: str | None = None
         self.tokens_generated = 0
         self.observer = PoolObserver()

@@ -114,6 +114,21 @@ class WorkerPool:
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
 
+    def keep_alive_of(self, worker: WorkerHandle) -> float | None:
+        """Seconds ``worker`` may stay idle before it is unloaded; None: it stays loaded."""
+        keep = worker.keep_alive if worker.keep_alive is not None else self._keep_alive()
+        return None if keep < 0 else keep
+
+    def expires_at(self, worker: WorkerHandle) -> float | None:
+        """When (epoch seconds) the reaper will unload ``worker`` if no request comes; a busy
+        worker's clock starts when it goes idle. None: never."""
+        keep = self.keep_alive_of(worker)
+        if keep is None:
+            return None
+        now = time.monotonic()
+        since = worker.last_used if worker.idle else now
+        return time.time() + max(0.0, since + keep - now)
+
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
@@ -125,7 +140,8 @@ class WorkerPool:
             now = time.monotonic()
             for model_id, worker in list(self._workers.items()):
                 idle = now - worker.last_used
+                keep = self.keep_alive_of(worker)
                 if (worker.alive and worker.in_flight == 0 and worker.admission.waiting == 0
-                        and idle >= self._keep_alive()):
+                        and keep is not None and idle >= keep):
                     log.info("model_idle_unload", model=model_id, idle_s=round(idle, 1))
                     await self.unload(model_id, "idle")

@@ -7,6 +7,10 @@ A new dialect adds its handler module and its rows here.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel
+
 from llamahomed.http import openapi
 from llamahomed.http.handlers import (
     metrics,
@@ -28,13 +32,30 @@ from llamahomed.http.openapi import (
     ProcessResponse,
     StreamLine,
 )
-from llamahomed.http.route import Operation, Route, RouteTable
+from llamahomed.http.route import Operation, Route, RouteTable, Scope
 from llamahomed.http.schemas import BatchRequest, ProcessRequest
+
+from llamahomed.http.handlers.ollama import blobs as ollama_blobs
+from llamahomed.http.handlers.ollama import schemas as ollama_schemas
+from llamahomed.http.handlers.ollama import generate as ollama_generate
+from llamahomed.http.handlers.ollama import manage as ollama_manage
+from llamahomed.http.handlers.ollama import models as ollama_models
 
 REF = openapi.REF
 NDJSON = openapi.NDJSON
 _GENERATION_ERRORS = (400, 404, 413, 415, 422, 503)
 _ANY = {"type": "object"}
+
+
+
+def _ollama(method: str, path: str, handler: Any, scope: Scope, summary: str,
+            request: type[BaseModel] | None = None, errors: tuple[int, ...] = (),
+            response_type: str = "application/json") -> Route:
+    """One of Ollama's routes: its errors in Ollama's shape ``{"error": "message"}``."""
+    return Route(method, path, handler, scope, Operation(
+        summary, tag="ollama", request=request, response=_ANY, response_type=response_type,
+        errors=errors), errors="ollama")
+
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", system.health, "public",
@@ -106,6 +127,41 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/embeddings", openai.embeddings, "inference", Operation(
         "OpenAI embeddings, where the model can embed", tag="openai",
         request=openai.EmbeddingRequest, response=_ANY, errors=_GENERATION_ERRORS)),
+    # Ollama's API: Ollama's bodies and Ollama-shaped errors (docs/Ollama.md)
+    *(Route(method, "/", ollama_models.root, "public", Operation(
+        "Ollama's liveness probe (\"Ollama is running\")", tag="ollama",
+        response={"type": "string"}, response_type="text/plain"), errors="ollama")
+      for method in ("GET", "HEAD")),
+    _ollama("GET", "/api/version", ollama_models.version, "public", "Ollama API version"),
+    _ollama("GET", "/api/tags", ollama_models.tags, "inference", "Ollama: installed models"),
+    _ollama("POST", "/api/show", ollama_models.show, "inference", "Ollama: one model in detail",
+            ollama_schemas.ModelRequest, (400, 404)),
+    _ollama("GET", "/api/ps", ollama_models.ps, "inference", "Ollama: loaded models"),
+    _ollama("POST", "/api/generate", ollama_generate.generate, "inference",
+            "Ollama: generate (NDJSON unless stream=false)", ollama_schemas.GenerateRequest,
+            _GENERATION_ERRORS, NDJSON),
+    _ollama("POST", "/api/chat", ollama_generate.chat, "inference",
+            "Ollama: chat (NDJSON unless stream=false)", ollama_schemas.ChatRequest,
+            _GENERATION_ERRORS, NDJSON),
+    _ollama("POST", "/api/embed", ollama_generate.embed, "inference", "Ollama: embeddings",
+            ollama_schemas.EmbedRequest, _GENERATION_ERRORS),
+    _ollama("POST", "/api/embeddings", ollama_generate.embeddings, "inference",
+            "Ollama: one embedding (the older route)", ollama_schemas.EmbeddingsRequest,
+            _GENERATION_ERRORS),
+    _ollama("POST", "/api/pull", ollama_manage.pull, "admin",
+            "Ollama: download a catalog model or a URL (progress as NDJSON)",
+            ollama_schemas.PullRequest, (400, 404, 409, 502, 507), NDJSON),
+    _ollama("DELETE", "/api/delete", ollama_manage.delete, "admin", "Ollama: delete a model",
+            ollama_schemas.ModelRequest, (400, 404)),
+    _ollama("POST", "/api/copy", ollama_manage.copy, "admin",
+            "Ollama: a second name for a model", ollama_schemas.CopyRequest, (400, 404, 409)),
+    _ollama("POST", "/api/create", ollama_manage.create, "admin",
+            "Ollama: a model from one in the store or an uploaded GGUF",
+            ollama_schemas.CreateRequest, (400, 404, 409)),
+    _ollama("HEAD", "/api/blobs/{digest}", ollama_blobs.head_blob, "admin",
+            "Ollama: whether a blob was uploaded", errors=(400, 404)),
+    _ollama("POST", "/api/blobs/{digest}", ollama_blobs.upload_blob, "admin",
+            "Ollama: upload a GGUF (sha256-checked) for /api/create", errors=(400, 507)),
 )
 
 

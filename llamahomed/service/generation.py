@@ -16,6 +16,7 @@ the sequence at the worker's next step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Union
@@ -48,6 +49,9 @@ class Finished:
     usage: dict[str, int]
     cache: dict[str, Any] | None = None
     trace: dict[str, Any] | None = None
+    durations: dict[str, float] | None = None
+    """Milliseconds: ``total`` (from the request's start), ``load`` (getting the model loaded),
+    ``queue``, ``prefill`` and ``decode`` (Ollama's nanosecond fields are made from these)."""
 
     def summary(self) -> dict[str, Any]:
         """LlamaHome's fields for a finished sequence (the process response, the last line)."""
@@ -127,7 +131,15 @@ class Generation:
         if self.meter is not None and done.total_tokens > 0:
             self.meter(done.total_tokens)
         return Finished(self.entry.id, self.created, done.finish_reason, done.usage, done.cache,
-                        trace)
+                        trace, self._durations(done))
+
+    def _durations(self, done: Done) -> dict[str, float]:
+        phases = self.trace.phases
+        return {"total": round((time.perf_counter() - self.trace.started) * 1000, 3),
+                "load": float(phases.get("load", 0.0)),
+                "queue": self.stream.queue_ms(done),
+                "prefill": float(done.timings.get("prefill_ms", 0.0)),
+                "decode": float(done.timings.get("decode_ms", 0.0))}
 
     async def stop(self) -> None:
         """Ask the worker to stop this sequence; it still ends with ``finish_reason: cancelled``."""

@@ -261,17 +261,40 @@ class InferenceService:
         return await asyncio.to_thread(functools.partial(self.select, model, n_ctx,
                                                          may_reload=may_reload, chat=chat))
 
-    async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
-        """The worker for ``_prepare``'s answer, loaded on demand (its allocation recorded)."""
+    async def _acquire(self, entry: ModelEntry, load: LoadConfig,
+                       keep_alive: float | None = None) -> WorkerHandle:
+        """The worker for ``_prepare``'s answer, loaded on demand (its allocation recorded);
+        ``keep_alive`` given: the worker's idle time before it is unloaded, from now on."""
         worker = await self.pool.acquire(load)
         self._record_allocation(entry, worker)
+        if keep_alive is not None:
+            worker.keep_alive = keep_alive
         return worker
+
+    async def load(self, model: str | None, *, n_ctx: int | None = None,
+                   keep_alive: float | None = None, may_reload: bool = False,
+                   chat: bool = False) -> ModelEntry:
+        """Load a model without generating (Ollama's empty prompt); the variant loaded."""
+        if self.refusing is not None:
+            raise self.refusing
+        entry, load = await self._prepare(model, n_ctx, may_reload, chat=chat)
+        await self._acquire(entry, load, keep_alive)
+        return entry
+
+    async def unload(self, model: str | None) -> bool:
+        """Unload a model now, once its running requests end; whether it was loaded."""
+        entries = await asyncio.to_thread(self.candidates, model)
+        worker = self.pool.workers().get(entries[0].id)
+        if worker is None:
+            return False
+        await worker.drain(self.config.settings.system_settings.reload_drain_timeout)
+        return await self.pool.unload(entries[0].id, "unloaded")
 
     async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
-                       owner: str = "") -> Generation:
+                       owner: str = "", keep_alive: float | None = None) -> Generation:
         """The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
@@ -284,7 +307,9 @@ class InferenceService:
         request asks the model to be loaded with. ``meter``: called with the sequence's total
         tokens when it finishes (the caller's token budget). ``may_reload``: the caller (an
         admin) may have a loaded model reloaded for this request. ``owner``: who asks (the
-        token's user): slots and queue places are shared fairly between owners.
+        token's user): slots and queue places are shared fairly between owners. ``keep_alive``:
+        seconds the model stays loaded once idle from now on (negative: forever; None: as it
+        was, by default the ``keep_alive`` setting).
         """
         if self.refusing is not None:
             raise self.refusing
@@ -308,7 +333,7 @@ class InferenceService:
             elif system is not None:
                 prompt = f"{system}\n\n{prompt}"
         with trace.phase("load"):
-            worker = await self._acquire(entry, load)
+            worker = await self._acquire(entry, load, keep_alive)
         if messages is not None:
             prompt = self.templates.get(entry, worker.info).render(messages)
         if prompt is None:
@@ -338,7 +363,8 @@ class InferenceService:
         entry, load = await self._prepare(model)
         return await self._acquire(entry, load), entry
 
-    async def embed(self, model: str | None, texts: list[str]) -> tuple[ModelEntry, Done]:
+    async def embed(self, model: str | None, texts: list[str], *,
+                    keep_alive: float | None = None) -> tuple[ModelEntry, Done]:
         """Embed ``texts`` with a model that can (its GGUF declares a pooling type)."""
         entry, load = await self._prepare(model)
         if "embeddings" not in entry.capabilities:
@@ -347,7 +373,7 @@ class InferenceService:
                 "GGUF declares no pooling type); use an embedding model such as nomic-embed-text "
                 "or bge", details={"errors": [{"field": "model", "message": "the model cannot embed"}],
                                    "capabilities": entry.capabilities})
-        worker = await self._acquire(entry, load)
+        worker = await self._acquire(entry, load, keep_alive)
         stream = await worker.embed(texts)
         try:
             event = await stream.next_event()
