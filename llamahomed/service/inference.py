@@ -267,6 +267,13 @@ class InferenceService:
         self._record_allocation(entry, worker)
         return worker
 
+    async def load(self, model: str | None) -> tuple[ModelEntry, WorkerHandle]:
+        """Load ``model`` (the planner's choice) as its first request would; its worker."""
+        if self.refusing is not None:
+            raise self.refusing
+        entry, load = await self._prepare(model, may_reload=True)
+        return entry, await self._acquire(entry, load)
+
     async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
