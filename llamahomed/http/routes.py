@@ -13,6 +13,9 @@ from pydantic import BaseModel
 
 from llamahomed.http import openapi
 from llamahomed.http.handlers import (
+    access_tokens,
+    console,
+    manage,
     metrics,
     models,
     native,
@@ -100,6 +103,18 @@ ROUTES: tuple[Route, ...] = (
           Operation("List installed models", tag="models", response=ModelList)),
     Route("GET", "/api/v1/models/{model_id}", models.get_model, "inference", Operation(
         "One model in detail", tag="models", response=ModelSummary, errors=(404,))),
+    Route("POST", "/api/v1/models/{model_id}/load", manage.load_model, "admin", Operation(
+        "Load a model now (the planner's choice), as its first request would", tag="models",
+        response=_ANY, errors=(404, 507))),
+    Route("POST", "/api/v1/models/{model_id}/unload", manage.unload_model, "admin", Operation(
+        "Unload a model (its running requests end)", tag="models", response=_ANY,
+        errors=(404,))),
+    Route("DELETE", "/api/v1/models/{model_id}", manage.delete_model, "admin", Operation(
+        "Delete a model's files (every variant, or one as id:quant)", tag="models",
+        response=_ANY, errors=(404,))),
+    Route("POST", "/api/v1/models/import", manage.import_model, "admin", Operation(
+        "Add a GGUF file that is on the daemon's machine to the store", tag="models",
+        request=manage.ImportRequest, response=_ANY, errors=(400, 409))),
     Route("POST", "/api/v1/models/pull", pull.pull_model, "admin", Operation(
         "Download a model into the store (NDJSON progress unless stream=false)", tag="models",
         request=pull.PullRequest, response=_ANY, response_type=NDJSON,
@@ -113,6 +128,28 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/openapi.json", openapi.serve, "inference",
           Operation("This document", tag="system", response=_ANY)),
     # OpenAI compatibility: OpenAI's request bodies and OpenAI-shaped errors (docs/OpenAI.md)
+    # bearer tokens (admin): the same store as `llamahomed token`
+    Route("GET", "/api/v1/tokens", access_tokens.list_tokens, "admin", Operation(
+        "Tokens issued (ids and claims, never the tokens)", tag="tokens", response=_ANY)),
+    Route("POST", "/api/v1/tokens", access_tokens.create_token, "admin", Operation(
+        "Create a token (shown in this answer only)", tag="tokens",
+        request=access_tokens.TokenRequest, response=_ANY, errors=(400,))),
+    Route("DELETE", "/api/v1/tokens/{token_id}", access_tokens.revoke_token, "admin", Operation(
+        "Revoke a token", tag="tokens", response=_ANY, errors=(404,))),
+    # the web console (static, public) and its login ticket
+    Route("GET", "/ui", console.index, "public", Operation(
+        "The web console (redirects to /ui/)", tag="console", response_type="text/html")),
+    Route("GET", "/ui/", console.index, "public", Operation(
+        "The web console", tag="console", response_type="text/html")),
+    Route("GET", "/ui/{name}", console.asset, "public", Operation(
+        "The console's scripts and styles", tag="console", response_type="text/plain",
+        errors=(404,))),
+    Route("POST", "/api/v1/console/ticket", console.ticket, "admin", Operation(
+        "A 60-second single-use console login ticket (what `llamahomed ui` opens)",
+        tag="console", response=_ANY)),
+    Route("POST", "/api/v1/console/login", console.login, "public", Operation(
+        "Trade a console ticket for a session token", tag="console",
+        request=console.LoginRequest, response=_ANY, errors=(400, 401))),
     Route("POST", "/v1/chat/completions", openai.chat_completions, "inference", Operation(
         "OpenAI chat completions (SSE with stream=true)", tag="openai", request=openai.ChatRequest,
         response=_ANY, errors=_GENERATION_ERRORS, also_streams=True)),

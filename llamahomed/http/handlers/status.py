@@ -15,7 +15,7 @@ from llamahomed.http.keys import INFERENCE, MONITORING, STARTED_AT
 def snapshot(app: web.Application) -> dict[str, Any]:
     """The daemon's state right now (reads memory through the shared ResourceMonitor)."""
     workers = app[INFERENCE].pool.workers()
-    reading = app[MONITORING].resources.sample(["memory", "gpu"])
+    reading = app[MONITORING].resources.sample(["cpu", "memory", "gpu"])
     now = time.monotonic()
     models = []
     for model_id, worker in sorted(workers.items()):
@@ -36,6 +36,10 @@ def snapshot(app: web.Application) -> dict[str, Any]:
         "version": __version__, "pid": os.getpid(),
         "uptime_s": round(now - app[STARTED_AT], 1),
         "models": models,
+        "cpu": {"system_percent": reading.cpu_percent,  # since the previous reading
+                "daemon_percent": reading.processes.get("daemon", (0.0, 0))[0],
+                "workers_percent": round(sum(reading.processes.get(f"worker:{m['id']}", (0.0, 0))[0]
+                                             for m in models), 1)},
         "memory": {"daemon_rss_bytes": reading.processes.get("daemon", (0.0, 0))[1],
                    "workers_rss_bytes": sum(m["rss_bytes"] for m in models),
                    "system_total_bytes": reading.memory_total,
