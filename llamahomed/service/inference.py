@@ -44,6 +44,7 @@ from llamahomed.service.chat_template import TemplateCache
 from llamahomed.service.generation import Generation, Meter, failure
 from llamahomed.service.options import GenerationOptions
 from llamahomed.service.performance import Performance
+from llamahomed.service.scheduler import Scheduler, view
 
 if TYPE_CHECKING:
     from llamahomed.observability.metrics import Monitoring
@@ -68,6 +69,9 @@ class InferenceService:
         self.metrics = metrics or AdvancedMetrics()
         self.refusing: LlamaHomeError | None = None  # set while shutting down
         self.templates = TemplateCache()
+        system = lambda: config.settings.system_settings  # noqa: E731 - read at each use
+        self.scheduler = Scheduler(pool, max_loaded=lambda: system().max_loaded_models,
+                                   wait_timeout=lambda: system().load_wait_timeout)
 
     @classmethod
     def create(cls, config: ConfigStore, monitoring: Monitoring | None = None) -> InferenceService:
@@ -185,21 +189,34 @@ class InferenceService:
         """The variant and load settings a request gets (``n_ctx``: a larger context asked by
         this request; ``may_reload``: whether the request may reload a loaded model; ``chat``:
         no model named means the default chat model)."""
+        return self._select(model, n_ctx, may_reload=may_reload, chat=chat)[1:]
+
+    def _select(self, model: str | None, n_ctx: int | None = None, *, may_reload: bool = True,
+                chat: bool = False) -> tuple[list[ModelEntry], ModelEntry, LoadConfig]:
+        """``select``, with the variants it chose among."""
         entries = self.candidates(model, chat=chat)
         loaded = self._loaded(entries, n_ctx, may_reload)
         if loaded is not None:
-            return loaded
-        result = self.plan(entries, n_ctx=n_ctx)
+            return (entries, *loaded)
+        empty = self._without_loaded()  # the scheduler decides what must make room
+        result = self.plan(entries, empty, n_ctx=n_ctx)
         if result.choice is None and self._auto_quantize(entries, result):
             entries = self.candidates(model, chat=chat)
-            result = self.plan(entries, n_ctx=n_ctx)
+            result = self.plan(entries, empty, n_ctx=n_ctx)
         if result.choice is None:
             raise self._too_large(entries, result)
         entry = result.choice.candidate.ref
         log.info("load_planned", model=entry.id, variant=entry.variant_id,
                  placement=result.choice.placement, n_gpu_layers=result.choice.params.n_gpu_layers,
                  n_ctx=result.choice.params.n_ctx, reasons=list(result.reasons))
-        return entry, self.load_config(entry, result)
+        return entries, entry, self.load_config(entry, result)
+
+    def _without_loaded(self) -> Machine:
+        """This machine as it would be with none of the loaded models (what a model that fits
+        nowhere even then is refused against)."""
+        workers = self.pool.workers()
+        return view(self.read_machine(), {k: w.held for k, w in workers.items()},
+                    frozenset(workers))
 
     def _proposal(self, entries: list[ModelEntry], result: Plan) -> tuple[ModelEntry, str] | None:
         """A smaller variant ``llamahomed quantize`` could make that would fit, if any: the
@@ -254,24 +271,56 @@ class InferenceService:
             self.measurements.record(
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
-    async def _prepare(self, model: str | None, n_ctx: int | None = None,
-                       may_reload: bool = False, chat: bool = False) -> tuple[ModelEntry, LoadConfig]:
-        """``select`` off the event loop (it reads the store and the machine): the variant a
-        request gets and how it loads, before anything is loaded."""
-        return await asyncio.to_thread(functools.partial(self.select, model, n_ctx,
+    async def _prepare(self, model: str | None, n_ctx: int | None = None, may_reload: bool = False,
+                       chat: bool = False) -> tuple[list[ModelEntry], ModelEntry, LoadConfig]:
+        """``select`` off the event loop (it reads the store and the machine): the variants, the
+        one a request gets and how it loads, before anything is loaded."""
+        return await asyncio.to_thread(functools.partial(self._select, model, n_ctx,
                                                          may_reload=may_reload, chat=chat))
 
-    async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
-        """The worker for ``_prepare``'s answer, loaded on demand (its allocation recorded)."""
-        worker = await self.pool.acquire(load)
+    async def _acquire(self, entries: list[ModelEntry], entry: ModelEntry, load: LoadConfig, *,
+                       n_ctx: int | None = None,
+                       keep_alive: float | None | bool = False) -> tuple[ModelEntry, WorkerHandle]:
+        """The worker for ``_prepare``'s answer, loaded on demand through the scheduler (which
+        may evict idle models or wait for busy ones); its allocation recorded. The entry is the
+        variant the scheduler loaded (the same unless memory held elsewhere changed the plan).
+        ``keep_alive``: how long the model stays loaded once idle, as this request asks (None:
+        the setting); False leaves it as it is (tokenize, detokenize)."""
+        variants = entries
+        worker, result = await self.scheduler.acquire(
+            load, plan_on=lambda machine: self.plan(variants, machine, n_ctx),
+            read_machine=self.read_machine,
+            config_for=lambda chosen: self.load_config(self._chosen(chosen), chosen),
+            refuse=lambda result: self._too_large(variants, result))
+        if result is not None:
+            entry = self._chosen(result)
         self._record_allocation(entry, worker)
-        return worker
+        if keep_alive is not False:
+            worker.keep_alive = None if keep_alive is None else float(keep_alive)
+        return entry, worker
+
+    @staticmethod
+    def _chosen(result: Plan) -> ModelEntry:
+        assert result.choice is not None
+        entry: ModelEntry = result.choice.candidate.ref
+        return entry
+
+    async def unload(self, model: str | None) -> bool:
+        """Unload ``model`` now when it is idle, else as soon as its requests finish (its
+        keep-alive becomes 0); whether it was loaded."""
+        worker = self.pool.workers().get(self.candidates(model)[0].id)
+        if worker is None:
+            return False
+        worker.keep_alive = 0.0
+        if worker.idle:
+            await self.pool.unload(worker.config.model_id, "unloaded")
+        return True
 
     async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
-                       owner: str = "") -> Generation:
+                       owner: str = "", keep_alive: float | None = None) -> Generation:
         """The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
@@ -285,6 +334,8 @@ class InferenceService:
         tokens when it finishes (the caller's token budget). ``may_reload``: the caller (an
         admin) may have a loaded model reloaded for this request. ``owner``: who asks (the
         token's user): slots and queue places are shared fairly between owners.
+        ``keep_alive``: seconds the model stays loaded once idle after this request (None: the
+        setting; negative: until evicted; 0: unload when idle).
         """
         if self.refusing is not None:
             raise self.refusing
@@ -295,8 +346,8 @@ class InferenceService:
         params = options.sampling(self.config.settings.model_settings,
                                   self.config.settings.system_settings)
         trace = self._trace()
-        entry, load = await self._prepare(options.model, n_ctx, may_reload,
-                                          chat=messages is not None)
+        entries, entry, load = await self._prepare(options.model, n_ctx, may_reload,
+                                                   chat=messages is not None)
         if messages is not None and not entry.info.has_chat_template:
             raise InvalidRequest(
                 f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
@@ -308,7 +359,8 @@ class InferenceService:
             elif system is not None:
                 prompt = f"{system}\n\n{prompt}"
         with trace.phase("load"):
-            worker = await self._acquire(entry, load)
+            entry, worker = await self._acquire(entries, entry, load, n_ctx=n_ctx,
+                                                keep_alive=keep_alive)
         if messages is not None:
             prompt = self.templates.get(entry, worker.info).render(messages)
         if prompt is None:
@@ -335,19 +387,21 @@ class InferenceService:
     async def _worker_for(self, model: str | None) -> tuple[WorkerHandle, ModelEntry]:
         if self.refusing is not None:
             raise self.refusing
-        entry, load = await self._prepare(model)
-        return await self._acquire(entry, load), entry
+        entry, worker = await self._acquire(*await self._prepare(model))
+        return worker, entry
 
-    async def embed(self, model: str | None, texts: list[str]) -> tuple[ModelEntry, Done]:
-        """Embed ``texts`` with a model that can (its GGUF declares a pooling type)."""
-        entry, load = await self._prepare(model)
+    async def embed(self, model: str | None, texts: list[str], *,
+                    keep_alive: float | None = None) -> tuple[ModelEntry, Done]:
+        """Embed ``texts`` with a model that can (its GGUF declares a pooling type);
+        ``keep_alive`` as for :meth:`generate`."""
+        entries, entry, load = await self._prepare(model)
         if "embeddings" not in entry.capabilities:
             raise InvalidRequest(
                 f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its "
                 "GGUF declares no pooling type); use an embedding model such as nomic-embed-text "
                 "or bge", details={"errors": [{"field": "model", "message": "the model cannot embed"}],
                                    "capabilities": entry.capabilities})
-        worker = await self._acquire(entry, load)
+        entry, worker = await self._acquire(entries, entry, load, keep_alive=keep_alive)
         stream = await worker.embed(texts)
         try:
             event = await stream.next_event()
