@@ -169,6 +169,23 @@ class Scheduler:
     def waiting(self) -> list[Waiter]:
         return sorted(self._waiters.values(), key=lambda w: w.since)
 
+    def state(self, worker: WorkerHandle) -> dict[str, Any]:
+        """What the status surfaces show of a loaded model: since and until when it is loaded
+        (``expires_at`` null while it runs requests, and when it stays until evicted: a
+        negative ``keep_alive_s``), and the memory the scheduler counts it as holding."""
+        last_used = time.time() - (time.monotonic() - worker.last_used)
+        return {"state": "idle" if worker.idle else "running",
+                "loaded_at": iso(worker.loaded_at), "last_used_at": iso(last_used),
+                "keep_alive_s": self.pool.keep_alive_of(worker),
+                "expires_at": iso(self.pool.expires_at(worker)),
+                "memory_held": worker.held.to_dict()}
+
+    def overview(self, machine: Machine) -> dict[str, Any]:
+        """The scheduler's own state: its limit, the requests waiting, the models loading."""
+        return {"max_loaded_models": self.max_loaded(machine),
+                "waiting": [w.to_dict() for w in self.waiting()],
+                "loading": [{"model": m, "since": iso(t)} for m, t in sorted(self.pool.loading.items())]}
+
     def max_loaded(self, machine: Machine) -> int:
         return self._max_loaded() or default_max_loaded(machine)
 

@@ -24,7 +24,8 @@ async def _start(request: web.Request, options: NativeOptions, prompt: str) -> G
     return await request.app[INFERENCE].generate(options, prompt=prompt, system=options.system,
                                                  raw=options.raw, meter=request_meter(request),
                                                  may_reload=is_admin(request),
-                                                 owner=owner(request))
+                                                 owner=owner(request),
+                                                 keep_alive=options.keep_alive)
 
 
 async def process(request: web.Request) -> web.StreamResponse:

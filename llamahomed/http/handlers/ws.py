@@ -298,7 +298,8 @@ class Session:
                 generation = await app[INFERENCE].generate(
                     body, prompt=body.prompt, system=body.system, raw=body.raw,
                     meter=meter(app, claims),
-                    may_reload=claims.has_scope("admin"), owner=claims.user_id)
+                    may_reload=claims.has_scope("admin"), owner=claims.user_id,
+                    keep_alive=body.keep_alive)
                 running.generation = generation
                 if running.cancel_requested:  # asked while the worker was checking the prompt
                     await generation.stop()
