@@ -44,7 +44,7 @@ from llamahomed.service.chat_template import TemplateCache
 from llamahomed.service.generation import Generation, Meter, failure
 from llamahomed.service.options import GenerationOptions
 from llamahomed.service.performance import Performance
-from llamahomed.service.scheduler import Scheduler, view
+from llamahomed.service.scheduler import LoadRequest, Scheduler, view
 
 if TYPE_CHECKING:
     from llamahomed.observability.metrics import Monitoring
@@ -279,21 +279,28 @@ class InferenceService:
                                                          may_reload=may_reload, chat=chat))
 
     async def _acquire(self, entries: list[ModelEntry], entry: ModelEntry, load: LoadConfig, *,
-                       n_ctx: int | None = None,
+                       n_ctx: int | None = None, may_reload: bool = False,
                        keep_alive: float | None | bool = False) -> tuple[ModelEntry, WorkerHandle]:
         """The worker for ``_prepare``'s answer, loaded on demand through the scheduler (which
         may evict idle models or wait for busy ones); its allocation recorded. The entry is the
-        variant the scheduler loaded (the same unless memory held elsewhere changed the plan).
+        variant running (the same unless memory held elsewhere changed the plan).
         ``keep_alive``: how long the model stays loaded once idle, as this request asks (None:
         the setting); False leaves it as it is (tokenize, detokenize)."""
-        variants = entries
-        worker, result = await self.scheduler.acquire(
-            load, plan_on=lambda machine: self.plan(variants, machine, n_ctx),
-            read_machine=self.read_machine,
+
+        def reuse() -> LoadConfig | None:
+            running = self._loaded(entries, n_ctx, may_reload)
+            return running[1] if running is not None else None
+
+        worker, result = await self.scheduler.acquire(LoadRequest(
+            load, plan_on=lambda machine: self.plan(entries, machine, n_ctx),
+            read_machine=lambda: self.read_machine(),
             config_for=lambda chosen: self.load_config(self._chosen(chosen), chosen),
-            refuse=lambda result: self._too_large(variants, result))
+            refuse=lambda result: self._too_large(entries, result), reuse=reuse,
+            refusing=lambda: self.refusing))
         if result is not None:
             entry = self._chosen(result)
+        else:
+            entry = next((e for e in entries if str(e.path) == worker.config.model_path), entry)
         self._record_allocation(entry, worker)
         if keep_alive is not False:
             worker.keep_alive = None if keep_alive is None else float(keep_alive)
@@ -360,7 +367,7 @@ class InferenceService:
                 prompt = f"{system}\n\n{prompt}"
         with trace.phase("load"):
             entry, worker = await self._acquire(entries, entry, load, n_ctx=n_ctx,
-                                                keep_alive=keep_alive)
+                                                may_reload=may_reload, keep_alive=keep_alive)
         if messages is not None:
             prompt = self.templates.get(entry, worker.info).render(messages)
         if prompt is None:

@@ -132,6 +132,19 @@ def decide(model_id: str, plan_on: Callable[[Machine], Plan], machine: Machine,
     raise AssertionError("unreachable: evicting every idle model gives the target plan")
 
 
+@dataclass(frozen=True)
+class LoadRequest:
+    """What the scheduler needs from the service to place one model."""
+
+    config: LoadConfig  # the load the request was planned with (used as is when running)
+    plan_on: Callable[[Machine], Plan]  # plans the model on a machine (a view of this one)
+    read_machine: Callable[[], Machine]
+    config_for: Callable[[Plan], LoadConfig]  # the load for a plan's choice
+    refuse: Callable[[Plan], LlamaHomeError]  # the error for a model that fits nowhere
+    reuse: Callable[[], LoadConfig | None]  # the running load this request may use, if any
+    refusing: Callable[[], LlamaHomeError | None] = lambda: None  # set while shutting down
+
+
 @dataclass
 class Waiter:
     """A request waiting for memory (or a load slot) that busy models hold."""
@@ -189,49 +202,46 @@ class Scheduler:
     def max_loaded(self, machine: Machine) -> int:
         return self._max_loaded() or default_max_loaded(machine)
 
-    async def acquire(self, config: LoadConfig, plan_on: Callable[[Machine], Plan],
-                      read_machine: Callable[[], Machine],
-                      config_for: Callable[[Plan], LoadConfig],
-                      refuse: Callable[[Plan], LlamaHomeError]) -> tuple[WorkerHandle, Plan | None]:
+    async def acquire(self, request: LoadRequest) -> tuple[WorkerHandle, Plan | None]:
         """The worker for a model, loaded (and room made) when needed; with the plan it was
-        loaded by (None: it was already running with ``config``).
-
-        ``plan_on(machine)`` plans the model on a machine; ``config_for(plan)`` is the load for
-        a plan's choice; ``refuse(plan)`` the error for a model that fits nowhere.
-        """
-        worker = self.pool.take(config)
+        loaded by (None: it was already running)."""
+        worker = self.pool.take(request.config)
         if worker is not None:
             return worker, None
+        model = request.config.model_id
         ticket, deadline = next(self._tickets), time.monotonic() + self._wait_timeout()
         try:
             while True:
                 async with self._lock:
-                    worker = self.pool.take(config)
+                    stop = request.refusing()
+                    if stop is not None:  # the daemon began shutting down meanwhile
+                        raise stop
+                    running = request.reuse()  # loaded by another request meanwhile?
+                    worker = self.pool.take(running) if running is not None else None
                     if worker is not None:
                         return worker, None
-                    decision = await self._decide(config.model_id, plan_on, read_machine)
+                    decision = await self._decide(model, request)
                     if isinstance(decision, Refuse):
-                        raise refuse(decision.plan)
+                        raise request.refuse(decision.plan)
                     if isinstance(decision, Load) and await self._evict(decision.evict):
-                        worker = await self.pool.acquire(config_for(decision.plan))
+                        worker = await self.pool.acquire(request.config_for(decision.plan))
                         chosen = decision.plan.choice
                         assert chosen is not None
                         worker.held = held_by(chosen.estimate, worker.info.get("buffers"),
                                               decision.plan.machine)
                         return worker, decision.plan
                 if isinstance(decision, Wait):
-                    self._wait(ticket, config.model_id, decision, deadline)
+                    self._wait(ticket, model, decision, deadline)
                 await asyncio.sleep(POLL_S)
         finally:
             self._waiters.pop(ticket, None)
 
-    async def _decide(self, model_id: str, plan_on: Callable[[Machine], Plan],
-                      read_machine: Callable[[], Machine]) -> Decision:
+    async def _decide(self, model_id: str, request: LoadRequest) -> Decision:
         workers = self.pool.workers()
 
         def run() -> Decision:
-            machine = read_machine()
-            return decide(model_id, plan_on, machine, workers, self.max_loaded(machine))
+            machine = request.read_machine()
+            return decide(model_id, request.plan_on, machine, workers, self.max_loaded(machine))
 
         return await asyncio.to_thread(run)
 
