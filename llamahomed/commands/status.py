@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
+from datetime import datetime
 from typing import Any
 
 from llamahomed.commands.runtime import admin_token, base_url, get_json, running_daemon
@@ -65,8 +67,8 @@ def render(status: dict[str, Any], url: str) -> None:
         console.print("no models loaded (a model loads on its first request)")
     else:
         table = Table(title="loaded models", title_justify="left")
-        for column in ("model", "plan", "slots in use", "queued", "KV cache", "memory", "idle",
-                       "unloads"):
+        for column in ("model", "plan", "slots in use", "queued", "KV cache", "memory / held",
+                       "idle", "unloads"):
             table.add_column(column, justify="left" if column in ("model", "plan") else "right")
         for model in status["models"]:
             plan = model["plan"]
@@ -92,19 +94,24 @@ def render(status: dict[str, Any], url: str) -> None:
 
 
 def _memory(model: dict[str, Any]) -> str:
-    """Resident memory, and what the scheduler counts the model as holding (RAM + VRAM)."""
-    held = model.get("memory_held") or {}
+    """Resident memory / what the scheduler counts the model as holding (RAM + VRAM)."""
+    held = (model.get("memory_held") or {}).get("total_bytes")
     rss = format_size(model["rss_bytes"])
-    return f"{rss} (holds {format_size(held['total_bytes'])})" if held.get("total_bytes") else rss
+    return f"{rss} / {format_size(held)}" if held else rss
 
 
 def _unloads(model: dict[str, Any]) -> str:
-    """When an idle model unloads: a time, "when evicted" (negative keep-alive), or "-" busy."""
+    """When an idle model unloads: "in 4m 12s", "when evicted" (negative keep-alive), or
+    "running" (its keep-alive starts when its requests end)."""
     if model.get("state") == "running":
-        return "- (running)"
+        return "running"
     if (model.get("keep_alive_s") or 0) < 0:
         return "when evicted"
-    return str(model.get("expires_at") or "-")
+    expires = model.get("expires_at")
+    if not expires:
+        return "-"
+    when = datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp()
+    return f"in {_duration(max(0.0, when - time.time()))}"
 
 
 def _why_waiting(waiter: dict[str, Any]) -> str:

@@ -195,3 +195,13 @@ async def test_keep_alive_per_request_zero_negative_and_the_unload_call(
     assert expires is not None and 590 < expires - time.time() <= 600
     assert await service.unload(A) is True
     assert loaded(service) == set() and await service.unload(A) is False
+
+
+async def test_concurrent_requests_alternating_two_models_that_fit_one_at_a_time_all_answer(
+        closing: Callable[..., InferenceService], models_dir: Path) -> None:
+    add_models(models_dir, B)
+    service = closing(1.5, load_wait_timeout=120)
+    results = await asyncio.wait_for(asyncio.gather(
+        *(ask(service, (A, B)[i % 2]) for i in range(6)), return_exceptions=True), 240)
+    assert all(isinstance(r, str) for r in results), results
+    assert len(loaded(service)) == 1 and not service.scheduler.waiting()
