@@ -22,7 +22,7 @@ import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -107,9 +107,21 @@ def _same(a: Option, b: Option) -> bool:
     return a.candidate.name == b.candidate.name and a.params == b.params
 
 
+class Resident(Protocol):
+    """What ``decide`` reads of a loaded model (a :class:`WorkerHandle` is one)."""
+
+    @property
+    def held(self) -> Held: ...
+    @property
+    def last_used(self) -> float: ...
+    @property
+    def idle(self) -> bool: ...
+
+
 def decide(model_id: str, plan_on: Callable[[Machine], Plan], machine: Machine,
-           workers: Mapping[str, WorkerHandle], max_loaded: int) -> Decision:
-    """The placement for ``model_id`` now (pure: loads and evicts nothing)."""
+           workers: Mapping[str, Resident], max_loaded: int) -> Decision:
+    """The placement for ``model_id`` now, given the loaded models (pure: loads and evicts
+    nothing)."""
     held = {k: w.held for k, w in workers.items()}
     others = {k: w for k, w in workers.items() if k != model_id}  # a reload replaces itself
     idle = sorted((k for k, w in others.items() if w.idle), key=lambda k: others[k].last_used)
