@@ -69,9 +69,9 @@ class InferenceService:
         self.metrics = metrics or AdvancedMetrics()
         self.refusing: LlamaHomeError | None = None  # set while shutting down
         self.templates = TemplateCache()
-        system = lambda: config.settings.system_settings  # noqa: E731 - read at each use
-        self.scheduler = Scheduler(pool, max_loaded=lambda: system().max_loaded_models,
-                                   wait_timeout=lambda: system().load_wait_timeout)
+        self.scheduler = Scheduler(
+            pool, max_loaded=lambda: config.settings.system_settings.max_loaded_models,
+            wait_timeout=lambda: config.settings.system_settings.load_wait_timeout)
 
     @classmethod
     def create(cls, config: ConfigStore, monitoring: Monitoring | None = None) -> InferenceService:

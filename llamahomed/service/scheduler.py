@@ -35,7 +35,7 @@ from llamahomed.planner import Estimate, Option, Plan
 
 log = structlog.get_logger(__name__)
 GiB = 2**30
-POLL_S = 0.1  # how often a waiting request looks again
+POLL_S = 0.2  # how often a waiting request looks again
 
 
 def default_max_loaded(machine: Machine) -> int:
