@@ -152,7 +152,9 @@ class NativeOptions(GenerationOptions):
     system: str | None = Field(None, min_length=1, max_length=1_000_000,
                                description="A system message before the prompt (not with raw).")
     keep_alive: float | None = Field(
-        None, description="How long the model stays loaded once idle after this request: "
+        None, json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string"},
+                                           {"type": "null"}]},
+        description="How long the model stays loaded once idle after this request: "
         "seconds or a duration such as '5m' or '1h30m'; 0 unloads it when idle, a negative "
         "value keeps it until it is evicted (default: system_settings.keep_alive).")
 
