@@ -120,3 +120,29 @@ async def test_keep_alive_is_a_native_request_option_and_bad_ones_are_refused(
             break
         await asyncio.sleep(0.05)
     assert pool.workers() == {}  # keep_alive 0: unloaded once idle
+
+
+async def test_past_load_wait_timeout_the_api_answers_507_with_retry_after_and_the_holder(
+        api: Any, auth: dict[str, str], one_model_machine: Any) -> None:
+    config = {"system_settings": {"load_wait_timeout": 0.3}}
+    assert (await api.post("/api/v1/config", json=config, headers=auth)).status == 200
+    first = {"prompt": "the cat", "model": TINY_MODEL_ID, **GREEDY}
+    assert (await api.post("/api/v1/process", json=first, headers=auth)).status == 200
+    worker = one_model_machine.pool.workers()[TINY_MODEL_ID]
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        busy = asyncio.create_task(api.post("/api/v1/process", json=first, headers=auth))
+        for _ in range(200):
+            if not worker.idle:
+                break
+            await asyncio.sleep(0.02)
+        refused = await api.post("/api/v1/process", headers=auth,
+                                 json={"prompt": "a dog", "model": OTHER, **GREEDY})
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert (await asyncio.wait_for(busy, 30)).status == 200
+    error = (await refused.json())["error"]
+    assert refused.status == 507 and error["code"] == "model_too_large"
+    assert refused.headers["Retry-After"] == "5"
+    assert [h["model"] for h in error["details"]["held_by"]] == [TINY_MODEL_ID]
+    assert TINY_MODEL_ID in error["message"] and error["details"]["reason"] == "memory"
