@@ -21,7 +21,6 @@ from llamahomed.core.errors import (
     InvalidRequest,
     LlamaHomeError,
     ModelNotFound,
-    ModelTooLarge,
     PermissionDenied,
 )
 from llamahomed.core.resources import Machine, read_machine
@@ -45,6 +44,7 @@ from llamahomed.service.generation import Generation, Meter, failure
 from llamahomed.service.options import GenerationOptions
 from llamahomed.service.performance import Performance
 from llamahomed.service.scheduler import LoadRequest, Scheduler, view
+from llamahomed.service.too_large import auto_quantize, too_large
 
 if TYPE_CHECKING:
     from llamahomed.observability.metrics import Monitoring
@@ -137,7 +137,7 @@ class InferenceService:
         """How the worker loads ``entry``: the plan's choice, for this file."""
         result = result or self.plan([entry])
         if result.choice is None:
-            raise self._too_large([entry], result)
+            raise too_large([entry], result)
         system = self.config.settings.system_settings
         params = result.choice.params
         return LoadConfig(
@@ -200,11 +200,11 @@ class InferenceService:
             return (entries, *loaded)
         empty = self._without_loaded()  # the scheduler decides what must make room
         result = self.plan(entries, empty, n_ctx=n_ctx)
-        if result.choice is None and self._auto_quantize(entries, result):
+        if result.choice is None and auto_quantize(self.config.settings, entries, result):
             entries = self.candidates(model, chat=chat)
             result = self.plan(entries, empty, n_ctx=n_ctx)
         if result.choice is None:
-            raise self._too_large(entries, result)
+            raise too_large(entries, result)
         entry = result.choice.candidate.ref
         log.info("load_planned", model=entry.id, variant=entry.variant_id,
                  placement=result.choice.placement, n_gpu_layers=result.choice.params.n_gpu_layers,
@@ -217,49 +217,6 @@ class InferenceService:
         workers = self.pool.workers()
         return view(self.read_machine(), {k: w.held for k, w in workers.items()},
                     frozenset(workers))
-
-    def _proposal(self, entries: list[ModelEntry], result: Plan) -> tuple[ModelEntry, str] | None:
-        """A smaller variant ``llamahomed quantize`` could make that would fit, if any: the
-        weights may take the memory budget less what the smallest option needs besides them."""
-        from llamahomed.registry.quantize import propose_quantization
-
-        details = result.details
-        source = min(entries, key=lambda e: e.size)
-        if "needed_bytes" not in details:
-            return None
-        gpus = details.get("gpu_budget_bytes") or []
-        budget = int(details.get("ram_budget_bytes") or 0) + sum(
-            int(b) for b in (gpus if isinstance(gpus, list) else [gpus]))
-        target = budget - max(0, int(details["needed_bytes"]) - source.size)
-        proposed = propose_quantization(source, target) if target > 0 else None
-        return (source, proposed) if proposed else None
-
-    def _auto_quantize(self, entries: list[ModelEntry], result: Plan) -> bool:
-        """With ``auto_quantize`` on, make the proposed smaller variant; whether one was made."""
-        if not self.config.settings.system_settings.auto_quantize:
-            return False
-        proposal = self._proposal(entries, result)
-        if proposal is None:
-            return False
-        from llamahomed.registry.quantize import QUANT_TYPES, quantize_model
-
-        source, name = proposal
-        log.info("auto_quantize", model=source.id, source=source.quantization, target=name)
-        quantize_model(source, QUANT_TYPES[name], self.config.settings.models_path)
-        return True
-
-    def _too_large(self, entries: list[ModelEntry], result: Plan) -> ModelTooLarge:
-        """The refusal, with the quantization that would fit when there is one."""
-        details: dict[str, Any] = {"model": entries[0].id, **result.details}
-        message = result.refusal
-        proposal = self._proposal(entries, result)
-        if proposal is not None:
-            source, name = proposal
-            details["proposed_quantization"] = name
-            message += (f". A {name} variant would fit: run `llamahomed quantize {source.id} "
-                        f"{name}`, or set system_settings.auto_quantize to make it on demand")
-        return ModelTooLarge(message, details=details)
-
 
     def _record_allocation(self, entry: ModelEntry, worker: WorkerHandle) -> None:
         """Keep what llama.cpp allocated at this load, for the next plan with these settings."""
@@ -295,7 +252,7 @@ class InferenceService:
             load, plan_on=lambda machine: self.plan(entries, machine, n_ctx),
             read_machine=lambda: self.read_machine(),
             config_for=lambda chosen: self.load_config(self._chosen(chosen), chosen),
-            refuse=lambda result: self._too_large(entries, result), reuse=reuse,
+            refuse=lambda result: too_large(entries, result), reuse=reuse,
             refusing=lambda: self.refusing))
         if result is not None:
             entry = self._chosen(result)
