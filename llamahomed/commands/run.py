@@ -154,9 +154,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return interactive(session, sys.stdin, sys.stdout)
 
 
+def _writer(out: TextIO) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        out.write(text)
+        out.flush()
+    return write
+
+
 def one_shot(session: Session, prompt: str, out: TextIO) -> int:
     try:
-        session.answer(prompt, lambda text: (out.write(text), out.flush()))
+        session.answer(prompt, _writer(out))
     except ApiError as exc:
         print(f"\nllamahomed: error: {exc}", file=sys.stderr)
         return 1
@@ -190,7 +197,7 @@ def interactive(session: Session, stdin: TextIO, out: TextIO) -> int:
                 return 0
             continue
         try:
-            reply = session.answer(line, lambda text: (out.write(text), out.flush()))
+            reply = session.answer(line, _writer(out))
         except KeyboardInterrupt:
             out.write("\n[stopped]\n")
             continue

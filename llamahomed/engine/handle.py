@@ -82,6 +82,20 @@ class SequenceStream:
             await self.worker.cancel(self.seq_id)
 
 
+@dataclass(frozen=True)
+class Held:
+    """Memory a loaded model holds, in bytes: RAM and each GPU's share (what the scheduler
+    counts as taken while it is loaded, and as freed when it is evicted)."""
+
+    ram: int = 0
+    vram: tuple[int, ...] = ()
+    measured: bool = False  # from llama.cpp's buffers at this load, not the plan's estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ram_bytes": self.ram, "vram_bytes": list(self.vram),
+                "total_bytes": self.ram + sum(self.vram), "measured": self.measured}
+
+
 class PoolObserver:
     """Hooks for metrics: the pool and its workers call these; the default does nothing."""
 
@@ -111,9 +125,11 @@ class WorkerHandle:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=30)
         self.alive = False
         self.last_used = time.monotonic()
+        self.loaded_at = time.time()  # wall clock, set again when the model is ready
+        # Seconds this model stays loaded once idle, as the last request asked: None = the
+        # keep_alive setting, negative = until evicted or the daemon stops, 0 = unload when idle.
         self.keep_alive: float | None = None
-        """Seconds this model stays loaded once idle, as the last request that named one asked
-        (Ollama's ``keep_alive``); None: the ``keep_alive`` setting; negative: forever."""
+        self.held = Held()  # what the scheduler counts this model as holding
         self.exit_reason: str | None = None
         self.tokens_generated = 0
         self.observer = PoolObserver()
@@ -172,6 +188,7 @@ class WorkerHandle:
                                   details={"model": self.config.model_id})
         self.info = first.get("info", {})
         self.alive = True
+        self.loaded_at = time.time()
         self._tasks.append(asyncio.create_task(self._read_loop(), context=contextvars.Context()))
 
     def _why(self, exc: BaseException | None) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from llamahomed.core.duration import parse_duration
 from llamahomed.core.errors import ValidationFailed
 from llamahomed.core.settings import ModelSettings, SystemSettings
 from llamahomed.engine.grammar import GrammarError, grammar_problem, json_grammar, schema_grammar
@@ -150,6 +151,17 @@ class NativeOptions(GenerationOptions):
     raw: bool = Field(False, description="Send the prompt verbatim, without the chat template.")
     system: str | None = Field(None, min_length=1, max_length=1_000_000,
                                description="A system message before the prompt (not with raw).")
+    keep_alive: float | None = Field(
+        None, json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string"},
+                                           {"type": "null"}]},
+        description="How long the model stays loaded once idle after this request: "
+        "seconds or a duration such as '5m' or '1h30m'; 0 unloads it when idle, a negative "
+        "value keeps it until it is evicted (default: system_settings.keep_alive).")
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _system_not_raw(self) -> NativeOptions:

@@ -15,7 +15,8 @@ async def list_models(request: web.Request) -> web.Response:
     groups = service.registry.models()
     machine = await asyncio.to_thread(service.read_machine)
     return web.json_response({"models": [describe(service, entries, machine, detail=False)
-                                         for entries in groups.values()]})
+                                         for entries in groups.values()],
+                              "waiting": [w.to_dict() for w in service.scheduler.waiting()]})
 
 
 async def get_model(request: web.Request) -> web.Response:

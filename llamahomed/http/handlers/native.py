@@ -27,10 +27,10 @@ async def _start(request: web.Request, options: NativeOptions, prompt: str | Non
     if messages is not None:
         return await service.generate(options, messages=messages, raw=False,
                                       meter=request_meter(request), may_reload=is_admin(request),
-                                      owner=owner(request))
+                                      owner=owner(request), keep_alive=options.keep_alive)
     return await service.generate(options, prompt=prompt, system=options.system, raw=options.raw,
                                   meter=request_meter(request), may_reload=is_admin(request),
-                                  owner=owner(request))
+                                  owner=owner(request), keep_alive=options.keep_alive)
 
 
 async def process(request: web.Request) -> web.StreamResponse:

@@ -300,7 +300,8 @@ class Session:
                     body, prompt=body.prompt, messages=turns,
                     system=None if turns is not None else body.system,
                     raw=body.raw and turns is None, meter=meter(app, claims),
-                    may_reload=claims.has_scope("admin"), owner=claims.user_id)
+                    may_reload=claims.has_scope("admin"), owner=claims.user_id,
+                    keep_alive=body.keep_alive)
                 running.generation = generation
                 if running.cancel_requested:  # asked while the worker was checking the prompt
                     await generation.stop()

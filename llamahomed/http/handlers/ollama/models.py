@@ -129,7 +129,8 @@ async def ps(request: web.Request) -> web.Response:
         else:
             name = f"{model_id}:{LATEST}" if entry is entries[0] else entry.variant_id
         size, vram = _sizes(worker, entry)
-        expires = pool.expires_at(worker)
+        keep = pool.keep_alive_of(worker)  # busy: its clock starts when it goes idle
+        expires = None if keep < 0 else pool.expires_at(worker) or time.time() + keep
         models.append({
             "name": name, "model": name, "size": size, "size_vram": vram,
             "digest": digest(entry) if entry else "",
