@@ -9,10 +9,11 @@ refuses at once, and a request that waited longer than the queue timeout gives u
 
 A request for ``n`` choices (sibling sequences of one prompt) enters with ``n`` tickets and
 counts as ``n`` sequences: while it waits it holds ``n`` queue places (at most one owner's
-share of the queue), and it is let in, all tickets at once, as soon as one slot is free, so ``running`` may
-pass ``slots`` for a while (the worker queues the siblings that find no slot and they share
-the prompt's KV when they start). Taking the tickets one by one instead would let two such
-requests each hold some slots while waiting for the rest: a deadlock until the queue timeout.
+share of the queue), and it is let in, all tickets at once, as soon as one slot is free, so
+``running`` may pass ``slots`` for a while (the worker queues the siblings that find no slot,
+and they share the prompt's KV when they start). Taking the tickets one by one instead would
+let two such requests each hold some slots while waiting for the rest: a deadlock until the
+queue timeout.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ runs them to the end, :func:`request_usage` counts the shared prompt once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -147,7 +147,8 @@ class Generation:
         await self.stream.cancel()
 
 
-async def merged_events(generations: Sequence[Generation]) -> AsyncIterator[tuple[int, Event]]:
+async def merged_events(
+        generations: Sequence[Generation]) -> AsyncGenerator[tuple[int, Event], None]:
     """The events of several generations (``n`` choices) as they come, each with the index of
     its generation; every generation's events end with its ``Finished`` or ``Errored``.
     Leaving early (or a failure) stops every generation still running."""

@@ -3,6 +3,8 @@ and SmolLM2: sibling sequences that share the prompt, numbered as OpenAI numbers
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -13,13 +15,13 @@ import openai
 import pytest
 
 from llamahomed.http.app import create_app
+from llamahomed.http.keys import INFERENCE
 from llamahomed.registry.default_model import SMOLLM2_FILE, SMOLLM2_ID
+from tests.fixtures.observe import finish_reasons
+from tests.fixtures.tiny_gguf import write_tiny_llama
 
 GREEDY = {"temperature": 0, "max_tokens": 16}
 MESSAGES: Any = [{"role": "user", "content": "Name a colour."}]
-
-pytestmark = pytest.mark.smollm2
-
 
 @pytest.fixture
 async def sdk(aiohttp_client: Any, make_settings: Any, models_dir: Path,
@@ -34,6 +36,7 @@ async def sdk(aiohttp_client: Any, make_settings: Any, models_dir: Path,
     await client.close()
 
 
+@pytest.mark.smollm2
 async def test_chat_n_gives_n_choices_and_counts_the_prompt_once(
         sdk: openai.AsyncOpenAI) -> None:
     one = await sdk.chat.completions.create(model=SMOLLM2_ID, messages=MESSAGES, **GREEDY)
@@ -47,6 +50,7 @@ async def test_chat_n_gives_n_choices_and_counts_the_prompt_once(
     assert three.usage.total_tokens == three.usage.prompt_tokens + three.usage.completion_tokens
 
 
+@pytest.mark.smollm2
 async def test_streamed_chat_n_interleaves_choices_by_index(sdk: openai.AsyncOpenAI) -> None:
     sampled = {"temperature": 0.9, "seed": 7, "max_tokens": 16}
     whole = await sdk.chat.completions.create(model=SMOLLM2_ID, messages=MESSAGES, n=2,
@@ -71,6 +75,7 @@ async def test_streamed_chat_n_interleaves_choices_by_index(sdk: openai.AsyncOpe
     assert last.usage.model_dump() == whole.usage.model_dump()
 
 
+@pytest.mark.smollm2
 async def test_completions_n_with_prompts_numbers_choices_prompt_major(
         sdk: openai.AsyncOpenAI) -> None:
     prompts = ["The capital of France is", "1, 2, 3,"]
@@ -86,6 +91,7 @@ async def test_completions_n_with_prompts_numbers_choices_prompt_major(
         s.usage.completion_tokens for s in singles if s.usage)
 
 
+@pytest.mark.smollm2
 @pytest.mark.parametrize("n", [0, 17])
 async def test_n_out_of_range_is_a_400_naming_n(sdk: openai.AsyncOpenAI, n: int) -> None:
     with pytest.raises(openai.BadRequestError) as chat:
@@ -96,7 +102,30 @@ async def test_n_out_of_range_is_a_400_naming_n(sdk: openai.AsyncOpenAI, n: int)
     assert chat.value.status_code == text.value.status_code == 400
 
 
+@pytest.mark.smollm2
 async def test_best_of_stays_refused(sdk: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         await sdk.completions.create(model=SMOLLM2_ID, prompt="x", n=2, best_of=2)
     assert refused.value.param == "best_of"
+
+
+async def test_a_client_leaving_a_streamed_n_request_cancels_every_choice(
+        api: Any, auth: dict[str, str], settings: Any) -> None:
+    write_tiny_llama(settings.models_path / "tiny-long.gguf", n_ctx=4096, name="tiny-long")
+    response = await api.post("/v1/completions", headers=auth, json={
+        "model": "tiny-long", "prompt": "the cat", "max_tokens": 1000, "temperature": 0,
+        "n": 3, "stream": True})
+    seen: set[int] = set()
+    while len(seen) < 3:  # every choice has started
+        line = await response.content.readline()
+        if line.startswith(b"data: "):
+            seen.add(json.loads(line[6:])["choices"][0]["index"])
+    worker = api.server.app[INFERENCE].pool.workers()["tiny-long"]
+    assert worker.in_flight == 3
+    response.close()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if worker.in_flight == 0:
+            break
+    assert finish_reasons(api.server.app, "tiny-long") == {"cancelled": 3}
+    assert worker.admission.running == 0

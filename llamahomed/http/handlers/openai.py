@@ -264,9 +264,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.json_response({
         "id": reply_id, "object": "chat.completion", "created": created,
         "model": generations[0].entry.id, "system_fingerprint": None,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": answer.text},
-                     "logprobs": None, "finish_reason": finish_reason(answer.finished.finish_reason)}
-                    for i, answer in enumerate(answers)],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": a.text},
+                     "logprobs": None, "finish_reason": finish_reason(a.finished.finish_reason)}
+                    for i, a in enumerate(answers)],
         "usage": request_usage(generations, [a.finished.usage for a in answers])})
 
 
