@@ -7,12 +7,15 @@ tiny model is f32 (batch-invariant on CPU), so greedy siblings match a lone requ
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import pytest
 
 from llamahomed.engine.protocol import SamplingParams
+from llamahomed.engine.worker.sequential import SequentialEngine
 from tests.engine.worker.test_batched import (  # noqa: F401 - the fixtures, shared
     GREEDY,
     LONG_PROMPT,
@@ -176,3 +179,23 @@ def test_llama_cpp_keeps_shared_cells_when_one_sequence_id_is_removed(start: Sta
     assert (llama_cpp.llama_memory_seq_pos_min(mem, other),
             llama_cpp.llama_memory_seq_pos_max(mem, other)) == (0, n - 1)
     engine._slots[used].cached = []  # noqa: SLF001 - what the engine believes, kept true
+
+
+def test_the_sequential_engine_runs_siblings_one_after_another(tiny_512: Path) -> None:
+    """No KV to share there, but the same op: one stream per sibling, seed + i each."""
+    params = SamplingParams(max_tokens=12, temperature=1.0, seed=42)
+    collector = Collector()
+    engine = SequentialEngine.load({"model_path": str(tiny_512), "n_ctx": 512, "n_batch": 64,
+                                    "n_threads": 2}, collector)
+    thread = threading.Thread(target=engine.run, name="decode", daemon=True)
+    thread.start()
+    try:
+        engine.submit(1, "Hello", params, siblings=[2])
+        engine.submit(3, "Hello", SamplingParams(max_tokens=12, temperature=1.0, seed=43))
+        collector.wait([1, 2, 3])
+    finally:
+        engine.stop()
+        thread.join(timeout=30)
+        engine.llm.close()
+    assert collector.text(2) == collector.text(3) != collector.text(1)
+    assert all(collector.final(s)["finish_reason"] == "length" for s in (1, 2, 3))
