@@ -297,7 +297,26 @@ class InferenceService:
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
                        owner: str = "", keep_alive: float | None = None) -> Generation:
-        """The one way in: plan, load, render the prompt, submit; returns once the worker
+        """One generation: :meth:`generate_many` with ``n=1``."""
+        generations = await self.generate_many(
+            options, 1, prompt=prompt, messages=messages, system=system, raw=raw, n_ctx=n_ctx,
+            meter=meter, may_reload=may_reload, owner=owner, keep_alive=keep_alive)
+        return generations[0]
+
+    async def generate_many(self, options: GenerationOptions, n: int, *,
+                            prompt: str | None = None,
+                            messages: list[dict[str, Any]] | None = None,
+                            system: str | None = None, raw: bool = True,
+                            n_ctx: int | None = None, meter: Meter | None = None,
+                            may_reload: bool = False, owner: str = "",
+                            keep_alive: float | None = None) -> list[Generation]:
+        """``n`` generations of one prompt (OpenAI's ``n`` choices), or one (``generate``).
+
+        The ``n`` sequences are siblings in the worker: the prompt is decoded once and its KV
+        shared; with a seed, choice i samples with seed + i. Each is a Generation of its own
+        (own events, own accounting); the prompt counts once towards ``meter``.
+
+        The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
         Give ``prompt`` or chat ``messages`` (rendered through the model's chat template, whose
@@ -341,7 +360,7 @@ class InferenceService:
             prompt = self.templates.get(entry, worker.info).render(messages)
         if prompt is None:
             raise InvalidRequest("a generation needs a prompt or messages")
-        return await self._submit(entry, worker, prompt, params, special=messages is not None,
+        return await self._submit(entry, worker, prompt, params, n, special=messages is not None,
                                   trace=trace, meter=meter, owner=owner)
 
     async def tokenize(self, model: str | None, content: str, *, add_special: bool = False,
@@ -394,9 +413,9 @@ class InferenceService:
         return self.metrics.trace(context.request_id if context else None)
 
     async def _submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
-                      params: SamplingParams, *, special: bool, trace: Trace,
-                      meter: Meter | None, owner: str) -> Generation:
-        """Hand the prompt to the worker; returns once it is accepted.
+                      params: SamplingParams, n: int, *, special: bool, trace: Trace,
+                      meter: Meter | None, owner: str) -> list[Generation]:
+        """Hand the prompt to the worker (``n`` sibling sequences); returns once accepted.
 
         ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
         ``<|im_start|>``); user prompts never do.
@@ -408,20 +427,29 @@ class InferenceService:
         admission = worker.admission
         admission.max_queue, admission.timeout = system.max_queue, system.queue_timeout
         admission.owner_share = system.queue_share_per_token
-        stream = await worker.submit(prompt, params, special=special, owner=owner,
-                                     request_id=context.request_id if context else "")
+        streams = await worker.submit_many(prompt, params, n, special=special, owner=owner,
+                                           request_id=context.request_id if context else "")
         if self.config.settings.log_prompts:
-            log.info("prompt", model=entry.id, seq=stream.seq_id, prompt=prompt)
-        try:
-            first = await stream.next_event()
-        except BaseException:  # cancelled while the worker checks the prompt: drop the sequence
-            await stream.cancel()
-            raise
-        if isinstance(first, Failed):
-            raise failure(first)
-        prompt_tokens = first.prompt_tokens if isinstance(first, Accepted) else 0
+            log.info("prompt", model=entry.id, seq=[s.seq_id for s in streams], prompt=prompt)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return Generation(entry, stream, prompt_tokens, created, trace, self._account, meter)
+        generations: list[Generation] = []
+        try:
+            for stream in streams:
+                first = await stream.next_event()
+                if isinstance(first, Failed):
+                    raise failure(first)
+                prompt_tokens = first.prompt_tokens if isinstance(first, Accepted) else 0
+                if generations:  # a sibling: its own trace, from the same load
+                    trace = self._trace()
+                    trace.phases.update(generations[0].trace.phases)
+                generations.append(Generation(entry, stream, prompt_tokens, created, trace,
+                                              self._account, meter,
+                                              counts_prompt=not generations))
+        except BaseException:  # refused, or cancelled while the worker checks the prompt
+            for stream in streams:
+                await stream.cancel()
+            raise
+        return generations
 
     def _account(self, generation: Generation, done: Done) -> dict[str, Any] | None:
         """A sequence's ``done`` event: record its speed, finish its trace (returned, to be
