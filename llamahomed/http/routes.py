@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from llamahomed.http import openapi
 from llamahomed.http.handlers import (
+    anthropic,
     metrics,
     models,
     native,
@@ -34,6 +35,7 @@ from llamahomed.http.schemas import BatchRequest, ProcessRequest
 REF = openapi.REF
 NDJSON = openapi.NDJSON
 _GENERATION_ERRORS = (400, 404, 413, 415, 422, 503)
+_ANTHROPIC_ERRORS = (400, 401, 403, 404, 413, 429, 500, 529)
 _ANY = {"type": "object"}
 
 ROUTES: tuple[Route, ...] = (
@@ -94,18 +96,29 @@ ROUTES: tuple[Route, ...] = (
     # OpenAI compatibility: OpenAI's request bodies and OpenAI-shaped errors (docs/OpenAI.md)
     Route("POST", "/v1/chat/completions", openai.chat_completions, "inference", Operation(
         "OpenAI chat completions (SSE with stream=true)", tag="openai", request=openai.ChatRequest,
-        response=_ANY, errors=_GENERATION_ERRORS, also_streams=True)),
+        response=_ANY, errors=_GENERATION_ERRORS, also_streams=True), errors="openai"),
     Route("POST", "/v1/completions", openai.completions, "inference", Operation(
         "OpenAI completions (SSE with stream=true)", tag="openai",
         request=openai.CompletionRequest, response=_ANY, errors=_GENERATION_ERRORS,
-        also_streams=True)),
+        also_streams=True), errors="openai"),
     Route("GET", "/v1/models", openai.list_models, "inference",
-          Operation("OpenAI model list", tag="openai", response=_ANY)),
+          Operation("OpenAI model list", tag="openai", response=_ANY), errors="openai"),
     Route("GET", "/v1/models/{model_id}", openai.get_model, "inference",
-          Operation("One OpenAI model object", tag="openai", response=_ANY, errors=(404,))),
+          Operation("One OpenAI model object", tag="openai", response=_ANY, errors=(404,)),
+          errors="openai"),
     Route("POST", "/v1/embeddings", openai.embeddings, "inference", Operation(
         "OpenAI embeddings, where the model can embed", tag="openai",
-        request=openai.EmbeddingRequest, response=_ANY, errors=_GENERATION_ERRORS)),
+        request=openai.EmbeddingRequest, response=_ANY, errors=_GENERATION_ERRORS),
+        errors="openai"),
+    # Anthropic's Messages API: Anthropic's request bodies, SSE and error shape (docs/Anthropic.md)
+    Route("POST", "/v1/messages", anthropic.messages, "inference", Operation(
+        "Anthropic Messages API (Anthropic's SSE events with stream=true)", tag="anthropic",
+        request=anthropic.MessagesRequest, response=_ANY, errors=_ANTHROPIC_ERRORS,
+        also_streams=True), errors="anthropic"),
+    Route("POST", "/v1/messages/count_tokens", anthropic.count_tokens, "inference", Operation(
+        "Anthropic token counting: the prompt tokens of a Messages request", tag="anthropic",
+        request=anthropic.CountTokensRequest, response=_ANY, errors=_ANTHROPIC_ERRORS),
+        errors="anthropic"),
 )
 
 

@@ -48,6 +48,8 @@ class Finished:
     usage: dict[str, int]
     cache: dict[str, Any] | None = None
     trace: dict[str, Any] | None = None
+    stop_sequence: str | None = None
+    """The stop string that ended the sequence, when one did (Anthropic's ``stop_sequence``)."""
 
     def summary(self) -> dict[str, Any]:
         """LlamaHome's fields for a finished sequence (the process response, the last line)."""
@@ -127,7 +129,7 @@ class Generation:
         if self.meter is not None and done.total_tokens > 0:
             self.meter(done.total_tokens)
         return Finished(self.entry.id, self.created, done.finish_reason, done.usage, done.cache,
-                        trace)
+                        trace, done.stop_sequence)
 
     async def stop(self) -> None:
         """Ask the worker to stop this sequence; it still ends with ``finish_reason: cancelled``."""

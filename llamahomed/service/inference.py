@@ -332,6 +332,23 @@ class InferenceService:
         answer = await worker.vocab({"op": "detokenize", "tokens": tokens})
         return entry, answer.content or ""
 
+    async def count_tokens(self, model: str | None,
+                           messages: list[dict[str, Any]]) -> tuple[ModelEntry, int]:
+        """How many prompt tokens ``messages`` make on ``model``: rendered through its chat
+        template and tokenized as :meth:`generate` submits them (Anthropic's count_tokens)."""
+        if self.refusing is not None:
+            raise self.refusing
+        entry, load = await self._prepare(model, chat=True)
+        if not entry.info.has_chat_template:
+            raise InvalidRequest(f"model {entry.id!r} has no chat template (tokenizer.chat_template "
+                                 "in its GGUF)", details={"errors": [
+                                     {"field": "model", "message": "the model has no chat template"}]})
+        worker = await self._acquire(entry, load)
+        prompt = self.templates.get(entry, worker.info).render(messages)
+        tokens = await worker.vocab({"op": "tokenize", "content": prompt, "add_special": True,
+                                     "parse_special": True, "with_pieces": False})
+        return entry, len(tokens.tokens)
+
     async def _worker_for(self, model: str | None) -> tuple[WorkerHandle, ModelEntry]:
         if self.refusing is not None:
             raise self.refusing
