@@ -3,6 +3,7 @@ app on a socket with real llama.cpp workers serving the embedded SmolLM2 (ChatML
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -165,3 +166,15 @@ async def test_unknown_model_and_invalid_bodies_raise_the_sdks_errors(daemon: An
     assert "tools" in tools.value.message
     with pytest.raises(anthropic.BadRequestError):
         await client.messages.count_tokens(model=SMOLLM2_ID, messages=[])
+
+
+async def test_output_config_format_constrains_the_answer_to_the_schema(daemon: Any) -> None:
+    client, _, _ = daemon
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+              "required": ["colour"], "additionalProperties": False}
+    reply = await client.messages.create(
+        model=SMOLLM2_ID, max_tokens=40, messages=[{"role": "user", "content": "Pick a colour."}],
+        output_config={"format": {"type": "json_schema", "schema": schema}}, **ZERO)
+    assert reply.stop_reason == "end_turn"
+    answer = json.loads(reply.content[0].text)  # type: ignore[union-attr]
+    assert set(answer) == {"colour"} and answer["colour"] in ("red", "green", "blue")

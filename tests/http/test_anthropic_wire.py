@@ -128,6 +128,9 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("over the max_tokens limit", "/v1/messages", {"extra": {"max_tokens": 10**7}}, 400,
      "invalid_request_error"),
     ("wrong method", "/v1/messages", {"method": "GET"}, 405, "invalid_request_error"),
+    ("a schema that is no schema", "/v1/messages", {"extra": {"output_config": {"format": {
+        "type": "json_schema", "schema": {"type": "object", "properties": 3}}}}}, 400,
+     "invalid_request_error"),
 ]
 
 
@@ -179,3 +182,23 @@ async def test_x_api_key_authenticates_every_route(api: Any, auth: dict[str, str
     assert response.status == 200
     refused = await api.get("/api/v1/models", headers={"x-api-key": token + "x"})
     assert refused.status == 401 and "code" in (await refused.json())["error"]
+
+
+async def test_fields_without_a_counterpart_here_are_accepted_and_ignored(
+        api: Any, auth: dict[str, str], chat_model: str) -> None:
+    plain = await (await api.post("/v1/messages", headers=auth,
+                                  json=request(chat_model, temperature=0))).json()
+    response = await api.post("/v1/messages", headers={**auth, "anthropic-version": "2023-06-01",
+                                                       "anthropic-beta": "whatever-2025"},
+                              json=request(chat_model, temperature=0, top_p=1.0,
+                                           metadata={"user_id": "u-1"},
+                                           thinking={"type": "enabled", "budget_tokens": 1024},
+                                           output_config={"effort": "low"},
+                                           cache_control={"type": "ephemeral"},
+                                           service_tier="auto", a_field_from_the_future=1,
+                                           system=[{"type": "text", "text": "s",
+                                                    "cache_control": {"type": "ephemeral"}}]))
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    assert answer["usage"]["output_tokens"] == plain["usage"]["output_tokens"] == 8
+    assert answer["usage"]["input_tokens"] > plain["usage"]["input_tokens"]  # the system text

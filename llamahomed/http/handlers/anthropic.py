@@ -51,7 +51,7 @@ async def _parse(request: web.Request, model: type[Body]) -> Body:
     return body
 
 
-_FIELDS = {"stop": "stop_sequences"}
+_FIELDS = {"stop": "stop_sequences", "format": "output_config.format.schema"}
 
 
 def _options(body: MessagesRequest) -> GenerationOptions:
@@ -59,11 +59,12 @@ def _options(body: MessagesRequest) -> GenerationOptions:
     try:
         return GenerationOptions(model=body.model, max_tokens=body.max_tokens,
                                  temperature=body.temperature, top_p=body.top_p,
-                                 top_k=body.top_k, stop=body.stop_sequences)
+                                 top_k=body.top_k, stop=body.stop_sequences,
+                                 format=body.json_schema())
     except ValidationError as exc:
         errors = validation_details(exc)["errors"]
         for error in errors:
-            error["field"] = _FIELDS.get(error["field"], error["field"])
+            error["field"] = _FIELDS.get(error["field"].split(".")[0], error["field"])
         raise ValidationFailed("; ".join(f"{e['field']}: {e['message']}" for e in errors),
                                details={"errors": errors}) from exc
 

@@ -108,6 +108,19 @@ class Metadata(_Body):
     user_id: str | None = Field(None, max_length=256)
 
 
+class OutputFormat(_Body):
+    """Structured output: the answer is JSON valid against ``schema`` (a grammar enforces it)."""
+
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(..., alias="schema")
+
+
+class OutputConfig(_Body):
+    effort: str | None = None
+    """Accepted and ignored: how hard a Claude model thinks has no counterpart here."""
+    format: OutputFormat | None = None
+
+
 class CountTokensRequest(_Body):
     """``/v1/messages/count_tokens``: what a message's prompt is made of."""
 
@@ -144,6 +157,21 @@ class MessagesRequest(CountTokensRequest):
     top_k: int | None = Field(None, ge=0)
     metadata: Metadata | None = None
     stream: bool = False
+    output_config: OutputConfig | None = None
+    output_format: OutputFormat | None = None
+    """The structured-outputs beta's spelling of ``output_config.format``."""
+
+    @model_validator(mode="after")
+    def _one_format(self) -> MessagesRequest:
+        if self.output_format is not None and self.output_config is not None \
+                and self.output_config.format is not None:
+            raise ValueError("give output_config.format or output_format, not both")
+        return self
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema the answer must follow, if the request gives one."""
+        given = self.output_format or (self.output_config.format if self.output_config else None)
+        return given.json_schema if given is not None else None
 
     @field_validator("max_tokens", "temperature", "top_p", "top_k", mode="before")
     @classmethod
