@@ -153,8 +153,20 @@ async def test_every_refusal_has_anthropics_shape(api: Any, auth: dict[str, str]
     message = assert_anthropic_error(data, kind)
     assert response.headers["request-id"] == data["request_id"]
     assert response.headers["x-should-retry"] == "false"
-    if name == "tools":
-        assert "tool" in message and "not available" in message
+    for words in SAID.get(name, ()):
+        assert words in message, message
+
+
+SAID = {  # what some refusals must say (the message is all Anthropic's shape carries)
+    "tools": ("tools", "not available"),
+    "unknown block": ("messages.0.content.0:", "'bogus'"),
+    "no max_tokens": ("max_tokens: Field required",),
+    "temperature over 1": ("temperature:",),
+    "empty stop sequence": ("stop_sequences",),
+    "image block": ("messages.0.content.0: image blocks are not supported",),
+    "unknown model": ("claude-opus-4-1",),
+    "a schema that is no schema": ("output_config.format.schema",),
+}
 
 
 async def test_a_busy_daemon_is_overloaded_529_and_retryable(api: Any, auth: dict[str, str],

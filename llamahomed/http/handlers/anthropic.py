@@ -34,15 +34,39 @@ from llamahomed.service.options import GenerationOptions, validation_details
 Body = TypeVar("Body", bound=BaseModel)
 
 
+def _readable(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Pydantic's field paths without its union-branch labels (``content.list[tagged-union[
+    ...]].0.text.text`` -> ``content.0.text``); a string branch's failure is dropped when the
+    other branch says more."""
+    out = []
+    for error in errors:
+        parts = error["field"].split(".")
+        kept: list[str] = []
+        skip_tag = -1
+        for i, part in enumerate(parts):
+            if "tagged-union" in part:
+                skip_tag = i + 2  # the block's index, then its tag
+            if "[" in part or i == skip_tag:
+                continue
+            kept.append(part)
+        out.append({"field": ".".join(kept) or "body", "message": error["message"],
+                    "branch": parts[-1]})
+    if len(out) > 1:
+        out = [e for e in out if e.pop("branch") != "str"] or out
+    for error in out:
+        error.pop("branch", None)
+    return out
+
+
 async def _parse(request: web.Request, model: type[Body]) -> Body:
     """The body as ``model``; a validation error's message names each field and its problem
     (Anthropic's error shape carries only the message)."""
     try:
         body = await parse_body(request, model)
     except ValidationFailed as exc:
-        errors = exc.details.get("errors", [])
+        errors = _readable(exc.details.get("errors", []))
         said = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        raise ValidationFailed(said or exc.message, details=exc.details) from exc
+        raise ValidationFailed(said or exc.message, details={"errors": errors}) from exc
     if isinstance(body, CountTokensRequest) and tool_request(body) is not None:
         raise InvalidRequest(
             "tools: tool use is not available on this server yet (it arrives with the "
