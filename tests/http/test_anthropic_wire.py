@@ -214,3 +214,25 @@ async def test_fields_without_a_counterpart_here_are_accepted_and_ignored(
     answer = await response.json()
     assert answer["usage"]["output_tokens"] == plain["usage"]["output_tokens"] == 8
     assert answer["usage"]["input_tokens"] > plain["usage"]["input_tokens"]  # the system text
+
+
+async def test_the_sdk_raises_an_error_event_that_comes_mid_stream(
+        api: Any, auth: dict[str, str], chat_model: str) -> None:
+    import anthropic
+
+    token = auth["Authorization"].removeprefix("Bearer ")
+    async with anthropic.AsyncAnthropic(base_url=str(api.make_url("")), api_key=token,
+                                        max_retries=0) as client:
+        async with client.messages.stream(model=chat_model, max_tokens=200,
+                                          messages=[{"role": "user", "content": "go"}],
+                                          extra_body={"temperature": 0}) as stream:
+            worker = api.server.app[INFERENCE].pool.workers()[chat_model]
+            assert worker.pid is not None
+            with pytest.raises(anthropic.APIStatusError) as failed:
+                async for _ in stream.text_stream:  # the first text: the worker dies
+                    os.kill(worker.pid, signal.SIGKILL)
+                    break
+                async for _ in stream.text_stream:
+                    pass
+    assert failed.value.body["type"] == "error"  # type: ignore[index]
+    assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
