@@ -271,7 +271,7 @@ class InferenceService:
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
-                       owner: str = "") -> Generation:
+                       owner: str = "", prefill: str = "") -> Generation:
         """The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
@@ -284,7 +284,9 @@ class InferenceService:
         request asks the model to be loaded with. ``meter``: called with the sequence's total
         tokens when it finishes (the caller's token budget). ``may_reload``: the caller (an
         admin) may have a loaded model reloaded for this request. ``owner``: who asks (the
-        token's user): slots and queue places are shared fairly between owners.
+        token's user): slots and queue places are shared fairly between owners. ``prefill``:
+        text the answer starts with, after the rendered ``messages`` (Anthropic's final
+        assistant message); the generation continues it.
         """
         if self.refusing is not None:
             raise self.refusing
@@ -310,7 +312,7 @@ class InferenceService:
         with trace.phase("load"):
             worker = await self._acquire(entry, load)
         if messages is not None:
-            prompt = self.templates.get(entry, worker.info).render(messages)
+            prompt = self.templates.get(entry, worker.info).render(messages) + prefill
         if prompt is None:
             raise InvalidRequest("a generation needs a prompt or messages")
         return await self._submit(entry, worker, prompt, params, special=messages is not None,
@@ -332,8 +334,8 @@ class InferenceService:
         answer = await worker.vocab({"op": "detokenize", "tokens": tokens})
         return entry, answer.content or ""
 
-    async def count_tokens(self, model: str | None,
-                           messages: list[dict[str, Any]]) -> tuple[ModelEntry, int]:
+    async def count_tokens(self, model: str | None, messages: list[dict[str, Any]],
+                           prefill: str = "") -> tuple[ModelEntry, int]:
         """How many prompt tokens ``messages`` make on ``model``: rendered through its chat
         template and tokenized as :meth:`generate` submits them (Anthropic's count_tokens)."""
         if self.refusing is not None:
@@ -344,7 +346,7 @@ class InferenceService:
                                  "in its GGUF)", details={"errors": [
                                      {"field": "model", "message": "the model has no chat template"}]})
         worker = await self._acquire(entry, load)
-        prompt = self.templates.get(entry, worker.info).render(messages)
+        prompt = self.templates.get(entry, worker.info).render(messages) + prefill
         tokens = await worker.vocab({"op": "tokenize", "content": prompt, "add_special": True,
                                      "parse_special": True, "with_pieces": False})
         return entry, len(tokens.tokens)

@@ -73,6 +73,15 @@ def test_a_user_turn_of_only_tool_results_adds_no_empty_user_message() -> None:
     assert messages[1]["content"] == ""
 
 
+def test_a_final_assistant_turn_is_the_prefill_the_answer_continues() -> None:
+    request = body([{"role": "user", "content": "Give JSON."},
+                    {"role": "assistant", "content": [{"type": "text", "text": '{"a":'},
+                                                      {"type": "text", "text": " 1"}]}])
+    assert request.template_messages() == [{"role": "user", "content": "Give JSON."}]
+    assert request.prefill() == '{"a": 1'
+    assert body([{"role": "user", "content": "q"}]).prefill() == ""
+
+
 def test_consecutive_turns_of_one_role_are_joined() -> None:
     messages = body([{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
                      {"role": "assistant", "content": "c"}, {"role": "user", "content": "d"}]
@@ -108,8 +117,11 @@ def test_the_history_renders_through_a_chat_template_that_knows_tools() -> None:
      "tool_result blocks come in user messages"),
     ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
         {"type": "image", "source": {}}]}]}], "image blocks are not supported"),
-    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "{"}],
-     "a final assistant message"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "Sure, "}],
+     "cannot end with whitespace"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}],
+     "messages.1.content.0: a final assistant message is a prefill: text blocks only"),
 ])
 def test_what_cannot_be_rendered_is_refused_with_its_place(messages: list[dict[str, Any]],
                                                            words: str) -> None:

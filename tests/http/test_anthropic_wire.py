@@ -122,8 +122,8 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
      "invalid_request_error"),
     ("tool choice without tools", "/v1/messages", {"extra": {"tool_choice": {"type": "any"}}},
      400, "invalid_request_error"),
-    ("a prefill", "/v1/messages", {"extra": {"messages": [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure"}]}}, 400,
+    ("a prefill ending in a space", "/v1/messages", {"extra": {"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure "}]}}, 400,
      "invalid_request_error"),
     ("over the max_tokens limit", "/v1/messages", {"extra": {"max_tokens": 10**7}}, 400,
      "invalid_request_error"),
@@ -236,3 +236,22 @@ async def test_the_sdk_raises_an_error_event_that_comes_mid_stream(
                     pass
     assert failed.value.body["type"] == "error"  # type: ignore[index]
     assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+async def test_a_final_assistant_message_is_continued(api: Any, auth: dict[str, str],
+                                                      chat_model: str) -> None:
+    turns = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Sure"}]
+    reply = await api.post("/v1/messages", headers=auth,
+                           json=request(chat_model, temperature=0, messages=turns))
+    answer = await reply.json()
+    assert reply.status == 200, answer
+    # the tiny model's ChatML template, then the prefill, sent as it is (no new turn)
+    prompt = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\nSure"
+    native = await api.post("/api/v1/process", headers=auth, json={
+        "model": chat_model, "prompt": prompt, "raw": True, "temperature": 0, "max_tokens": 8})
+    expected = await native.json()
+    assert answer["content"] == [{"type": "text", "text": expected["text"]}]
+    assert answer["usage"]["input_tokens"] == expected["usage"]["prompt_tokens"]
+    counted = await api.post("/v1/messages/count_tokens", headers=auth,
+                             json={"model": chat_model, "messages": turns})
+    assert (await counted.json()) == {"input_tokens": expected["usage"]["prompt_tokens"]}

@@ -108,7 +108,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     async def start() -> Generation:
         return await request.app[INFERENCE].generate(
             options, messages=chat, meter=request_meter(request), may_reload=is_admin(request),
-            owner=owner(request))
+            owner=owner(request), prefill=body.prefill())
 
     if body.stream:
         with stream_slot(request.app, request.get(CLAIMS)):
@@ -123,5 +123,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 async def count_tokens(request: web.Request) -> web.Response:
     body = await _parse(request, CountTokensRequest)
-    _, count = await request.app[INFERENCE].count_tokens(body.model, body.template_messages())
+    _, count = await request.app[INFERENCE].count_tokens(body.model, body.template_messages(),
+                                                         body.prefill())
     return web.json_response({"input_tokens": count}, headers=_headers(request))

@@ -143,8 +143,14 @@ class CountTokensRequest(_Body):
         return value
 
     def template_messages(self) -> list[dict[str, Any]]:
-        """``system`` and ``messages`` as the chat template's messages."""
-        return template_messages(self.system, self.messages)
+        """``system`` and ``messages`` (a final assistant turn left out: :meth:`prefill`) as
+        the chat template's messages."""
+        turns, _ = split_prefill(self.messages)
+        return template_messages(self.system, turns)
+
+    def prefill(self) -> str:
+        """The final assistant turn's text, which the answer continues ("" for none)."""
+        return split_prefill(self.messages)[1]
 
 
 class MessagesRequest(CountTokensRequest):
@@ -194,15 +200,8 @@ def template_messages(system: str | list[TextBlock] | None,
     """Anthropic's conversation as chat-template messages (see the module's docstring).
 
     Consecutive turns of one role are joined into one, as Anthropic joins them (templates
-    often insist that roles alternate). A final assistant turn (a prefill to continue) is
-    refused: the chat template would start a new turn after it instead.
+    often insist that roles alternate).
     """
-    if messages[-1].role == "assistant":
-        raise InvalidRequest(
-            "messages: a final assistant message (a prefill for the model to continue) is not "
-            "supported; end with a user message",
-            details={"errors": [{"field": f"messages.{len(messages) - 1}.role",
-                                 "message": "the last message must be from the user"}]})
     names: dict[str, str] = {}  # tool_use id -> the tool's name, for the results that follow
     out: list[dict[str, Any]] = []
     text = system_text(system)
@@ -212,6 +211,29 @@ def template_messages(system: str | list[TextBlock] | None,
         for message in _turn(turn, index, names):
             _append(out, message)
     return out
+
+
+def split_prefill(messages: list[Message]) -> tuple[list[Message], str]:
+    """The turns before a final assistant turn, and that turn's text: the prefill the answer
+    continues (the prompt is the rendered turns with the generation prompt, then this text).
+    As on Anthropic's API, a prefill holds text only and does not end in whitespace."""
+    last = messages[-1]
+    if last.role != "assistant":
+        return messages, ""
+    where = f"messages.{len(messages) - 1}"
+    blocks = [TextBlock(type="text", text=last.content)] if isinstance(last.content, str) \
+        else last.content
+    texts: list[str] = []
+    for position, block in enumerate(blocks):
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif not isinstance(block, ThinkingBlock):
+            raise _misplaced(f"{where}.content.{position}",
+                             "a final assistant message is a prefill: text blocks only")
+    text = "".join(texts)
+    if text != text.rstrip():
+        raise _misplaced(where, "the final assistant content cannot end with whitespace")
+    return messages[:-1], text
 
 
 def _turn(turn: Message, index: int, names: dict[str, str]) -> list[dict[str, Any]]:
