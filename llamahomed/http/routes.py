@@ -10,6 +10,7 @@ from __future__ import annotations
 from llamahomed.http import openapi
 from llamahomed.http.handlers import (
     anthropic,
+    anthropic_schema,
     metrics,
     models,
     native,
@@ -113,11 +114,11 @@ ROUTES: tuple[Route, ...] = (
     # Anthropic's Messages API: Anthropic's request bodies, SSE and error shape (docs/Anthropic.md)
     Route("POST", "/v1/messages", anthropic.messages, "inference", Operation(
         "Anthropic Messages API (Anthropic's SSE events with stream=true)", tag="anthropic",
-        request=anthropic.MessagesRequest, response=_ANY, errors=_ANTHROPIC_ERRORS),
+        request=anthropic_schema.MessagesRequest, response=_ANY, errors=_ANTHROPIC_ERRORS),
         errors="anthropic"),
     Route("POST", "/v1/messages/count_tokens", anthropic.count_tokens, "inference", Operation(
         "Anthropic token counting: the prompt tokens of a Messages request", tag="anthropic",
-        request=anthropic.CountTokensRequest, response=_ANY, errors=_ANTHROPIC_ERRORS),
+        request=anthropic_schema.CountTokensRequest, response=_ANY, errors=_ANTHROPIC_ERRORS),
         errors="anthropic"),
 )
 
