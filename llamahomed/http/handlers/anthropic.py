@@ -36,26 +36,15 @@ Body = TypeVar("Body", bound=BaseModel)
 
 def _readable(errors: list[dict[str, str]]) -> list[dict[str, str]]:
     """Pydantic's field paths without its union-branch labels (``content.list[tagged-union[
-    ...]].0.text.text`` -> ``content.0.text``); a string branch's failure is dropped when the
+    ...]].0.text.text`` -> ``content.0.text``); a string branch's failure is left out when the
     other branch says more."""
-    out = []
+    read: list[tuple[dict[str, str], bool]] = []
     for error in errors:
         parts = error["field"].split(".")
-        kept: list[str] = []
-        skip_tag = -1
-        for i, part in enumerate(parts):
-            if "tagged-union" in part:
-                skip_tag = i + 2  # the block's index, then its tag
-            if "[" in part or i == skip_tag:
-                continue
-            kept.append(part)
-        out.append({"field": ".".join(kept) or "body", "message": error["message"],
-                    "branch": parts[-1]})
-    if len(out) > 1:
-        out = [e for e in out if e.pop("branch") != "str"] or out
-    for error in out:
-        error.pop("branch", None)
-    return out
+        tags = {i + 2 for i, part in enumerate(parts) if "tagged-union" in part}  # index, tag
+        field = ".".join(p for i, p in enumerate(parts) if "[" not in p and i not in tags)
+        read.append(({"field": field or "body", "message": error["message"]}, parts[-1] == "str"))
+    return [e for e, string_branch in read if not string_branch] or [e for e, _ in read]
 
 
 async def _parse(request: web.Request, model: type[Body]) -> Body:
