@@ -27,6 +27,7 @@ Sequence events inside a step (each names its "seq"):
     {"seq": 7, "kind": "text", "text": "Hello", "tokens": 1}
     {"seq": 7, "kind": "done", "finish_reason": "stop"|"length"|"cancelled",
      "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}
+     (+ "stop_sequence": "..." when a stop string ended it)
     {"seq": 7, "kind": "error", "code": "context_length_exceeded", "message": "...", "details": {}}
     done and error events also carry "request_id" when the submit had one.
     {"seq": 9, "kind": "tokens", "tokens": [1, 2], "pieces": ["He", "llo"]}   (tokenize; pieces
@@ -118,6 +119,9 @@ class Done:
     cache: dict[str, Any] | None = None
     embeddings: list[list[float]] | None = None
     request_id: str = ""
+    stop_sequence: str | None = None
+    """The stop string that ended the sequence (``finish_reason`` "stop" by a stop string, not
+    the model's end-of-generation token)."""
 
     def wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"seq": self.seq, "kind": "done", "finish_reason": self.finish_reason,
@@ -128,6 +132,8 @@ class Done:
             data["embeddings"] = self.embeddings
         if self.request_id:
             data["request_id"] = self.request_id
+        if self.stop_sequence is not None:
+            data["stop_sequence"] = self.stop_sequence
         return data
 
     @property
@@ -188,7 +194,8 @@ def parse_event(data: dict[str, Any]) -> SeqEvent:
     if kind == "done":
         return Done(seq, str(data.get("finish_reason") or "stop"),
                     dict(data.get("usage") or empty_usage()), dict(data.get("timings") or {}),
-                    data.get("cache"), data.get("embeddings"), str(data.get("request_id", "")))
+                    data.get("cache"), data.get("embeddings"), str(data.get("request_id", "")),
+                    None if data.get("stop_sequence") is None else str(data["stop_sequence"]))
     if kind == "error":
         return Failed(seq, str(data.get("code") or "internal_error"),
                       str(data.get("message") or "error"), dict(data.get("details") or {}),

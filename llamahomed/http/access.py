@@ -2,8 +2,9 @@
 
 The scope of each route is its entry in the route table (``http/routes.py``); a route the
 table does not know needs ``admin`` (fail closed). ``/health`` is public; ``/metrics`` is
-public only when ``metrics_public`` is set. Tokens come only from the ``Authorization``
-header: no cookies, no query strings.
+public only when ``metrics_public`` is set. Tokens come only from headers: ``Authorization:
+Bearer <token>``, or ``x-api-key: <token>`` (what Anthropic's SDKs send); no cookies, no query
+strings.
 """
 
 from __future__ import annotations
@@ -24,6 +25,19 @@ def matched_route(request: web.Request) -> Route | None:
     if resource is None:
         return None
     return request.app[ROUTES].find(request.method, resource.canonical)
+
+
+API_KEY_HEADER = "x-api-key"
+
+
+def credentials(request: web.Request) -> str | None:
+    """The token the request presents, as an ``Authorization`` value: that header, else an
+    ``x-api-key`` header as a bearer token (None: neither was sent)."""
+    header = request.headers.get("Authorization")
+    if header:
+        return header
+    key = request.headers.get(API_KEY_HEADER, "").strip()
+    return f"Bearer {key}" if key else None
 
 
 def route_scope(request: web.Request) -> str | None:
@@ -68,7 +82,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                               or route.is_public(request.app[CONFIG].settings)):
         return await handler(request)
     try:
-        claims = request.app[AUTHORITY].check(request.headers.get("Authorization"))
+        claims = request.app[AUTHORITY].check(credentials(request))
     except AuthenticationFailed:
         request.app[METRICS].auth_failed()
         raise

@@ -39,7 +39,8 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-CORS_HEADERS = frozenset({"authorization", "content-type", "x-request-id"})
+CORS_HEADERS = frozenset({"authorization", "content-type", "x-request-id", "x-api-key",
+                          "anthropic-version"})
 CORS_EXPOSE = ("x-request-id, retry-after, retry-after-ms, ratelimit, ratelimit-policy, "
                "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
                "x-ratelimit-reset-requests")

@@ -18,13 +18,14 @@ from llamahomed.core.errors import (
     UnsupportedMediaType,
 )
 from llamahomed.http.access import auth_middleware, matched_route
-from llamahomed.http.keys import REQUEST_ID
+from llamahomed.http.keys import REQUEST_ID, ROUTES
 from llamahomed.http.redact import for_client
+from llamahomed.http.render.anthropic import anthropic_error_response
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["ERROR_DIALECTS", "add_request_id_header", "auth_middleware", "error_middleware",
-           "render", "request_id_middleware"]
+__all__ = ["ERROR_RENDERERS", "add_request_id_header", "auth_middleware", "error_dialect",
+           "error_middleware", "render", "request_id_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -59,48 +60,54 @@ def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:
     return err
 
 
-OPENAI_PREFIX = "/v1/"
-
-ErrorDialect = Callable[[LlamaHomeError], tuple[int, dict[str, object]]]
-"""An error as one wire dialect says it: its status and its body."""
+ErrorRenderer = Callable[[LlamaHomeError, dict[str, str]], web.Response]
+"""Renders one error in a dialect's shape, with these headers (``x-request-id`` among them)."""
 
 
-def _native(error: LlamaHomeError) -> tuple[int, dict[str, object]]:
-    return error.status, error.envelope()
+def _native(error: LlamaHomeError, headers: dict[str, str]) -> web.Response:
+    return web.json_response(error.envelope(), status=error.status, headers=headers)
 
 
-def _openai(error: LlamaHomeError) -> tuple[int, dict[str, object]]:
+def _openai(error: LlamaHomeError, headers: dict[str, str]) -> web.Response:
     # OpenAI (and every peer serving its API) answers an invalid body with 400, not 422.
-    return (400 if error.status == 422 else error.status), error.openai_envelope()
+    status = 400 if error.status == 422 else error.status
+    return web.json_response(error.openai_envelope(), status=status, headers=headers)
 
 
-def _ollama(error: LlamaHomeError) -> tuple[int, dict[str, object]]:
+def _ollama(error: LlamaHomeError, headers: dict[str, str]) -> web.Response:
     # Ollama answers ``{"error": "message"}``, and 400 for a body it cannot use.
-    return (400 if error.status == 422 else error.status), {"error": error.message}
+    status = 400 if error.status == 422 else error.status
+    return web.json_response({"error": error.message}, status=status, headers=headers)
 
 
-ERROR_DIALECTS: dict[str, ErrorDialect] = {"native": _native, "openai": _openai,
-                                           "ollama": _ollama}
-"""How each dialect renders an error; a route names its dialect (``Route.errors``)."""
+ERROR_RENDERERS: dict[str, ErrorRenderer] = {
+    "native": _native,
+    "openai": _openai,
+    "ollama": _ollama,
+    "anthropic": anthropic_error_response,
+}
+"""Each error dialect a route may name (``Route.errors``) and its renderer."""
+
+OPENAI_PREFIX = "/v1/"
 
 
 def error_dialect(request: web.Request) -> str:
-    """The matched route's error dialect; by default OpenAI's under ``/v1/``, else native."""
+    """The dialect of the route ``request`` is for: the matched route's ``errors``, else that of
+    a route with this exact path (a 405), else OpenAI's under ``/v1/`` (an unknown /v1 path)."""
     route = matched_route(request)
-    if route is not None and route.errors is not None:
+    if route is None:
+        route = next((r for r in request.app[ROUTES] if r.path == request.path), None)
+    if route is not None:
         return route.errors
     return "openai" if request.path.startswith(OPENAI_PREFIX) else "native"
 
 
-def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = False,
-           dialect: str | None = None) -> web.Response:
-    """The error in ``dialect`` (the guide's envelope by default, OpenAI's with ``openai``),
-    with the error's status and headers."""
+def render(error: LlamaHomeError, request_id: str | None, dialect: str = "native") -> web.Response:
+    """``error`` in ``dialect``'s shape, with the error's status and headers."""
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    status, body = ERROR_DIALECTS[dialect or ("openai" if openai else "native")](error)
-    return web.json_response(body, status=status, headers=headers)
+    return ERROR_RENDERERS[dialect](error, headers)
 
 
 @web.middleware
@@ -108,23 +115,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Every error leaves as ``{"error": {"code", "message", "details"}}``, as the request's
     token may see it (``http/redact.py``: no filesystem paths without the admin scope).
 
-    A route may name another dialect (``Route.errors``): the OpenAI-compatible routes
-    (``/v1/...``) get OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, so
-    OpenAI's SDKs read them; Ollama's routes ``{"error": "message"}``.
+    A route may name another dialect (``Route.errors``): the OpenAI-compatible routes answer
+    OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, the Anthropic ones
+    ``{"type": "error", "error": {"type", "message"}}``, so each dialect's SDKs read them.
     """
     dialect = error_dialect(request)
     try:
         return await handler(request)
     except LlamaHomeError as exc:
-        return render(for_client(exc, request), request.get(REQUEST_ID), dialect=dialect)
+        return render(for_client(exc, request), request.get(REQUEST_ID), dialect)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render(_from_http_exception(exc), request.get(REQUEST_ID), dialect=dialect)
+        return render(_from_http_exception(exc), request.get(REQUEST_ID), dialect)
     except Exception:  # noqa: BLE001 - the boundary where anything unexpected becomes a 500
         log.exception("unhandled_error", path=request.path)
         return render(LlamaHomeError("internal error; the daemon log has the details"),
-                      request.get(REQUEST_ID), dialect=dialect)
+                      request.get(REQUEST_ID), dialect)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

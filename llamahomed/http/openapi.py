@@ -4,7 +4,7 @@
 :class:`~llamahomed.http.route.Route` in the app's table: the operation, and the scope (a public
 route has no security, an admin one answers 403). Request bodies are the pydantic models the
 handlers validate with, responses the models below, and every error the one envelope
-(``ErrorEnvelope``). A route registered outside the table still appears, marked
+(``ErrorEnvelope``; the error dialect's where a route names one, ``ERROR_MODELS``). A route registered outside the table still appears, marked
 ``x-undocumented`` with a generic body, and ``tests/http/test_openapi.py`` fails until it is in
 the table. To add a route, add one ``Route`` to ``http/routes.py``.
 """
@@ -40,6 +40,33 @@ class ErrorEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     error: ErrorBody
+
+
+class AnthropicErrorBody(BaseModel):
+    type: str = Field(description="Anthropic's error type, e.g. invalid_request_error.")
+    message: str
+
+
+class AnthropicErrorEnvelope(BaseModel):
+    """The errors of the Anthropic routes: ``{"type": "error", "error": {"type", "message"},
+    "request_id"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    error: AnthropicErrorBody
+    request_id: str | None = None
+
+
+class OllamaError(BaseModel):
+    """The errors of Ollama's routes: ``{"error": "message"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: str
+
+
+ERROR_MODELS: dict[str, type[BaseModel]] = {"anthropic": AnthropicErrorEnvelope,
+                                            "ollama": OllamaError}
+"""The error body of a route's error dialect (``Route.errors``), where it is not the guide's."""
 
 
 class Usage(BaseModel):
@@ -152,15 +179,10 @@ def _config_patch(defs: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
-_DIALECT_ERRORS: dict[str, dict[str, Any]] = {
-    "ollama": {"type": "object", "required": ["error"],
-               "properties": {"error": {"type": "string"}}},
-}
-"""Error bodies of the routes whose table entry names a dialect (``Route.errors``)."""
 
 
 def _operation(method: str, path: str, op: Operation, public: bool, admin: bool,
-               refs: dict[Any, Any], dialect: str | None = None) -> dict[str, Any]:
+               refs: dict[Any, Any], errors: str = "native") -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {
         "description": "OK",
         "headers": {} if public else dict(_LIMIT_HEADERS),
@@ -168,7 +190,7 @@ def _operation(method: str, path: str, op: Operation, public: bool, admin: bool,
                                        or {"type": "object"}}}}}
     if op.also_streams:
         responses["200"]["content"][NDJSON] = {"schema": {"$ref": REF.format(model="StreamLine")}}
-    error_ref = _DIALECT_ERRORS.get(dialect or "", {"$ref": REF.format(model="ErrorEnvelope")})
+    error_ref = {"$ref": REF.format(model=ERROR_MODELS.get(errors, ErrorEnvelope).__name__)}
     statuses = set(op.errors) | {405, 500}
     if not public:
         statuses |= {401, 429}
@@ -219,17 +241,16 @@ def routes(app: web.Application) -> list[tuple[str, str]]:
 def build_spec(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``'s routes."""
     table = app[ROUTES]
-    described: dict[tuple[str, str], tuple[Operation, bool, bool]] = {}
-    dialects: dict[tuple[str, str], str | None] = {}
+    described: dict[tuple[str, str], tuple[Operation, bool, bool, str]] = {}
     for method, path in routes(app):
         route: Route | None = table.find(method, path)
         described[(method, path)] = (
-            (route.operation, route.scope == "public",
-             route.scope == "admin") if route is not None else (_undocumented(path), False, True))
-        dialects[(method, path)] = route.errors if route is not None else None
+            (route.operation, route.scope == "public", route.scope == "admin", route.errors)
+            if route is not None else (_undocumented(path), False, True, "native"))
     models: set[tuple[type[BaseModel], str]] = {(ErrorEnvelope, "serialization"),
                                                  (StreamLine, "serialization")}
-    for op, _, _ in described.values():
+    models |= {(model, "serialization") for model in ERROR_MODELS.values()}
+    for op, _, _, _ in described.values():
         if isinstance(op.request, type):
             models.add((op.request, "validation"))
         if isinstance(op.response, type):
@@ -239,8 +260,8 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     defs["ConfigPatch"] = _config_patch(defs)
     paths: dict[str, dict[str, Any]] = {}
-    for (method, path), (op, public, admin) in described.items():
-        entry = _operation(method, path, op, public, admin, refs, dialects[(method, path)])
+    for (method, path), (op, public, admin, errors) in described.items():
+        entry = _operation(method, path, op, public, admin, refs, errors)
         if op.tag == "undocumented":
             entry["x-undocumented"] = True
         paths.setdefault(path, {})[method.lower()] = entry

@@ -2,7 +2,8 @@
 OpenAPI description. The router, the auth check and the OpenAPI document are all built from
 the app's :class:`RouteTable` (``http/routes.py`` lists the daemon's routes).
 
-Scopes: ``public`` (no token), ``inference``, ``admin``. A route the table does not know (one
+Scopes: ``public`` (no token), ``inference``, ``admin``. Each route also names the dialect its
+errors are rendered in (``errors``: the guide's envelope, OpenAI's or Anthropic's shape). A route the table does not know (one
 added to ``app.router`` by hand) needs ``admin``: default deny, a new route is never open by
 accident, and the OpenAPI document flags it as undocumented.
 """
@@ -51,9 +52,9 @@ class Route:
     self_authenticating: bool = False
     """The handler checks credentials itself before anything else (the WebSocket upgrade:
     browsers cannot set headers on it, so a single-use ticket may stand in for the token)."""
-    errors: str | None = None
-    """The dialect its errors are rendered in (a key of ``middleware.ERROR_DIALECTS``:
-    ``"ollama"``, ...); None: OpenAI's under ``/v1/``, else the guide's envelope."""
+    errors: str = "native"
+    """The error dialect the error middleware answers this route's errors in (a key of
+    ``http/middleware.py``'s ``ERROR_RENDERERS``): ``native``, ``openai``, ``anthropic``."""
 
     def is_public(self, settings: Any) -> bool:
         return self.scope == "public" or bool(self.public_when and getattr(settings, self.public_when))

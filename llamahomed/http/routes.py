@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from llamahomed.http import openapi
 from llamahomed.http.handlers import (
     access_tokens,
+    anthropic,
+    anthropic_schema,
     console,
     manage,
     metrics,
@@ -47,6 +49,7 @@ from llamahomed.http.handlers.ollama import models as ollama_models
 REF = openapi.REF
 NDJSON = openapi.NDJSON
 _GENERATION_ERRORS = (400, 404, 413, 415, 422, 503)
+_ANTHROPIC_ERRORS = (400, 401, 403, 404, 413, 429, 500, 529)
 _ANY = {"type": "object"}
 
 
@@ -127,7 +130,6 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 415, 422))),
     Route("GET", "/api/v1/openapi.json", openapi.serve, "inference",
           Operation("This document", tag="system", response=_ANY)),
-    # OpenAI compatibility: OpenAI's request bodies and OpenAI-shaped errors (docs/OpenAI.md)
     # bearer tokens (admin): the same store as `llamahomed token`
     Route("GET", "/api/v1/tokens", access_tokens.list_tokens, "admin", Operation(
         "Tokens issued (ids and claims, never the tokens)", tag="tokens", response=_ANY)),
@@ -150,20 +152,23 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/console/login", console.login, "public", Operation(
         "Trade a console ticket for a session token", tag="console",
         request=console.LoginRequest, response=_ANY, errors=(400, 401))),
+    # OpenAI compatibility: OpenAI's request bodies and OpenAI-shaped errors (docs/OpenAI.md)
     Route("POST", "/v1/chat/completions", openai.chat_completions, "inference", Operation(
         "OpenAI chat completions (SSE with stream=true)", tag="openai", request=openai.ChatRequest,
-        response=_ANY, errors=_GENERATION_ERRORS, also_streams=True)),
+        response=_ANY, errors=_GENERATION_ERRORS, also_streams=True), errors="openai"),
     Route("POST", "/v1/completions", openai.completions, "inference", Operation(
         "OpenAI completions (SSE with stream=true)", tag="openai",
         request=openai.CompletionRequest, response=_ANY, errors=_GENERATION_ERRORS,
-        also_streams=True)),
+        also_streams=True), errors="openai"),
     Route("GET", "/v1/models", openai.list_models, "inference",
-          Operation("OpenAI model list", tag="openai", response=_ANY)),
+          Operation("OpenAI model list", tag="openai", response=_ANY), errors="openai"),
     Route("GET", "/v1/models/{model_id}", openai.get_model, "inference",
-          Operation("One OpenAI model object", tag="openai", response=_ANY, errors=(404,))),
+          Operation("One OpenAI model object", tag="openai", response=_ANY, errors=(404,)),
+          errors="openai"),
     Route("POST", "/v1/embeddings", openai.embeddings, "inference", Operation(
         "OpenAI embeddings, where the model can embed", tag="openai",
-        request=openai.EmbeddingRequest, response=_ANY, errors=_GENERATION_ERRORS)),
+        request=openai.EmbeddingRequest, response=_ANY, errors=_GENERATION_ERRORS),
+        errors="openai"),
     # Ollama's API: Ollama's bodies and Ollama-shaped errors (docs/Ollama.md)
     *(Route(method, "/", ollama_models.root, "public", Operation(
         "Ollama's liveness probe (\"Ollama is running\")", tag="ollama",
@@ -199,6 +204,15 @@ ROUTES: tuple[Route, ...] = (
             "Ollama: whether a blob was uploaded", errors=(400, 404)),
     _ollama("POST", "/api/blobs/{digest}", ollama_blobs.upload_blob, "admin",
             "Ollama: upload a GGUF (sha256-checked) for /api/create", errors=(400, 507)),
+    # Anthropic's Messages API: Anthropic's request bodies, SSE and error shape (docs/Anthropic.md)
+    Route("POST", "/v1/messages", anthropic.messages, "inference", Operation(
+        "Anthropic Messages API (Anthropic's SSE events with stream=true)", tag="anthropic",
+        request=anthropic_schema.MessagesRequest, response=_ANY, errors=_ANTHROPIC_ERRORS),
+        errors="anthropic"),
+    Route("POST", "/v1/messages/count_tokens", anthropic.count_tokens, "inference", Operation(
+        "Anthropic token counting: the prompt tokens of a Messages request", tag="anthropic",
+        request=anthropic_schema.CountTokensRequest, response=_ANY, errors=_ANTHROPIC_ERRORS),
+        errors="anthropic"),
 )
 
 

@@ -55,6 +55,8 @@ class Finished:
     durations: dict[str, float] | None = None
     """Milliseconds: ``total`` (from the request's start), ``load`` (getting the model loaded),
     ``queue``, ``prefill`` and ``decode`` (Ollama's nanosecond fields are made from these)."""
+    stop_sequence: str | None = None
+    """The stop string that ended the sequence, when one did (Anthropic's ``stop_sequence``)."""
 
     def summary(self) -> dict[str, Any]:
         """LlamaHome's fields for a finished sequence (the process response, the last line)."""
@@ -139,7 +141,7 @@ class Generation:
         if self.meter is not None and tokens > 0:
             self.meter(tokens)
         return Finished(self.entry.id, self.created, done.finish_reason, done.usage, done.cache,
-                        trace, self._durations(done))
+                        trace, self._durations(done), done.stop_sequence)
 
     def _durations(self, done: Done) -> dict[str, float]:
         phases = self.trace.phases

@@ -296,11 +296,13 @@ class InferenceService:
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
-                       owner: str = "", keep_alive: float | None = None) -> Generation:
+                       owner: str = "", keep_alive: float | None = None,
+                       prefill: str = "") -> Generation:
         """One generation: :meth:`generate_many` with ``n=1``."""
         generations = await self.generate_many(
             options, 1, prompt=prompt, messages=messages, system=system, raw=raw, n_ctx=n_ctx,
-            meter=meter, may_reload=may_reload, owner=owner, keep_alive=keep_alive)
+            meter=meter, may_reload=may_reload, owner=owner, keep_alive=keep_alive,
+            prefill=prefill)
         return generations[0]
 
     async def generate_many(self, options: GenerationOptions, n: int, *,
@@ -309,7 +311,8 @@ class InferenceService:
                             system: str | None = None, raw: bool = True,
                             n_ctx: int | None = None, meter: Meter | None = None,
                             may_reload: bool = False, owner: str = "",
-                            keep_alive: float | None = None) -> list[Generation]:
+                            keep_alive: float | None = None,
+                            prefill: str = "") -> list[Generation]:
         """``n`` generations of one prompt (OpenAI's ``n`` choices), or one (``generate``).
 
         The ``n`` sequences are siblings in the worker: the prompt is decoded once and its KV
@@ -331,6 +334,8 @@ class InferenceService:
         token's user): slots and queue places are shared fairly between owners.
         ``keep_alive``: seconds the model stays loaded once idle after this request (None: the
         setting; negative: until evicted; 0: unload when idle).
+        ``prefill``: text the answer starts with, after the rendered ``messages`` (Anthropic's
+        final assistant message); the generation continues it.
         """
         if self.refusing is not None:
             raise self.refusing
@@ -357,7 +362,7 @@ class InferenceService:
             entry, worker = await self._acquire(entries, entry, load, n_ctx=n_ctx,
                                                 may_reload=may_reload, keep_alive=keep_alive)
         if messages is not None:
-            prompt = self.templates.get(entry, worker.info).render(messages)
+            prompt = self.templates.get(entry, worker.info).render(messages) + prefill
         if prompt is None:
             raise InvalidRequest("a generation needs a prompt or messages")
         return await self._submit(entry, worker, prompt, params, n, special=messages is not None,
@@ -378,6 +383,23 @@ class InferenceService:
         worker, entry = await self._worker_for(model)
         answer = await worker.vocab({"op": "detokenize", "tokens": tokens})
         return entry, answer.content or ""
+
+    async def count_tokens(self, model: str | None, messages: list[dict[str, Any]],
+                           prefill: str = "") -> tuple[ModelEntry, int]:
+        """How many prompt tokens ``messages`` make on ``model``: rendered through its chat
+        template and tokenized as :meth:`generate` submits them (Anthropic's count_tokens)."""
+        if self.refusing is not None:
+            raise self.refusing
+        entries, entry, load = await self._prepare(model, chat=True)
+        if not entry.info.has_chat_template:
+            raise InvalidRequest(f"model {entry.id!r} has no chat template (tokenizer.chat_template "
+                                 "in its GGUF)", details={"errors": [
+                                     {"field": "model", "message": "the model has no chat template"}]})
+        entry, worker = await self._acquire(entries, entry, load)
+        prompt = self.templates.get(entry, worker.info).render(messages) + prefill
+        tokens = await worker.vocab({"op": "tokenize", "content": prompt, "add_special": True,
+                                     "parse_special": True, "with_pieces": False})
+        return entry, len(tokens.tokens)
 
     async def _worker_for(self, model: str | None) -> tuple[WorkerHandle, ModelEntry]:
         if self.refusing is not None:

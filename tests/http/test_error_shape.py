@@ -232,3 +232,12 @@ async def test_a_full_queue_is_refused_at_once_with_server_busy(
     long_model = next(m for m in listing["models"] if m["id"] == "tiny-long")
     assert (long_model["running"], long_model["queued"]) == (1, 0)
     holder.close()
+
+
+def test_every_route_names_an_error_dialect_the_middleware_renders() -> None:
+    from llamahomed.http.middleware import ERROR_RENDERERS
+    from llamahomed.http.routes import ROUTES
+
+    assert {route.errors for route in ROUTES} <= set(ERROR_RENDERERS)
+    assert {r.path for r in ROUTES if r.errors == "openai"} == {
+        r.path for r in ROUTES if r.path.startswith("/v1/") and not r.path.startswith("/v1/messages")}

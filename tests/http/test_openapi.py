@@ -159,7 +159,9 @@ def _fuzz(daemon: RunningDaemon, only: set[str] | None, skip: set[str],
                 except ValueError:
                     body = None
                 error = body.get("error") if isinstance(body, dict) else None
-                if not (isinstance(error, dict) and set(error) == {"code", "message", "details"}):
+                shape = ({"type", "message"} if operation.path.startswith("/v1/messages")
+                         else {"code", "message", "details"})  # Anthropic's routes: its shape
+                if not (isinstance(error, dict) and set(error) == shape):
                     report.failures.append(f"{where}: not the error envelope: {response.text[:300]}")
                 if response.status_code in (429, 503) and "retry-after" not in present:
                     report.failures.append(f"{where}: no Retry-After")

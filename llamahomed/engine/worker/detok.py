@@ -26,21 +26,24 @@ class StopMatcher:
     """Finds stop strings in streamed text without ever emitting a part of one.
 
     ``push`` returns the text that is safe to send now and whether a stop string was hit
-    (the stop string itself and everything after it are dropped).
+    (the stop string itself and everything after it are dropped); ``matched`` is then the stop
+    string that was hit (the earliest in the text; Anthropic's ``stop_sequence`` names it).
     """
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
+        self.matched: str | None = None
 
     def push(self, text: str) -> tuple[str, bool]:
         if not self._stops:
             return text, False
         buffer = self._held + text
-        hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, stop) for stop, i in ((s, buffer.find(s)) for s in self._stops) if i >= 0]
         if hits:
             self._held = ""
-            return buffer[: min(hits)], True
+            at, self.matched = min(hits, key=lambda hit: hit[0])
+            return buffer[:at], True
         keep = self._longest_partial(buffer)
         self._held = buffer[len(buffer) - keep:] if keep else ""
         return buffer[: len(buffer) - keep], False
@@ -71,6 +74,11 @@ class TextOutput:
         """Text that is safe to send for this token's bytes, and whether a stop string was hit."""
         text = self._text.feed(piece)
         return self._stops.push(text) if text else ("", False)
+
+    @property
+    def matched(self) -> str | None:
+        """The stop string that ended the sequence, if one did."""
+        return self._stops.matched
 
     def flush(self) -> str:
         """Everything held back, at the end of the sequence (up to a stop string in it)."""

@@ -183,4 +183,5 @@ class SequentialEngine(Inbox[Sequence]):
             seq.stream.close()
         if not seq.started:
             seq.started = time.perf_counter()
-        return Done(seq.seq_id, reason, seq.usage(), seq.timings()).wire()
+        return Done(seq.seq_id, reason, seq.usage(), seq.timings(),
+                    stop_sequence=seq.out.matched).wire()

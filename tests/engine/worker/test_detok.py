@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llamahomed.engine.worker.detok import IncrementalText, StopMatcher
+from llamahomed.engine.worker.detok import IncrementalText, StopMatcher, TextOutput
 
 
 def test_a_multibyte_character_split_over_tokens_comes_out_whole() -> None:
@@ -41,6 +41,15 @@ def test_a_false_start_of_a_stop_string_is_released() -> None:
 def test_the_earliest_of_several_stop_strings_wins() -> None:
     stops = StopMatcher(("world", "lo"))
     assert stops.push("hello world") == ("hel", True)
+    assert stops.matched == "lo"
+
+
+def test_the_stop_string_that_was_hit_is_kept_even_when_split() -> None:
+    out = TextOutput(("zzz", "END"))
+    assert out.feed(b"abc E") == ("abc ", False)
+    assert out.matched is None
+    assert out.feed(b"ND!") == ("", True)
+    assert out.matched == "END"
 
 
 def test_no_stops_passes_text_through() -> None:
