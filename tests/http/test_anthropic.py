@@ -78,12 +78,7 @@ async def test_max_tokens_ends_with_stop_reason_max_tokens(daemon: Any) -> None:
     assert reply.usage.output_tokens == 3
 
 
-@pytest.mark.parametrize("engine", [
-    "sequential",
-    pytest.param("batched", marks=pytest.mark.xfail(
-        strict=True, reason="the batched engine's _finish does not pass "
-                            "stop_sequence=seq.out.matched to Done yet (batched.py is the lead's)")),
-])
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
 async def test_a_stop_sequence_is_named_in_stop_reason_and_stop_sequence(
         aiohttp_client: Any, make_settings: Any, smollm2_file: Path, tmp_path: Path,
         engine: str) -> None:

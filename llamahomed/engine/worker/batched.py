@@ -525,7 +525,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
     def _finish(self, seq: BatchedSequence, reason: str) -> Event:
         self._release(seq, keep_cache=True)
         return Done(seq.seq_id, reason, seq.usage(), seq.timings(),
-                    cache={"hit_tokens": seq.cache_hit, "source": seq.cache_source}).wire()
+                    cache={"hit_tokens": seq.cache_hit, "source": seq.cache_source},
+                    stop_sequence=seq.out.matched).wire()
 
     def _fail(self, seq: BatchedSequence, code: str, message: str) -> Event:
         self._release(seq, keep_cache=False)
