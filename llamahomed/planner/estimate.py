@@ -30,7 +30,8 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 2
                  "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32}
 CELL_PAD = 256
 CPU_RUNTIME = 32 * MiB          # worker threads, graph metadata, libraries' heap
-GPU_RUNTIME = {"cuda": 40 * MiB, "metal": 32 * MiB}  # beyond the buffers (H100 fit for CUDA)
+GPU_RUNTIME = {"cuda": 40 * MiB, "metal": 32 * MiB,  # beyond the buffers (H100 fit for CUDA)
+               "rpc": 4 * MiB}  # an RPC server's own runtime is outside the memory it reports
 GPU_RUNTIME_DEFAULT = 64 * MiB
 
 
@@ -166,7 +167,7 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
     elif not out_on_gpu:  # tied head on the CPU: the embedding is the head, plus its norm
         cpu_weights += shape.output_bytes - shape.embedding_bytes
     cpu_kv = sum(kv_layer_bytes(shape, i, p) for i in cpu_layers)
-    if ngl == 0 and backend in ("cpu", "metal"):
+    if ngl == 0 and backend in ("cpu", "metal", "rpc"):
         # The graph allocator reuses the scores' memory for the logits: the larger one counts.
         cpu_compute = max(logits, _scores(shape, p, tokens, "cpu")) + _activations(shape, tokens)
         cpu = DevicePart(cpu_weights, cpu_kv, cpu_compute + output_buffer, CPU_RUNTIME)
@@ -211,6 +212,6 @@ def _head_compute(shape: ModelShape, p: LoadParams, backend: str, out_on_gpu: bo
     if out_on_gpu:
         extra = logits if backend == "cuda" and shape.output_quantized else 0
         return logits + extra
-    if backend == "metal":  # unified memory: host tensors need no copy
+    if backend in ("metal", "rpc"):  # unified memory: no copy; RPC devices take no op offload
         return 0
     return shape.output_bytes if not shape.output_tied else shape.embedding_bytes
