@@ -78,6 +78,10 @@ def render(status: dict[str, Any], url: str) -> None:
                 f"{model['kv_cache_usage'] * 100:.0f}%", format_size(model["rss_bytes"]),
                 _duration(model["idle_s"]))
         console.print(table)
+        for model in status["models"]:
+            if model.get("devices"):
+                spread = ", ".join(f"{d['device']} ({d['layers']} layers)" for d in model["devices"])
+                console.print(f"{model['id']} across: CPU (the rest), {spread}")
     for gpu in status.get("gpus", []):
         console.print(f"GPU {gpu['index']} {gpu['name']}: {format_size(gpu['memory_used_bytes'])} "
                       f"of {format_size(gpu['memory_total_bytes'])}, "

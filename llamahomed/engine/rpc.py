@@ -36,7 +36,7 @@ __all__ = ["RemoteDevice", "RpcError", "is_loopback", "read_remote_devices", "re
            "serve", "split_endpoint", "tcp_problem"]
 
 PROBE_TIMEOUT = 2.0      # seconds a TCP connect to an RPC host may take
-READ_TIMEOUT = 20.0      # seconds the child reading remote memory may take
+READ_TIMEOUT = 10.0      # seconds the child reading remote memory may take
 _DEV_TYPE_CPU = 0
 _IFACE_SLOTS = 32        # pointers copied from a device struct (its iface, reg and context)
 _GET_MEMORY_SLOT = 2     # ggml_backend_device_i: get_name, get_description, get_memory,
@@ -230,7 +230,8 @@ def read_remote_devices(endpoints: Sequence[str], *, timeout: float = READ_TIMEO
                 continue
             devices += [RemoteDevice(**d) for d in json.loads(out.stdout.strip().splitlines()[-1])]
         except subprocess.TimeoutExpired:
-            problems[endpoint] = f"accepted a connection but did not answer within {timeout:g} s"
+            problems[endpoint] = (f"accepted a connection but did not answer within {timeout:g} s "
+                                  "(busy? an RPC server serves one client at a time)")
         except (OSError, ValueError, TypeError, IndexError) as exc:
             problems[endpoint] = f"its devices could not be read ({type(exc).__name__})"
     return devices, problems

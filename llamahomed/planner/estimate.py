@@ -131,8 +131,10 @@ def _scores(shape: ModelShape, p: LoadParams, tokens: int, backend: str) -> int:
     """Attention scores of one layer, which only exist without flash attention."""
     if p.flash_attn:
         return 0
-    # KQ of one layer: F32 on the CPU, F16 through cuBLAS on CUDA.
-    return (2 if backend == "cuda" else 4) * tokens * _pad(p.n_ctx) * shape.n_head
+    # KQ of one layer: F32 on the CPU, F16 through cuBLAS on CUDA. On an RPC device KQ and its
+    # softmax are two buffers (measured: 2 x 4 bytes per score on a CPU-backed RPC server).
+    per_score = {"cuda": 2, "rpc": 8}.get(backend, 4)
+    return per_score * tokens * _pad(p.n_ctx) * shape.n_head
 
 
 def gpu_layer_split(n_gpu: int, fractions: tuple[float, ...]) -> list[int]:
@@ -176,6 +178,8 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
     # Partial or full offload: the CPU keeps a graph for its layers (and the head if there).
     cpu_compute = max(0 if out_on_gpu else logits, _scores(shape, p, tokens, "cpu") if first_gpu else 0)
     cpu_compute += _activations(shape, tokens) if first_gpu else 0
+    if backend == "rpc" and not first_gpu:  # measured: the host keeps a layer's graph anyway
+        cpu_compute += _activations(shape, tokens) + _scores(shape, p, tokens, "cpu")
     cpu = DevicePart(cpu_weights, cpu_kv, cpu_compute + output_buffer, CPU_RUNTIME)
     if ngl == 0:  # a GPU build with no layers offloaded still runs the head's matmul there
         head = shape.output_bytes if not shape.output_tied else shape.embedding_bytes

@@ -58,3 +58,19 @@ def test_a_host_that_does_not_answer_is_reported_never_waited_for() -> None:
     assert "did not answer within 3 s" in problems[mute]
     assert elapsed < 10
     assert tcp_problem("192.0.2.1:9", timeout=0.3) is not None  # TEST-NET: never routed
+
+
+def test_llamahomed_plan_shows_the_layers_each_rpc_host_would_hold(tmp_path: Path) -> None:
+    from tests.fixtures.daemon import clean_environ
+    from tests.fixtures.tiny_gguf import write_tiny_llama
+
+    model = write_tiny_llama(tmp_path / "planned.gguf", n_layer=4)
+    with rpc_server(tmp_path, mem="64MiB") as server:
+        env = {**clean_environ(), "LLAMAHOME_CONFIG_FILE": str(tmp_path / "none.toml"),
+               "LLAMAHOME_SYSTEM_SETTINGS__RPC_SERVERS": f'["{server.endpoint}", "127.0.0.1:{free_port()}"]',
+               "LLAMAHOME_SYSTEM_SETTINGS__RPC_POLICY": "always",
+               "LLAMAHOME_SYSTEM_SETTINGS__VRAM_RESERVE": "1MiB"}
+        result = llamahomed("plan", str(model), env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"RPC0 ({server.endpoint}) 0-3 + output" in result.stdout
+    assert "left out of the plan: Connection refused" in result.stdout
