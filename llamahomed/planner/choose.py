@@ -144,6 +144,8 @@ class _Fitter:
     def __init__(self, machine: Machine, req: PlanRequest, measurements: Measurements | None):
         self.machine, self.req, self.measurements = machine, req, measurements
         self.backend = machine.gpus[0].backend if machine.gpus else "cpu"
+        if any(g.backend == "rpc" for g in machine.gpus):  # llama.cpp's placement rule applies
+            self.backend = "rpc"
         free = [max(0, g.free - req.vram_reserve) for g in machine.gpus]
         self.gpu_budget = free
         self.ram_budget = max(0, machine.ram_available - req.ram_reserve)

@@ -159,6 +159,12 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
     tokens = min(p.n_ubatch, _pad(p.n_ctx))
     first_gpu = n_layer - min(ngl, n_layer)
     out_on_gpu = ngl > n_layer
+    if backend == "rpc" and ngl > 0:
+        # llama.cpp's own rule, followed exactly for loads across RPC hosts (whose layout the
+        # planner hands llama.cpp as whole layer counts): the output head is the last of
+        # n_layer + 1 offloadable positions, so it moves first and n_gpu_layers = N puts the
+        # head and the last N - 1 layers on the devices.
+        first_gpu, out_on_gpu = n_layer + 1 - ngl, True
     logits = 4 * tokens * shape.n_vocab
     output_buffer = 4 * shape.n_vocab * p.n_seq
 
@@ -185,7 +191,7 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
         head = shape.output_bytes if not shape.output_tied else shape.embedding_bytes
         gpu = DevicePart(0, 0, head + logits, GPU_RUNTIME.get(backend, GPU_RUNTIME_DEFAULT))
         return Estimate(cpu, (gpu,))
-    split = gpu_layer_split(min(ngl, n_layer), gpu_fractions)
+    split = gpu_layer_split(n_layer - first_gpu, gpu_fractions)
     parts, start = [], first_gpu
     for g, count in enumerate(split):
         layers = range(start, start + count)

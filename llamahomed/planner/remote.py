@@ -63,7 +63,8 @@ def plan_across(candidates: Sequence[Candidate], machine: Machine, req: PlanRequ
             why = (f"fits on this machine: the RPC devices ({hosts}) are not used "
                    "(rpc_policy when_needed; the network is slower than memory)")
             return replace(local, reasons=local.reasons + (why,), machine=machine)
-    result = plan(candidates, machine, replace(req, flash_attn=False), measurements)
+    across = replace(req, flash_attn=False)
+    result = plan(candidates, machine, across, measurements)
     if result.choice is None:
         return result
     return replace(result, reasons=result.reasons + tuple(_device_reasons(result, policy)))
@@ -76,6 +77,10 @@ def _device_reasons(result: Plan, policy: RpcPolicy) -> list[str]:
     out = [("rpc_policy always: the RPC devices take layers" if policy == "always" else
             "does not fit this machine alone: split across this machine and its RPC devices")
            + " (flash attention off across RPC devices)"]
+    shape = result.choice.candidate.shape
+    if shape is not None and result.choice.params.n_gpu_layers > 0:
+        out.append(f"the output head is on the last RPC device (llama.cpp offloads it first): "
+                   f"each token's logits ({format_size(4 * shape.n_vocab)}) cross the network")
     gpus = {g.name: g for g in result.machine.gpus}
     parts = iter(est.gpus)
     for row in result.details.get("layout") or []:

@@ -71,6 +71,15 @@ async def _json(api: Any, method: str, path: str, body: Any = None, status: int 
     return data
 
 
+def assert_layers_where_planned(layout: list[dict[str, Any]], buffers: dict[str, Any]) -> None:
+    """Each layer's KV cache (the same size for every layer here) lies where the plan put it."""
+    per_layer = sum(parts.get("KV", 0) for parts in buffers.values()) // 8
+    for row in layout:
+        device = "CPU" if row["backend"] == "cpu" else next(
+            k for k in buffers if k.endswith(f"[{row['endpoint'].rpartition('#')[0]}]"))
+        assert buffers.get(device, {}).get("KV", 0) == row["n_layers"] * per_layer, (layout, buffers)
+
+
 def _worker(api: Any) -> Any:
     from llamahomed.http.keys import INFERENCE
 
@@ -96,6 +105,7 @@ async def test_a_model_too_big_for_each_host_is_split_across_both_and_matches_a_
     for row, ep in zip(remote, endpoints):
         device = next(k for k in buffers if k.endswith(f"[{ep}]"))
         assert buffers[device]["model"] > 0 and buffers[device]["KV"] > 0, buffers
+    assert_layers_where_planned(plan["layout"], buffers)
 
     status = await _json(split_api, "GET", "/api/v1/status")
     [loaded] = status["models"]
@@ -134,3 +144,5 @@ async def test_an_rpc_host_killed_mid_stream_fails_clearly_and_the_next_load_lea
     assert any(f"RPC host {dead.endpoint} left out of the plan" in r for r in plan["reasons"])
     assert [r["endpoint"] for r in plan["layout"] if r["backend"] == "rpc"] == [
         f"{servers[0].endpoint}#0"]
+    assert plan["layout"][0]["n_layers"] > 0  # what the one host cannot take stays here
+    assert_layers_where_planned(plan["layout"], _worker(split_api).info["buffers"])

@@ -59,9 +59,11 @@ def test_a_model_too_big_for_this_machine_is_split_by_free_memory_with_reasons()
     # The estimate's per-device parts fit each device's budget (free less the reserve).
     for part, free in zip(result.choice.estimate.gpus, (3 * GiB, 5 * GiB)):
         assert part.total <= free - REQ.vram_reserve
-    split = tensor_split(layout)
-    assert sum(split) == result.choice.params.n_gpu_layers or (
-        result.choice.params.n_gpu_layers > 32 and sum(split) == 33)
+    # llama.cpp's rule: n_gpu_layers positions of n_layer + 1, the output head last (and first
+    # to move): the layout hands llama.cpp exactly those positions as layer counts.
+    assert layout[-1]["output"] and not layout[0]["output"]
+    assert sum(tensor_split(layout)) == result.choice.params.n_gpu_layers
+    assert layout[0]["n_layers"] == 33 - result.choice.params.n_gpu_layers
     assert any("does not fit this machine alone" in r for r in result.reasons)
     assert any(r.startswith("RPC0 (10.0.0.3:50052): layers") for r in result.reasons)
 
