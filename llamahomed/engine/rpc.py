@@ -265,7 +265,7 @@ def _limited(lib: _Ggml, dev: int, limit: int) -> int:
     copy = (ctypes.c_void_p * _IFACE_SLOTS).from_buffer_copy(
         (ctypes.c_void_p * _IFACE_SLOTS).from_address(dev))
     init_fn = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)
-    original_init = init_fn(copy[_INIT_BACKEND_SLOT])
+    original_init = init_fn(copy[_INIT_BACKEND_SLOT] or 0)
 
     def init_backend(_dev: int, params: bytes | None) -> int:
         # The backend the device makes points back at the real device; the server asks that
@@ -323,8 +323,10 @@ def serve(endpoint: str, devices: Sequence[int], *, threads: int,
     ``limits``: per device, the memory it reports (None: the device's own).
     """
     lib = ggml()
-    exposed = [(_limited(lib, dev, limits[i]) if i < len(limits) and limits[i] else dev)
-               for i, dev in enumerate(devices)]
+    exposed = []
+    for i, dev in enumerate(devices):
+        limit = limits[i] if i < len(limits) else None
+        exposed.append(_limited(lib, dev, limit) if limit else dev)
     array = (ctypes.c_void_p * len(exposed))(*exposed)
     # The C call never returns: let Ctrl-C and SIGTERM end the process the default way.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
