@@ -38,7 +38,7 @@ __all__ = ["RemoteDevice", "RpcError", "is_loopback", "read_remote_devices", "re
 PROBE_TIMEOUT = 2.0      # seconds a TCP connect to an RPC host may take
 READ_TIMEOUT = 10.0      # seconds the child reading remote memory may take
 _DEV_TYPE_CPU = 0
-_IFACE_SLOTS = 32        # pointers copied from a device struct (its iface, reg and context)
+_IFACE_SLOTS = 48        # most pointer slots looked at in a ggml device or backend struct
 _GET_MEMORY_SLOT = 2     # ggml_backend_device_i: get_name, get_description, get_memory,
 _INIT_BACKEND_SLOT = 5   # get_type, get_props, init_backend, ...
 
@@ -122,6 +122,7 @@ class _Ggml:
             (self.base, "ggml_backend_dev_description", cp, [vp]),
             (self.base, "ggml_backend_dev_type", ctypes.c_int, [vp]),
             (self.base, "ggml_backend_dev_memory", None, [vp, psz, psz]),
+            (self.base, "ggml_backend_dev_backend_reg", vp, [vp]),
             (self.base, "ggml_backend_reg_dev_count", sz, [vp]),
             (self.base, "ggml_backend_reg_dev_get", vp, [vp, sz]),
             (self.rpc, "ggml_backend_rpc_add_server", vp, [cp]),
@@ -262,8 +263,14 @@ def _limited(lib: _Ggml, dev: int, limit: int) -> int:
         free[0] = max(0, min(real_free, limit - used))
         total[0] = limit
 
-    copy = (ctypes.c_void_p * _IFACE_SLOTS).from_buffer_copy(
-        (ctypes.c_void_p * _IFACE_SLOTS).from_address(dev))
+    # struct ggml_backend_device is {iface (function pointers), reg, context}: copy up to and
+    # including the slot after the one that holds the device's registry.
+    reg = lib.dev_backend_reg(dev)  # type: ignore[attr-defined]
+    slots = (ctypes.c_void_p * _IFACE_SLOTS).from_address(dev)
+    size = next((i + 2 for i in range(_IFACE_SLOTS - 1) if slots[i] == reg), None)
+    if size is None or size <= _INIT_BACKEND_SLOT:
+        raise RpcError("cannot limit this device's memory (unexpected ggml device layout)")
+    copy = (ctypes.c_void_p * size).from_buffer_copy((ctypes.c_void_p * size).from_address(dev))
     init_fn = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)
     original_init = init_fn(copy[_INIT_BACKEND_SLOT] or 0)
 

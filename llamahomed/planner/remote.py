@@ -53,7 +53,7 @@ def plan_across(candidates: Sequence[Candidate], machine: Machine, req: PlanRequ
     """``plan`` on ``machine``, its RPC devices weighed as the policy says (see module doc)."""
     remote = remote_gpus(machine)
     if not remote:
-        return plan(candidates, machine, req, measurements)
+        return _say_missing(plan(candidates, machine, req, measurements), machine)
     hosts = ", ".join(g.endpoint for g in remote)
     if policy == "when_needed":
         local = plan(candidates, replace(machine, gpus=tuple(g for g in machine.gpus
@@ -66,8 +66,17 @@ def plan_across(candidates: Sequence[Candidate], machine: Machine, req: PlanRequ
     across = replace(req, flash_attn=False)
     result = plan(candidates, machine, across, measurements)
     if result.choice is None:
-        return result
+        return _say_missing(result, machine)
     return replace(result, reasons=result.reasons + tuple(_device_reasons(result, policy)))
+
+
+def _say_missing(result: Plan, machine: Machine) -> Plan:
+    """A refusal names the RPC hosts that were left out (what would have been there)."""
+    missing = [n.removeprefix("RPC host ") for n in machine.notes if n.startswith("RPC host ")]
+    if result.choice is not None or not missing:
+        return result
+    return replace(result, refusal=result.refusal + ". Not counted: RPC host "
+                   + "; ".join(missing), details={**result.details, "rpc_hosts_left_out": missing})
 
 
 def _device_reasons(result: Plan, policy: RpcPolicy) -> list[str]:

@@ -84,3 +84,13 @@ def test_without_rpc_servers_nothing_changes() -> None:
     assert result.choice is not None and result.choice.params.flash_attn
     assert result.to_dict()["layout"] == [{"device": "CPU", "backend": "cpu", "layers": "0-31",
                                            "n_layers": 32, "output": True}]
+
+
+def test_a_refusal_names_the_rpc_hosts_that_were_left_out() -> None:
+    machine = with_remotes(simulated_machine(ram=2 * GiB), [],
+                           {"10.0.0.9:50052": "Connection refused"})
+    result = plan_across(llama8b(), machine, REQ, policy="when_needed")
+    assert result.choice is None
+    assert "Not counted: RPC host 10.0.0.9:50052 left out of the plan: Connection refused" in result.refusal
+    assert result.details["rpc_hosts_left_out"] == [
+        "10.0.0.9:50052 left out of the plan: Connection refused"]
