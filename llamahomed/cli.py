@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from llamahomed import __version__
 from llamahomed.commands import plan as plan_command
-from llamahomed.commands import pull, quantize, rpc, service, status
+from llamahomed.commands import ps, pull, quantize, rpc, service, status, ui
+from llamahomed.commands import run as run_command
 from llamahomed.commands import token as token_command
 from llamahomed.commands.runtime import is_daemon, running_daemon
 from llamahomed.core.errors import LlamaHomeError, StartupError
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run in the background (pid file and log in the state dir)")
     command("stop", "stop the running daemon (SIGTERM: streams drain first)")
     status.add_parser(sub, common)
+    ps.add_parser(sub, common)
+    run_command.add_parser(sub, common)
+    ui.add_parser(sub, common)
     service.add_parser(sub, common)
 
     models = command("models", "the model store").add_subparsers(dest="action", required=True)
@@ -160,7 +164,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 _COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": status.run,
              "models": cmd_models, "token": token_command.run, "pull": pull.run,
              "quantize": quantize.run, "plan": plan_command.run, "service": service.run,
-             "rpc": rpc.run}
+             "ps": ps.run, "run": run_command.run, "ui": ui.run, "rpc": rpc.run}
 
 if __name__ == "__main__":
     sys.exit(main())

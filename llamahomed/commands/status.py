@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
+from datetime import datetime
 from typing import Any
 
 from llamahomed.commands.runtime import admin_token, base_url, get_json, running_daemon
@@ -65,7 +67,8 @@ def render(status: dict[str, Any], url: str) -> None:
         console.print("no models loaded (a model loads on its first request)")
     else:
         table = Table(title="loaded models", title_justify="left")
-        for column in ("model", "plan", "slots in use", "queued", "KV cache", "memory", "idle"):
+        for column in ("model", "plan", "slots in use", "queued", "KV cache", "memory / held",
+                       "idle", "unloads"):
             table.add_column(column, justify="left" if column in ("model", "plan") else "right")
         for model in status["models"]:
             plan = model["plan"]
@@ -75,14 +78,48 @@ def render(status: dict[str, Any], url: str) -> None:
                 f"{'all' if plan['n_gpu_layers'] < 0 else plan['n_gpu_layers']}, "
                 f"{plan['n_threads']} threads",
                 f"{model['slots_in_use']}/{model['slots']}", str(model["queued"]),
-                f"{model['kv_cache_usage'] * 100:.0f}%", format_size(model["rss_bytes"]),
-                _duration(model["idle_s"]))
+                f"{model['kv_cache_usage'] * 100:.0f}%", _memory(model),
+                _duration(model["idle_s"]), _unloads(model))
         console.print(table)
         for model in status["models"]:
             if model.get("devices"):
                 spread = ", ".join(f"{d['device']} ({d['layers']} layers)" for d in model["devices"])
                 console.print(f"{model['id']} across: CPU (the rest), {spread}")
+    scheduler = status.get("scheduler") or {}
+    for loading in scheduler.get("loading", []):
+        console.print(f"loading {loading['model']} (since {loading['since']})")
+    for waiter in scheduler.get("waiting", []):
+        console.print(f"waiting to load {waiter['model']} for {_duration(waiter['waited_s'])}: "
+                      f"{_why_waiting(waiter)}")
     for gpu in status.get("gpus", []):
         console.print(f"GPU {gpu['index']} {gpu['name']}: {format_size(gpu['memory_used_bytes'])} "
                       f"of {format_size(gpu['memory_total_bytes'])}, "
                       f"{gpu['utilization_percent']:.0f}% busy")
+
+
+def _memory(model: dict[str, Any]) -> str:
+    """Resident memory / what the scheduler counts the model as holding (RAM + VRAM)."""
+    held = (model.get("memory_held") or {}).get("total_bytes")
+    rss = format_size(model["rss_bytes"])
+    return f"{rss} / {format_size(held)}" if held else rss
+
+
+def _unloads(model: dict[str, Any]) -> str:
+    """When an idle model unloads: "in 4m 12s", "when evicted" (negative keep-alive), or
+    "running" (its keep-alive starts when its requests end)."""
+    if model.get("state") == "running":
+        return "running"
+    if (model.get("keep_alive_s") or 0) < 0:
+        return "when evicted"
+    expires = model.get("expires_at")
+    if not expires:
+        return "-"
+    when = datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp()
+    return f"in {_duration(max(0.0, when - time.time()))}"
+
+
+def _why_waiting(waiter: dict[str, Any]) -> str:
+    holders = ", ".join(waiter["waiting_for"]) or "?"
+    if waiter["reason"] == "max_loaded_models":
+        return f"max_loaded_models reached by busy models ({holders})"
+    return f"busy models hold the memory it needs ({holders})"

@@ -173,7 +173,8 @@ class Authority:
         check_token_fields(user_id, scopes, tier)
         if expires_in is not None and not (math.isfinite(expires_in) and expires_in > 0):
             raise InvalidRequest("expires_in must be a positive number of seconds (or none)")
-        token = self.generator.create_token(user_id, expires_in, scopes=tuple(scopes), tier=tier)
+        token: str = self.generator.create_token(user_id, expires_in, scopes=tuple(scopes),
+                                                 tier=tier)
         self.store.record(self.validator.decode(token), key_id(self.keys[0]))
         return token
 

@@ -153,11 +153,13 @@ class TokenStore:
             expires_at = record[0]
         self._current().execute("INSERT OR REPLACE INTO revoked VALUES (?, ?, ?)",
                          (token_id, time.time(), expires_at))
+        self._answers.clear()  # data_version moves only for other connections' commits
 
     def revoke_user(self, user_id: str, before: float | None = None) -> None:
         """Revoke every token of ``user_id`` issued before ``before`` (default: now)."""
         self._current().execute("INSERT OR REPLACE INTO revoked_users VALUES (?, ?)",
                          (user_id, time.time() if before is None else before))
+        self._answers.clear()
 
     def revocation_reason(self, claims: TokenClaims) -> str | None:
         """Why these claims are revoked, or None.

@@ -135,8 +135,19 @@ class SystemSettings(BaseModel):
     cache_size: str = Field("1GB", description="RAM allowed for saved prompt-cache state, e.g. '10GB'.")
     max_requests_per_minute: int = Field(60, ge=1, le=1_000_000,
                                          description="Default per-token request rate limit.")
-    keep_alive: float = Field(300.0, ge=0.0,
-                              description="Seconds an idle model stays loaded (0 = unload at once).")
+    keep_alive: float = Field(300.0, allow_inf_nan=False,
+                              description="Seconds an idle model stays loaded (0 = unload at once, "
+                                          "negative = until evicted or the daemon stops); a "
+                                          "request's own keep_alive overrides it for its model.")
+    max_loaded_models: int | None = Field(
+        None, ge=1, le=256,
+        description="Models loaded at once; loading one more evicts the least recently used idle "
+                    "model (default: 3 per GPU, 3 on a machine without GPUs, as Ollama does).")
+    load_wait_timeout: float = Field(
+        60.0, ge=0.0, le=3600.0,
+        description="Seconds a request for a model that does not fit waits for busy models to "
+                    "finish (and be evicted) before a 507 model_too_large naming what holds the "
+                    "memory.")
     max_tokens_limit: int = Field(8192, ge=1, le=1_000_000,
                                   description="Largest max_tokens a request may ask for.")
     n_ctx: int = Field(4096, ge=64, le=1_048_576,

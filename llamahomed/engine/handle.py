@@ -82,6 +82,20 @@ class SequenceStream:
             await self.worker.cancel(self.seq_id)
 
 
+@dataclass(frozen=True)
+class Held:
+    """Memory a loaded model holds, in bytes: RAM and each GPU's share (what the scheduler
+    counts as taken while it is loaded, and as freed when it is evicted)."""
+
+    ram: int = 0
+    vram: tuple[int, ...] = ()
+    measured: bool = False  # from llama.cpp's buffers at this load, not the plan's estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ram_bytes": self.ram, "vram_bytes": list(self.vram),
+                "total_bytes": self.ram + sum(self.vram), "measured": self.measured}
+
+
 class PoolObserver:
     """Hooks for metrics: the pool and its workers call these; the default does nothing."""
 
@@ -111,6 +125,11 @@ class WorkerHandle:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=30)
         self.alive = False
         self.last_used = time.monotonic()
+        self.loaded_at = time.time()  # wall clock, set again when the model is ready
+        # Seconds this model stays loaded once idle, as the last request asked: None = the
+        # keep_alive setting, negative = until evicted or the daemon stops, 0 = unload when idle.
+        self.keep_alive: float | None = None
+        self.held = Held()  # what the scheduler counts this model as holding
         self.exit_reason: str | None = None
         self.tokens_generated = 0
         self.observer = PoolObserver()
@@ -169,6 +188,7 @@ class WorkerHandle:
                                   details={"model": self.config.model_id})
         self.info = first.get("info", {})
         self.alive = True
+        self.loaded_at = time.time()
         self._tasks.append(asyncio.create_task(self._read_loop(), context=contextvars.Context()))
 
     def _why(self, exc: BaseException | None) -> str:
@@ -290,29 +310,45 @@ class WorkerHandle:
         ``special``: the prompt may spell special tokens (a rendered chat template);
         ``owner``: who asks (the token's user), for the fair share of slots and queue.
         """
-        seq_id = next(self._seq_ids)
+        streams = await self.submit_many(prompt, params, 1, special=special,
+                                         request_id=request_id, owner=owner)
+        return streams[0]
+
+    async def submit_many(self, prompt: str, params: SamplingParams, n: int, *,
+                          special: bool = False, request_id: str = "",
+                          owner: str = "") -> list[SequenceStream]:
+        """``submit`` for ``n`` sibling sequences of one prompt (``n`` choices), one stream
+        each: one submit op carries their ids, the worker shares the prompt's KV between them,
+        and admission counts them as ``n`` sequences (see ``admission.py``)."""
+        seq_ids = [next(self._seq_ids) for _ in range(max(1, n))]
         self.last_used = time.monotonic()
         submitted = time.perf_counter()
         if self.refusing is not None:
             raise self.refusing
-        await self.admission.enter(seq_id, owner)
+        await self.admission.enter(seq_ids[0], owner, siblings=seq_ids[1:])
         if self.refusing is not None:
-            self.admission.leave(seq_id)
+            for seq_id in seq_ids:
+                self.admission.leave(seq_id)
             raise self.refusing
-        stream = SequenceStream(seq_id, self, request_id=request_id, submitted_at=submitted,
-                                admitted_at=time.perf_counter())
-        self._streams[seq_id] = stream
+        admitted = time.perf_counter()
+        streams = [SequenceStream(seq_id, self, request_id=request_id, submitted_at=submitted,
+                                  admitted_at=admitted) for seq_id in seq_ids]
+        for stream in streams:
+            self._streams[stream.seq_id] = stream
         try:
-            message = {"op": "submit", "seq": seq_id, "prompt": prompt,
-                       "params": params.to_wire(), "request_id": request_id}
+            message: dict[str, Any] = {"op": "submit", "seq": seq_ids[0], "prompt": prompt,
+                                       "params": params.to_wire(), "request_id": request_id}
+            if seq_ids[1:]:
+                message["siblings"] = seq_ids[1:]
             if special:
                 message["special"] = True
             await self._send(message)
         except LlamaHomeError:
-            self._streams.pop(seq_id, None)
-            self.admission.leave(seq_id)
+            for seq_id in seq_ids:
+                self._streams.pop(seq_id, None)
+                self.admission.leave(seq_id)
             raise
-        return stream
+        return streams
 
     async def embed(self, inputs: list[str]) -> SequenceStream:
         """Embed ``inputs`` (no slot needed: the worker embeds on a context of its own)."""

@@ -1,4 +1,8 @@
-"""One worker per loaded model: load on first use, unload after keep-alive, restart after a crash."""
+"""One worker per loaded model: load on first use, unload after keep-alive, restart after a crash.
+
+Which models may be loaded together (memory, ``max_loaded_models``, eviction, waiting) is the
+scheduler's decision (:mod:`llamahomed.service.scheduler`); the pool only runs workers.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +34,34 @@ class WorkerPool:
         self._drain_timeout = drain_timeout
         self._reaper: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Future[None]] = set()
+        self.loading: dict[str, float] = {}  # model id -> wall clock when its load began
 
     def workers(self) -> dict[str, WorkerHandle]:
         return {k: w for k, w in self._workers.items() if w.alive}
+
+    def take(self, config: LoadConfig) -> WorkerHandle | None:
+        """The running worker loaded with exactly ``config``, marked used; None otherwise.
+
+        Synchronous on purpose: between this and the caller's submit nothing else runs on the
+        event loop, so the scheduler cannot evict the worker in between.
+        """
+        worker = self._workers.get(config.model_id)
+        if worker is None or not worker.alive or worker.config != config:
+            return None
+        worker.last_used = time.monotonic()
+        return worker
+
+    def keep_alive_of(self, worker: WorkerHandle) -> float:
+        """Seconds ``worker`` stays loaded once idle (negative: until evicted)."""
+        return self._keep_alive() if worker.keep_alive is None else worker.keep_alive
+
+    def expires_at(self, worker: WorkerHandle) -> float | None:
+        """Wall-clock time the idle ``worker`` will be unloaded; None while it is busy or when
+        it stays loaded until evicted."""
+        keep = self.keep_alive_of(worker)
+        if keep < 0 or not worker.idle:
+            return None
+        return time.time() - (time.monotonic() - worker.last_used) + keep
 
     async def acquire(self, config: LoadConfig) -> WorkerHandle:
         """The running worker for this model, started (or restarted) when needed."""
@@ -53,11 +82,14 @@ class WorkerPool:
             started = time.perf_counter()
             log.info("model_loading", model=config.model_id, n_ctx=config.n_ctx,
                      n_gpu_layers=config.n_gpu_layers)
+            self.loading[config.model_id] = time.time()
             try:
                 await worker.start(self._start_timeout)
             except BaseException:
                 self.observer.model_load_failed(config.model_id)
                 raise
+            finally:
+                self.loading.pop(config.model_id, None)
             seconds = time.perf_counter() - started
             self.observer.model_loaded(config.model_id, seconds)
             log.info("model_loaded", model=config.model_id, pid=worker.pid,
@@ -119,13 +151,15 @@ class WorkerPool:
             self._reaper = asyncio.create_task(self._reap(), context=contextvars.Context())
 
     async def _reap(self) -> None:
-        """Unload models idle for longer than keep-alive; forget workers that died."""
+        """Unload models idle for longer than their keep-alive (the request's, else the
+        setting's; negative: never); forget workers that died."""
         while self._workers:
-            await asyncio.sleep(min(1.0, max(0.05, self._keep_alive() / 4)))
+            shortest = min((k for k in map(self.keep_alive_of, self._workers.values()) if k >= 0),
+                           default=4.0)
+            await asyncio.sleep(min(1.0, max(0.05, shortest / 4)))
             now = time.monotonic()
             for model_id, worker in list(self._workers.items()):
-                idle = now - worker.last_used
-                if (worker.alive and worker.in_flight == 0 and worker.admission.waiting == 0
-                        and idle >= self._keep_alive()):
+                idle, keep = now - worker.last_used, self.keep_alive_of(worker)
+                if worker.alive and worker.idle and 0 <= keep <= idle:
                     log.info("model_idle_unload", model=model_id, idle_s=round(idle, 1))
                     await self.unload(model_id, "idle")

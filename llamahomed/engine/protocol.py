@@ -4,6 +4,9 @@ Daemon -> worker ("op"):
     {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...},
      "request_id": "..."}                        (optional; echoed on the sequence's last event)
         optional "special": true: the prompt may spell special tokens (a rendered chat template)
+        optional "siblings": [8, 9]: more sequence ids for the same prompt (``n`` choices), each
+        with its own events; they share the prompt's KV (batched engine), and with a seed in
+        params sibling i samples with seed + i
     {"op": "cancel", "seq": 7}
     {"op": "embed", "seq": 8, "inputs": ["text", ...]}   answered by one done (or error) event
                                                         with "embeddings": [[float, ...], ...]

@@ -13,7 +13,7 @@ from llamahomed.core.settings import Settings
 from llamahomed.http import ratelimit
 from llamahomed.http.access import auth_middleware
 from llamahomed.http.guard import guard_middleware, setup_guard
-from llamahomed.http.handlers import ws
+from llamahomed.http.handlers import console, ws
 from llamahomed.http.observe import metrics_middleware
 from llamahomed.http.keys import (
     AUTHORITY,
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_id_header)
     ratelimit.setup(app)
     ws.setup(app)
+    console.setup(app)
     app[ROUTES] = route_table()
     app[ROUTES].install(app)
     return app

@@ -6,8 +6,10 @@ CORS preflight (which carries no token) is answered here.
 
 - ``Host`` must name loopback (``localhost``, ``127.0.0.1``, ``[::1]``) with the port the daemon
   listens on, the bound address, or an entry of ``allowed_hosts`` (``*``: any).
-- ``Origin``, when a browser sends one, must be in ``allowed_origins`` (empty by default);
-  :func:`check_origin` is the one function that decides, for HTTP and for WebSocket handshakes.
+- ``Origin``, when a browser sends one, must be the daemon's own (``scheme://Host``, the Host
+  having passed the check above: the web console at ``/ui/``) or in ``allowed_origins`` (empty
+  by default); :func:`check_origin` is the one function that decides, for HTTP and for
+  WebSocket handshakes.
 - CORS headers go only to allowed origins, never ``*``, never ``Allow-Credentials``: there is
   no cookie auth anywhere.
 """
@@ -193,7 +195,8 @@ def check_origin(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
     if origin is None:
         return None
-    if not origin_allowed(origin, request.app[CONFIG].settings):
+    own = f"{request.scheme}://{request.host}".lower()  # the console's page: same origin
+    if _normalise_origin(origin) != own and not origin_allowed(origin, request.app[CONFIG].settings):
         raise OriginNotAllowed(
             "this Origin is not allowed; add it to allowed_origins to let that web page call the API",
             details={"origin": origin[:200]})

@@ -17,14 +17,14 @@ from llamahomed.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from llamahomed.http.access import auth_middleware
+from llamahomed.http.access import auth_middleware, matched_route
 from llamahomed.http.keys import REQUEST_ID
 from llamahomed.http.redact import for_client
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["add_request_id_header", "auth_middleware", "error_middleware", "render",
-           "request_id_middleware"]
+__all__ = ["ERROR_DIALECTS", "add_request_id_header", "auth_middleware", "error_middleware",
+           "render", "request_id_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -61,17 +61,46 @@ def _from_http_exception(exc: web.HTTPException) -> LlamaHomeError:
 
 OPENAI_PREFIX = "/v1/"
 
+ErrorDialect = Callable[[LlamaHomeError], tuple[int, dict[str, object]]]
+"""An error as one wire dialect says it: its status and its body."""
 
-def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = False) -> web.Response:
-    """The guide's envelope (OpenAI's on the ``/v1/`` routes) with the error's status and headers."""
+
+def _native(error: LlamaHomeError) -> tuple[int, dict[str, object]]:
+    return error.status, error.envelope()
+
+
+def _openai(error: LlamaHomeError) -> tuple[int, dict[str, object]]:
+    # OpenAI (and every peer serving its API) answers an invalid body with 400, not 422.
+    return (400 if error.status == 422 else error.status), error.openai_envelope()
+
+
+def _ollama(error: LlamaHomeError) -> tuple[int, dict[str, object]]:
+    # Ollama answers ``{"error": "message"}``, and 400 for a body it cannot use.
+    return (400 if error.status == 422 else error.status), {"error": error.message}
+
+
+ERROR_DIALECTS: dict[str, ErrorDialect] = {"native": _native, "openai": _openai,
+                                           "ollama": _ollama}
+"""How each dialect renders an error; a route names its dialect (``Route.errors``)."""
+
+
+def error_dialect(request: web.Request) -> str:
+    """The matched route's error dialect; by default OpenAI's under ``/v1/``, else native."""
+    route = matched_route(request)
+    if route is not None and route.errors is not None:
+        return route.errors
+    return "openai" if request.path.startswith(OPENAI_PREFIX) else "native"
+
+
+def render(error: LlamaHomeError, request_id: str | None, *, openai: bool = False,
+           dialect: str | None = None) -> web.Response:
+    """The error in ``dialect`` (the guide's envelope by default, OpenAI's with ``openai``),
+    with the error's status and headers."""
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    if not openai:
-        return web.json_response(error.envelope(), status=error.status, headers=headers)
-    # OpenAI (and every peer serving its API) answers an invalid body with 400, not 422.
-    status = 400 if error.status == 422 else error.status
-    return web.json_response(error.openai_envelope(), status=status, headers=headers)
+    status, body = ERROR_DIALECTS[dialect or ("openai" if openai else "native")](error)
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -79,22 +108,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Every error leaves as ``{"error": {"code", "message", "details"}}``, as the request's
     token may see it (``http/redact.py``: no filesystem paths without the admin scope).
 
-    The OpenAI-compatible routes (``/v1/...``) get OpenAI's shape instead,
-    ``{"error": {"message", "type", "param", "code"}}``, so OpenAI's SDKs read them.
+    A route may name another dialect (``Route.errors``): the OpenAI-compatible routes
+    (``/v1/...``) get OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, so
+    OpenAI's SDKs read them; Ollama's routes ``{"error": "message"}``.
     """
-    openai = request.path.startswith(OPENAI_PREFIX)
+    dialect = error_dialect(request)
     try:
         return await handler(request)
     except LlamaHomeError as exc:
-        return render(for_client(exc, request), request.get(REQUEST_ID), openai=openai)
+        return render(for_client(exc, request), request.get(REQUEST_ID), dialect=dialect)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render(_from_http_exception(exc), request.get(REQUEST_ID), openai=openai)
+        return render(_from_http_exception(exc), request.get(REQUEST_ID), dialect=dialect)
     except Exception:  # noqa: BLE001 - the boundary where anything unexpected becomes a 500
         log.exception("unhandled_error", path=request.path)
         return render(LlamaHomeError("internal error; the daemon log has the details"),
-                      request.get(REQUEST_ID), openai=openai)
+                      request.get(REQUEST_ID), dialect=dialect)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -152,8 +152,15 @@ def _config_patch(defs: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
+_DIALECT_ERRORS: dict[str, dict[str, Any]] = {
+    "ollama": {"type": "object", "required": ["error"],
+               "properties": {"error": {"type": "string"}}},
+}
+"""Error bodies of the routes whose table entry names a dialect (``Route.errors``)."""
+
+
 def _operation(method: str, path: str, op: Operation, public: bool, admin: bool,
-               refs: dict[Any, Any]) -> dict[str, Any]:
+               refs: dict[Any, Any], dialect: str | None = None) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {
         "description": "OK",
         "headers": {} if public else dict(_LIMIT_HEADERS),
@@ -161,7 +168,7 @@ def _operation(method: str, path: str, op: Operation, public: bool, admin: bool,
                                        or {"type": "object"}}}}}
     if op.also_streams:
         responses["200"]["content"][NDJSON] = {"schema": {"$ref": REF.format(model="StreamLine")}}
-    error_ref = {"$ref": REF.format(model="ErrorEnvelope")}
+    error_ref = _DIALECT_ERRORS.get(dialect or "", {"$ref": REF.format(model="ErrorEnvelope")})
     statuses = set(op.errors) | {405, 500}
     if not public:
         statuses |= {401, 429}
@@ -213,11 +220,13 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``'s routes."""
     table = app[ROUTES]
     described: dict[tuple[str, str], tuple[Operation, bool, bool]] = {}
+    dialects: dict[tuple[str, str], str | None] = {}
     for method, path in routes(app):
         route: Route | None = table.find(method, path)
         described[(method, path)] = (
             (route.operation, route.scope == "public",
              route.scope == "admin") if route is not None else (_undocumented(path), False, True))
+        dialects[(method, path)] = route.errors if route is not None else None
     models: set[tuple[type[BaseModel], str]] = {(ErrorEnvelope, "serialization"),
                                                  (StreamLine, "serialization")}
     for op, _, _ in described.values():
@@ -231,7 +240,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     defs["ConfigPatch"] = _config_patch(defs)
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), (op, public, admin) in described.items():
-        entry = _operation(method, path, op, public, admin, refs)
+        entry = _operation(method, path, op, public, admin, refs, dialects[(method, path)])
         if op.tag == "undocumented":
             entry["x-undocumented"] = True
         paths.setdefault(path, {})[method.lower()] = entry

@@ -51,6 +51,9 @@ class Route:
     self_authenticating: bool = False
     """The handler checks credentials itself before anything else (the WebSocket upgrade:
     browsers cannot set headers on it, so a single-use ticket may stand in for the token)."""
+    errors: str | None = None
+    """The dialect its errors are rendered in (a key of ``middleware.ERROR_DIALECTS``:
+    ``"ollama"``, ...); None: OpenAI's under ``/v1/``, else the guide's envelope."""
 
     def is_public(self, settings: Any) -> bool:
         return self.scope == "public" or bool(self.public_when and getattr(settings, self.public_when))

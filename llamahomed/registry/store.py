@@ -223,8 +223,9 @@ class ModelRegistry:
         check_inside(self.models_dir, entry.path)
         return entry
 
-    def import_file(self, source: Path) -> ModelEntry:
-        """Check a GGUF's header, then place its bytes in the store (hard link, else a copy).
+    def import_file(self, source: Path, name: str | None = None) -> ModelEntry:
+        """Check a GGUF's header, then place its bytes in the store (hard link, else a copy),
+        under ``name`` (a plain ``*.gguf`` file name; default: the source's).
 
         A symlink is followed and its target's bytes are stored under the link's name: the store
         keeps no links of its own making, since the scan refuses a link that leads out of the
@@ -234,13 +235,13 @@ class ModelRegistry:
         real = source.resolve()
         if not real.is_file():
             raise NotFound(f"no such file: {source}")
-        check_file_name(source.name if source.suffix == ".gguf" else f"{source.name}.gguf")
+        name = name or (source.name if source.suffix == ".gguf" else f"{source.name}.gguf")
+        check_file_name(name)
         try:
             info = read_model_info(real)
         except GGUFError as exc:
             raise InvalidRequest(f"{source} is not a usable GGUF file: {exc}") from exc
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        name = source.name if source.suffix == ".gguf" else f"{source.name}.gguf"
         target = self.models_dir / name
         if target.exists() or target.is_symlink():
             raise InvalidRequest(f"{target} already exists in the model store")

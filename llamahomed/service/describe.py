@@ -41,7 +41,8 @@ def describe(service: InferenceService, entries: list[ModelEntry], machine: Mach
         "memory_required": format_size(required) if required is not None else None,
     }
     if worker is not None:
-        data.update(running=worker.admission.running, queued=worker.admission.waiting)
+        data.update(running=worker.admission.running, queued=worker.admission.waiting,
+                    **service.scheduler.state(worker))
     if not detail:
         return data
     plan_data = result.to_dict()

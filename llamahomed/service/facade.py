@@ -66,7 +66,7 @@ class LocalEngine:
             raise ValidationFailed("invalid request field(s)",
                                    details=validation_details(exc)) from exc
         return await service.generate(fields, prompt=fields.prompt, system=fields.system,
-                                      raw=fields.raw)
+                                      raw=fields.raw, keep_alive=fields.keep_alive)
 
     async def process(self, prompt: str, options: dict[str, Any]) -> dict[str, Any]:
         """The process response (``text``, ``usage``, ``finish_reason``, ...)."""

@@ -21,7 +21,6 @@ from llamahomed.core.errors import (
     InvalidRequest,
     LlamaHomeError,
     ModelNotFound,
-    ModelTooLarge,
     PermissionDenied,
 )
 from llamahomed.core.resources import Machine, read_machine
@@ -46,6 +45,8 @@ from llamahomed.service.chat_template import TemplateCache
 from llamahomed.service.generation import Generation, Meter, failure
 from llamahomed.service.options import GenerationOptions
 from llamahomed.service.performance import Performance
+from llamahomed.service.scheduler import LoadRequest, Scheduler, view
+from llamahomed.service.too_large import auto_quantize, too_large
 from llamahomed.service.remote_hosts import RemoteHosts, in_use
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ class InferenceService:
         self.metrics = metrics or AdvancedMetrics()
         self.refusing: LlamaHomeError | None = None  # set while shutting down
         self.templates = TemplateCache()
+        self.scheduler = Scheduler(
+            pool, max_loaded=lambda: config.settings.system_settings.max_loaded_models,
+            wait_timeout=lambda: config.settings.system_settings.load_wait_timeout)
         self.remote_hosts = RemoteHosts()
 
     @classmethod
@@ -143,7 +147,7 @@ class InferenceService:
         """How the worker loads ``entry``: the plan's choice, for this file."""
         result = result or self.plan([entry])
         if result.choice is None:
-            raise self._too_large([entry], result)
+            raise too_large([entry], result)
         system = self.config.settings.system_settings
         params = result.choice.params
         return LoadConfig(**_placement(result),
@@ -195,64 +199,34 @@ class InferenceService:
         """The variant and load settings a request gets (``n_ctx``: a larger context asked by
         this request; ``may_reload``: whether the request may reload a loaded model; ``chat``:
         no model named means the default chat model)."""
+        return self._select(model, n_ctx, may_reload=may_reload, chat=chat)[1:]
+
+    def _select(self, model: str | None, n_ctx: int | None = None, *, may_reload: bool = True,
+                chat: bool = False) -> tuple[list[ModelEntry], ModelEntry, LoadConfig]:
+        """``select``, with the variants it chose among."""
         entries = self.candidates(model, chat=chat)
         loaded = self._loaded(entries, n_ctx, may_reload)
         if loaded is not None:
-            return loaded
-        result = self.plan(entries, n_ctx=n_ctx)
-        if result.choice is None and self._auto_quantize(entries, result):
+            return (entries, *loaded)
+        empty = self._without_loaded()  # the scheduler decides what must make room
+        result = self.plan(entries, empty, n_ctx=n_ctx)
+        if result.choice is None and auto_quantize(self.config.settings, entries, result):
             entries = self.candidates(model, chat=chat)
-            result = self.plan(entries, n_ctx=n_ctx)
+            result = self.plan(entries, empty, n_ctx=n_ctx)
         if result.choice is None:
-            raise self._too_large(entries, result)
+            raise too_large(entries, result)
         entry = result.choice.candidate.ref
         log.info("load_planned", model=entry.id, variant=entry.variant_id,
                  placement=result.choice.placement, n_gpu_layers=result.choice.params.n_gpu_layers,
                  n_ctx=result.choice.params.n_ctx, reasons=list(result.reasons))
-        return entry, self.load_config(entry, result)
+        return entries, entry, self.load_config(entry, result)
 
-    def _proposal(self, entries: list[ModelEntry], result: Plan) -> tuple[ModelEntry, str] | None:
-        """A smaller variant ``llamahomed quantize`` could make that would fit, if any: the
-        weights may take the memory budget less what the smallest option needs besides them."""
-        from llamahomed.registry.quantize import propose_quantization
-
-        details = result.details
-        source = min(entries, key=lambda e: e.size)
-        if "needed_bytes" not in details:
-            return None
-        gpus = details.get("gpu_budget_bytes") or []
-        budget = int(details.get("ram_budget_bytes") or 0) + sum(
-            int(b) for b in (gpus if isinstance(gpus, list) else [gpus]))
-        target = budget - max(0, int(details["needed_bytes"]) - source.size)
-        proposed = propose_quantization(source, target) if target > 0 else None
-        return (source, proposed) if proposed else None
-
-    def _auto_quantize(self, entries: list[ModelEntry], result: Plan) -> bool:
-        """With ``auto_quantize`` on, make the proposed smaller variant; whether one was made."""
-        if not self.config.settings.system_settings.auto_quantize:
-            return False
-        proposal = self._proposal(entries, result)
-        if proposal is None:
-            return False
-        from llamahomed.registry.quantize import QUANT_TYPES, quantize_model
-
-        source, name = proposal
-        log.info("auto_quantize", model=source.id, source=source.quantization, target=name)
-        quantize_model(source, QUANT_TYPES[name], self.config.settings.models_path)
-        return True
-
-    def _too_large(self, entries: list[ModelEntry], result: Plan) -> ModelTooLarge:
-        """The refusal, with the quantization that would fit when there is one."""
-        details: dict[str, Any] = {"model": entries[0].id, **result.details}
-        message = result.refusal
-        proposal = self._proposal(entries, result)
-        if proposal is not None:
-            source, name = proposal
-            details["proposed_quantization"] = name
-            message += (f". A {name} variant would fit: run `llamahomed quantize {source.id} "
-                        f"{name}`, or set system_settings.auto_quantize to make it on demand")
-        return ModelTooLarge(message, details=details)
-
+    def _without_loaded(self) -> Machine:
+        """This machine as it would be with none of the loaded models (what a model that fits
+        nowhere even then is refused against)."""
+        workers = self.pool.workers()
+        return view(self.read_machine(), {k: w.held for k, w in workers.items()},
+                    frozenset(workers))
 
     def _record_allocation(self, entry: ModelEntry, worker: WorkerHandle) -> None:
         """Keep what llama.cpp allocated at this load, for the next plan with these settings."""
@@ -264,25 +238,95 @@ class InferenceService:
             self.measurements.record(
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
-    async def _prepare(self, model: str | None, n_ctx: int | None = None,
-                       may_reload: bool = False, chat: bool = False) -> tuple[ModelEntry, LoadConfig]:
-        """``select`` off the event loop (it reads the store and the machine): the variant a
-        request gets and how it loads, before anything is loaded."""
-        return await asyncio.to_thread(functools.partial(self.select, model, n_ctx,
+    async def _prepare(self, model: str | None, n_ctx: int | None = None, may_reload: bool = False,
+                       chat: bool = False) -> tuple[list[ModelEntry], ModelEntry, LoadConfig]:
+        """``select`` off the event loop (it reads the store and the machine): the variants, the
+        one a request gets and how it loads, before anything is loaded."""
+        return await asyncio.to_thread(functools.partial(self._select, model, n_ctx,
                                                          may_reload=may_reload, chat=chat))
 
-    async def _acquire(self, entry: ModelEntry, load: LoadConfig) -> WorkerHandle:
-        """The worker for ``_prepare``'s answer, loaded on demand (its allocation recorded)."""
-        worker = await self.pool.acquire(load)
+    async def _acquire(self, entries: list[ModelEntry], entry: ModelEntry, load: LoadConfig, *,
+                       n_ctx: int | None = None, may_reload: bool = False,
+                       keep_alive: float | None | bool = False) -> tuple[ModelEntry, WorkerHandle]:
+        """The worker for ``_prepare``'s answer, loaded on demand through the scheduler (which
+        may evict idle models or wait for busy ones); its allocation recorded. The entry is the
+        variant running (the same unless memory held elsewhere changed the plan).
+        ``keep_alive``: how long the model stays loaded once idle, as this request asks (None:
+        the setting); False leaves it as it is (tokenize, detokenize)."""
+
+        def reuse() -> LoadConfig | None:
+            running = self._loaded(entries, n_ctx, may_reload)
+            return running[1] if running is not None else None
+
+        worker, result = await self.scheduler.acquire(LoadRequest(
+            load, plan_on=lambda machine: self.plan(entries, machine, n_ctx),
+            read_machine=lambda: self.read_machine(),
+            config_for=lambda chosen: self.load_config(self._chosen(chosen), chosen),
+            refuse=lambda result: too_large(entries, result), reuse=reuse,
+            refusing=lambda: self.refusing))
+        if result is not None:
+            entry = self._chosen(result)
+        else:
+            entry = next((e for e in entries if str(e.path) == worker.config.model_path), entry)
         self._record_allocation(entry, worker)
-        return worker
+        if keep_alive is not False:
+            worker.keep_alive = None if keep_alive is None else float(keep_alive)
+        return entry, worker
+
+    @staticmethod
+    def _chosen(result: Plan) -> ModelEntry:
+        assert result.choice is not None
+        entry: ModelEntry = result.choice.candidate.ref
+        return entry
+
+    async def unload(self, model: str | None) -> bool:
+        """Unload ``model`` now when it is idle, else as soon as its requests finish (its
+        keep-alive becomes 0); whether it was loaded."""
+        worker = self.pool.workers().get(self.candidates(model)[0].id)
+        if worker is None:
+            return False
+        worker.keep_alive = 0.0
+        if worker.idle:
+            await self.pool.unload(worker.config.model_id, "unloaded")
+        return True
+
+    async def load(self, model: str | None, *, n_ctx: int | None = None,
+                   keep_alive: float | None = None, may_reload: bool = False,
+                   chat: bool = False) -> ModelEntry:
+        """Load a model without generating (Ollama's empty prompt); the variant loaded."""
+        if self.refusing is not None:
+            raise self.refusing
+        entries, entry, load = await self._prepare(model, n_ctx, may_reload, chat=chat)
+        entry, _ = await self._acquire(entries, entry, load, n_ctx=n_ctx, may_reload=may_reload,
+                                       keep_alive=keep_alive)
+        return entry
+
 
     async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
-                       owner: str = "") -> Generation:
-        """The one way in: plan, load, render the prompt, submit; returns once the worker
+                       owner: str = "", keep_alive: float | None = None) -> Generation:
+        """One generation: :meth:`generate_many` with ``n=1``."""
+        generations = await self.generate_many(
+            options, 1, prompt=prompt, messages=messages, system=system, raw=raw, n_ctx=n_ctx,
+            meter=meter, may_reload=may_reload, owner=owner, keep_alive=keep_alive)
+        return generations[0]
+
+    async def generate_many(self, options: GenerationOptions, n: int, *,
+                            prompt: str | None = None,
+                            messages: list[dict[str, Any]] | None = None,
+                            system: str | None = None, raw: bool = True,
+                            n_ctx: int | None = None, meter: Meter | None = None,
+                            may_reload: bool = False, owner: str = "",
+                            keep_alive: float | None = None) -> list[Generation]:
+        """``n`` generations of one prompt (OpenAI's ``n`` choices), or one (``generate``).
+
+        The ``n`` sequences are siblings in the worker: the prompt is decoded once and its KV
+        shared; with a seed, choice i samples with seed + i. Each is a Generation of its own
+        (own events, own accounting); the prompt counts once towards ``meter``.
+
+        The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
         Give ``prompt`` or chat ``messages`` (rendered through the model's chat template, whose
@@ -295,6 +339,8 @@ class InferenceService:
         tokens when it finishes (the caller's token budget). ``may_reload``: the caller (an
         admin) may have a loaded model reloaded for this request. ``owner``: who asks (the
         token's user): slots and queue places are shared fairly between owners.
+        ``keep_alive``: seconds the model stays loaded once idle after this request (None: the
+        setting; negative: until evicted; 0: unload when idle).
         """
         if self.refusing is not None:
             raise self.refusing
@@ -305,8 +351,8 @@ class InferenceService:
         params = options.sampling(self.config.settings.model_settings,
                                   self.config.settings.system_settings)
         trace = self._trace()
-        entry, load = await self._prepare(options.model, n_ctx, may_reload,
-                                          chat=messages is not None)
+        entries, entry, load = await self._prepare(options.model, n_ctx, may_reload,
+                                                   chat=messages is not None)
         if messages is not None and not entry.info.has_chat_template:
             raise InvalidRequest(
                 f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
@@ -318,12 +364,13 @@ class InferenceService:
             elif system is not None:
                 prompt = f"{system}\n\n{prompt}"
         with trace.phase("load"):
-            worker = await self._acquire(entry, load)
+            entry, worker = await self._acquire(entries, entry, load, n_ctx=n_ctx,
+                                                may_reload=may_reload, keep_alive=keep_alive)
         if messages is not None:
             prompt = self.templates.get(entry, worker.info).render(messages)
         if prompt is None:
             raise InvalidRequest("a generation needs a prompt or messages")
-        return await self._submit(entry, worker, prompt, params, special=messages is not None,
+        return await self._submit(entry, worker, prompt, params, n, special=messages is not None,
                                   trace=trace, meter=meter, owner=owner)
 
     async def tokenize(self, model: str | None, content: str, *, add_special: bool = False,
@@ -345,19 +392,21 @@ class InferenceService:
     async def _worker_for(self, model: str | None) -> tuple[WorkerHandle, ModelEntry]:
         if self.refusing is not None:
             raise self.refusing
-        entry, load = await self._prepare(model)
-        return await self._acquire(entry, load), entry
+        entry, worker = await self._acquire(*await self._prepare(model))
+        return worker, entry
 
-    async def embed(self, model: str | None, texts: list[str]) -> tuple[ModelEntry, Done]:
-        """Embed ``texts`` with a model that can (its GGUF declares a pooling type)."""
-        entry, load = await self._prepare(model)
+    async def embed(self, model: str | None, texts: list[str], *,
+                    keep_alive: float | None = None) -> tuple[ModelEntry, Done]:
+        """Embed ``texts`` with a model that can (its GGUF declares a pooling type);
+        ``keep_alive`` as for :meth:`generate`."""
+        entries, entry, load = await self._prepare(model)
         if "embeddings" not in entry.capabilities:
             raise InvalidRequest(
                 f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its "
                 "GGUF declares no pooling type); use an embedding model such as nomic-embed-text "
                 "or bge", details={"errors": [{"field": "model", "message": "the model cannot embed"}],
                                    "capabilities": entry.capabilities})
-        worker = await self._acquire(entry, load)
+        entry, worker = await self._acquire(entries, entry, load, keep_alive=keep_alive)
         stream = await worker.embed(texts)
         try:
             event = await stream.next_event()
@@ -374,9 +423,9 @@ class InferenceService:
         return self.metrics.trace(context.request_id if context else None)
 
     async def _submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
-                      params: SamplingParams, *, special: bool, trace: Trace,
-                      meter: Meter | None, owner: str) -> Generation:
-        """Hand the prompt to the worker; returns once it is accepted.
+                      params: SamplingParams, n: int, *, special: bool, trace: Trace,
+                      meter: Meter | None, owner: str) -> list[Generation]:
+        """Hand the prompt to the worker (``n`` sibling sequences); returns once accepted.
 
         ``special=True`` lets the prompt's text spell special tokens (a rendered chat template's
         ``<|im_start|>``); user prompts never do.
@@ -388,20 +437,29 @@ class InferenceService:
         admission = worker.admission
         admission.max_queue, admission.timeout = system.max_queue, system.queue_timeout
         admission.owner_share = system.queue_share_per_token
-        stream = await worker.submit(prompt, params, special=special, owner=owner,
-                                     request_id=context.request_id if context else "")
+        streams = await worker.submit_many(prompt, params, n, special=special, owner=owner,
+                                           request_id=context.request_id if context else "")
         if self.config.settings.log_prompts:
-            log.info("prompt", model=entry.id, seq=stream.seq_id, prompt=prompt)
-        try:
-            first = await stream.next_event()
-        except BaseException:  # cancelled while the worker checks the prompt: drop the sequence
-            await stream.cancel()
-            raise
-        if isinstance(first, Failed):
-            raise failure(first)
-        prompt_tokens = first.prompt_tokens if isinstance(first, Accepted) else 0
+            log.info("prompt", model=entry.id, seq=[s.seq_id for s in streams], prompt=prompt)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return Generation(entry, stream, prompt_tokens, created, trace, self._account, meter)
+        generations: list[Generation] = []
+        try:
+            for stream in streams:
+                first = await stream.next_event()
+                if isinstance(first, Failed):
+                    raise failure(first)
+                prompt_tokens = first.prompt_tokens if isinstance(first, Accepted) else 0
+                if generations:  # a sibling: its own trace, from the same load
+                    trace = self._trace()
+                    trace.phases.update(generations[0].trace.phases)
+                generations.append(Generation(entry, stream, prompt_tokens, created, trace,
+                                              self._account, meter,
+                                              counts_prompt=not generations))
+        except BaseException:  # refused, or cancelled while the worker checks the prompt
+            for stream in streams:
+                await stream.cancel()
+            raise
+        return generations
 
     def _account(self, generation: Generation, done: Done) -> dict[str, Any] | None:
         """A sequence's ``done`` event: record its speed, finish its trace (returned, to be
@@ -411,7 +469,7 @@ class InferenceService:
         trace.add("queue", generation.stream.queue_ms(done))
         trace.add("prefill", float(done.timings.get("prefill_ms", 0.0)))
         trace.add("decode", float(done.timings.get("decode_ms", 0.0)))
-        data = self.metrics.finish_trace(trace)
+        data: dict[str, Any] | None = self.metrics.finish_trace(trace)
         context = tracing.current()
         if context is not None:
             context.add_sequence(generation.entry.id, done.usage, data)

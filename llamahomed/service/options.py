@@ -12,10 +12,11 @@ refused with the request's other field errors before a model is loaded.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from llamahomed.core.duration import parse_duration
 from llamahomed.core.errors import ValidationFailed
 from llamahomed.core.settings import ModelSettings, SystemSettings
 from llamahomed.engine.grammar import GrammarError, grammar_problem, json_grammar, schema_grammar
@@ -150,6 +151,17 @@ class NativeOptions(GenerationOptions):
     raw: bool = Field(False, description="Send the prompt verbatim, without the chat template.")
     system: str | None = Field(None, min_length=1, max_length=1_000_000,
                                description="A system message before the prompt (not with raw).")
+    keep_alive: float | None = Field(
+        None, json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string"},
+                                           {"type": "null"}]},
+        description="How long the model stays loaded once idle after this request: "
+        "seconds or a duration such as '5m' or '1h30m'; 0 unloads it when idle, a negative "
+        "value keeps it until it is evicted (default: system_settings.keep_alive).")
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _system_not_raw(self) -> NativeOptions:
@@ -158,10 +170,40 @@ class NativeOptions(GenerationOptions):
         return self
 
 
-class PromptOptions(NativeOptions):
-    """A generation from one prompt (the native API, the WebSocket, the in-process engine)."""
+class ChatTurn(BaseModel):
+    """One message of a conversation given to the native API instead of a prompt."""
 
-    prompt: str = Field(..., min_length=1, max_length=4_000_000)
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., max_length=4_000_000)
+
+
+class PromptOptions(NativeOptions):
+    """A generation from one prompt or one conversation (the native API, the WebSocket, the
+    in-process engine)."""
+
+    prompt: str | None = Field(None, min_length=1, max_length=4_000_000,
+                               description="The prompt (or give messages).")
+    messages: list[ChatTurn] | None = Field(
+        None, min_length=1, max_length=10_000,
+        description="A conversation instead of a prompt, rendered through the model's chat "
+                    "template (after system, when given); for models that can chat.")
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> PromptOptions:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give a prompt or messages (one of the two)")
+        if self.messages is not None and self.raw:
+            raise ValueError("raw sends a prompt verbatim; messages go through the chat template")
+        return self
+
+    def turns(self) -> list[dict[str, Any]] | None:
+        """The conversation for the chat template (system first), or None for a prompt."""
+        if self.messages is None:
+            return None
+        head = [{"role": "system", "content": self.system}] if self.system is not None else []
+        return head + [turn.model_dump() for turn in self.messages]
 
 
 def validation_details(exc: ValidationError) -> dict[str, Any]:

@@ -147,7 +147,7 @@ async def test_errors_reach_the_sdk_as_its_own_exceptions(
                                              messages=[{"role": "user", "content": "hi"}])
     assert "chat template" in no_template.value.message
     with pytest.raises(openai.BadRequestError) as several:
-        await client.chat.completions.create(model=chat_model, n=2,
+        await client.chat.completions.create(model=chat_model, n=17,
                                              messages=[{"role": "user", "content": "hi"}])
     assert several.value.param == "n"
     with pytest.raises(openai.BadRequestError) as bad:  # 400 with param, as OpenAI answers

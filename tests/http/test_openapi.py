@@ -15,6 +15,7 @@ import requests
 from llamahomed.http.keys import ROUTES
 from llamahomed.http.openapi import build_spec, routes
 from llamahomed.http.app import create_app
+from llamahomed.http.routes import ROUTES as ROUTE_ROWS
 from tests.conftest import TINY_MODEL_FILE, TINY_MODEL_ID
 from tests.fixtures.daemon import RunningDaemon, clean_environ, start_daemon
 
@@ -184,6 +185,9 @@ def test_schemathesis_finds_no_server_error_and_every_error_is_an_envelope(
     skip = {"POST /api/v1/config", "POST /api/v1/models/pull", "GET /api/v1/ws",
             "POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models",
             "GET /v1/models/{model_id}", "POST /v1/embeddings"}
+    # the routes of dialects with their own error shape (Ollama's: tests/http/ollama/), pull,
+    # delete and create among them
+    skip |= {f"{r.method} {r.path}" for r in ROUTE_ROWS if r.errors is not None}
     report = _fuzz(daemon, only=None, skip=skip)
     print(f"schemathesis: {report.cases} cases, statuses {sorted(report.statuses.items())}")
     assert report.cases >= 200

@@ -35,6 +35,18 @@ def routes(app: web.Application) -> list[tuple[str, str, str]]:
     return found
 
 
+def error_dialects(app: web.Application) -> dict[tuple[str, str], str]:
+    """(method, request path) -> the error dialect its table entry names, where it names one."""
+    found = {}
+    for route in app.router.routes():
+        if route.resource is None:
+            continue
+        entry = app[ROUTES].find(route.method, route.resource.canonical)
+        if entry is not None and entry.errors is not None:
+            found[(route.method, concrete(route.resource.canonical))] = entry.errors
+    return found
+
+
 async def future_route(request: web.Request) -> web.Response:
     return web.json_response({"reached": True})
 
@@ -46,8 +58,12 @@ def full_app(settings: Any) -> web.Application:
     return app
 
 
-def error_of(path: str, data: Any, code: str) -> dict[str, Any]:
-    """Our envelope; on the OpenAI routes (``/v1/``) OpenAI's error shape with the same code."""
+def error_of(path: str, data: Any, code: str, dialect: str | None = None) -> dict[str, Any]:
+    """Our envelope; on the OpenAI routes (``/v1/``) OpenAI's error shape with the same code;
+    on a route whose table entry names another dialect (Ollama's), that dialect's shape."""
+    if dialect == "ollama":
+        assert set(data) == {"error"} and isinstance(data["error"], str) and data["error"], data
+        return {"message": data["error"]}
     if not path.startswith("/v1/"):
         return assert_envelope(data, code)
     error: dict[str, Any] = data["error"]
@@ -62,21 +78,23 @@ async def test_every_non_public_route_refuses_no_token_a_bad_token_and_a_wrong_s
     forged = TokenGenerator("wrong-secret").create_token("mallory", scopes=["admin", "inference"])
     checked = 0
     for method, path, scope in routes(app):
-        if path in ALWAYS_PUBLIC:
+        if path in ALWAYS_PUBLIC or scope == "public":
             continue
+        dialect = error_dialects(app).get((method, path))
         for headers in ({}, bearer(forged), bearer("garbage")):
             response = await client.request(method, path, headers=headers)
             assert response.status == 401, (method, path, headers)
             assert response.headers["WWW-Authenticate"].startswith("Bearer ")
             if method != "HEAD":
-                error_of(path, await response.json(), "authentication_error")
+                error_of(path, await response.json(), "authentication_error", dialect)
         others = tuple(s for s in ("admin", "inference") if s != scope)
         response = await client.request(method, path, headers=bearer(issue(settings, scopes=others)))
         assert response.status == 403, (method, path)
         assert f'scope="{scope}"' in response.headers["WWW-Authenticate"]
         if method != "HEAD":
-            error = error_of(path, await response.json(), "permission_denied")
-            assert path.startswith("/v1/") or error["details"] == {"required_scope": scope}
+            error = error_of(path, await response.json(), "permission_denied", dialect)
+            assert (path.startswith("/v1/") or dialect is not None
+                    or error["details"] == {"required_scope": scope})
         checked += 1
     assert checked >= 9  # the guide's routes (GET ones twice, with HEAD) and the future one
 

@@ -29,6 +29,22 @@ state in RAM, up to ``state_cache_bytes`` (``system_settings.cache_size``; see
 ``state_cache.py``), and restored from there. The ``done`` event reports
 ``"cache": {"hit_tokens": N, "source": "slot" | "shared" | "ram" | ""}``. Where partial removal
 is refused (or an SWA cache no longer holds the window before the prefix) the slot is cleared.
+
+Siblings (``n`` choices of one prompt, one submit with several sequence ids): the first is the
+leader and prefills the prompt; siblings admitted while it prefills wait in their slots without
+decoding anything. When the leader's last prompt token is decoded, each waiting sibling gets the
+prompt's KV with ``llama_memory_seq_cp(leader, sibling, -1, -1)`` (hit_tokens = the whole
+prompt, source "shared") and samples its first token from the leader's logits with its own
+sampler chain, so the prompt is decoded once. The whole-sequence copy is what llama.cpp also
+allows across per-slot KV streams (``kv_unified`` False: it copies the stream's buffer, which
+then holds exactly the prompt), so siblings share there too. A sibling that gets a slot only
+after the leader's prefill is admitted like any other sequence (a live sibling's prefix, the
+slot or RAM cache: at most the prompt less one token, which it decodes for its logits; with
+``kv_unified`` False only the slot and RAM caches can serve it). A leader that is cancelled
+before its prefill ends hands its computed prefix and its waiting siblings to the first of
+them; a failed one leaves them to prefill for themselves. Cells that ``seq_cp`` shared carry
+every sibling's sequence id, so a sibling ending (and its slot being cleared) keeps them for
+the others.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ import ctypes
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +65,7 @@ from llamahomed.engine.worker.embed import Embedder
 from llamahomed.engine.worker.inbox import (
     Inbox,
     SequenceState,
+    sibling_params,
     special_tokens,
     tokenize,
 )
@@ -79,6 +96,8 @@ class BatchedSequence(SequenceState):
     cache_source: str = ""     # where the reused prefix came from: slot, shared or ram
     history: list[int] = field(default_factory=list)
     sampler: SamplerChain | None = None
+    leader: BatchedSequence | None = None  # the sibling whose prefill this one waits for
+    followers: list[BatchedSequence] = field(default_factory=list)  # siblings waiting for ours
 
 
 @dataclass
@@ -204,18 +223,28 @@ class BatchedEngine(Inbox[BatchedSequence]):
         """Tokens of ``text`` with BOS as the vocab wants it; special tokens parsed if asked."""
         return tokenize(self._lib, self._vocab, text, special)
 
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False,
+               siblings: Sequence[int] = ()) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error).
 
-        ``special``: the prompt may spell special tokens (a rendered chat template).
+        ``special``: the prompt may spell special tokens (a rendered chat template);
+        ``siblings``: more sequence ids for the same prompt, which share its KV (module doc).
         """
+        ids = [seq_id, *siblings]
         problem = params_problem(self._lib, self._vocab, self.n_vocab, params)
         if problem is not None:
-            self._emit([invalid_params(seq_id, problem)])
+            self._emit([invalid_params(i, problem) for i in ids])
             return
         tokens = self.tokenize(prompt, special)
-        self._accept(seq_id, tokens, self.n_ctx_seq,
-                     lambda: BatchedSequence(seq_id, tokens, params, out=TextOutput(params.stop)))
+
+        def make() -> list[BatchedSequence]:
+            group = [BatchedSequence(i, tokens, sibling_params(params, k),
+                                     out=TextOutput(params.stop)) for k, i in enumerate(ids)]
+            for sibling in group[1:]:
+                sibling.leader = group[0]
+            return group
+
+        self._accept_group(ids, tokens, self.n_ctx_seq, make)
 
     # -- the decode thread --------------------------------------------------------------------
     def run(self) -> None:
@@ -273,7 +302,13 @@ class BatchedEngine(Inbox[BatchedSequence]):
         free = [slot for slot in self._slots if slot.seq is None]
         limit = len(seq.tokens) - 1  # the last prompt token is always decoded, for its logits
         keep, source = 0, ""
-        if not self.prompt_cache:
+        leader, seq.leader = seq.leader, None
+        if leader is not None and leader in self._live and not leader.first_token:
+            slot = min(free, key=lambda s: (bool(s.cached), s.last_used))
+            self._reuse(slot, 0)  # it waits for the leader's prompt KV (``_fork``)
+            seq.leader = leader
+            leader.followers.append(seq)
+        elif not self.prompt_cache:
             slot = min(free, key=lambda s: s.last_used)
             self._reuse(slot, 0)
         else:
@@ -386,13 +421,24 @@ class BatchedEngine(Inbox[BatchedSequence]):
             seq.feeding = 0
             seq.pending = None
         for seq, index in outputs:
-            assert seq.sampler is not None
-            try:
-                token = seq.sampler.sample(self._ctx, index)
-            except GrammarError as exc:  # this sequence's grammar is stuck: it alone fails
-                events.append(self._fail(seq, "invalid_request", f"grammar: {exc}"))
-                continue
-            events += self._on_token(seq, token)
+            followers, seq.followers = seq.followers, []
+            for follower in followers:  # before the leader's token: it may end the leader
+                self._fork(seq, follower)
+            for each in (seq, *followers):
+                assert each.sampler is not None
+                try:
+                    token = each.sampler.sample(self._ctx, index)
+                except GrammarError as exc:  # this sequence's grammar is stuck: it alone fails
+                    events.append(self._fail(each, "invalid_request", f"grammar: {exc}"))
+                    continue
+                events += self._on_token(each, token)
+
+    def _fork(self, leader: BatchedSequence, sibling: BatchedSequence) -> None:
+        """Give a waiting sibling the leader's KV, which holds exactly the whole prompt now."""
+        self._lib.llama_memory_seq_cp(self._mem, leader.slot, sibling.slot, -1, -1)
+        sibling.leader = None
+        sibling.n_past = sibling.cache_hit = leader.n_past
+        sibling.cache_source = "shared"
 
     def _decode(self, events: list[Event]) -> list[tuple[BatchedSequence, int]] | None:
         """Fill the batch and decode it; the outputs to sample, or None when nothing ran.
@@ -437,7 +483,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         for seq in self._live if prefill else ():
             start = seq.n_past
             end = min(len(seq.tokens), start + self.n_batch - n)
-            if seq.pending is not None or end <= start:
+            if seq.pending is not None or end <= start or seq.leader is not None:
                 continue
             k = end - start
             self._b_token[n:n + k] = seq.tokens[start:end]
@@ -509,6 +555,11 @@ class BatchedEngine(Inbox[BatchedSequence]):
             seq.sampler = None
         if seq in self._live:
             self._live.remove(seq)
+        if seq.leader is not None and seq in seq.leader.followers:
+            seq.leader.followers.remove(seq)
+        seq.leader = None
+        if seq.followers:
+            self._hand_over(seq, keep_cache)
         if seq.slot < 0:
             return
         slot = self._slots[seq.slot]
@@ -518,6 +569,19 @@ class BatchedEngine(Inbox[BatchedSequence]):
         else:
             self._lib.llama_memory_seq_rm(self._mem, slot.index, -1, -1)
             slot.cached = []
+
+    def _hand_over(self, seq: BatchedSequence, keep_cache: bool) -> None:
+        """A leader leaves before its prefill ended: the first waiting sibling leads the rest,
+        from the prefix the leader computed (a cancel) or from nothing (a failure)."""
+        heir, *rest = seq.followers
+        seq.followers = []
+        heir.leader, heir.followers = None, rest
+        for sibling in rest:
+            sibling.leader = heir
+        if keep_cache and seq.n_past > 0:  # the leader's KV holds exactly its computed prefix
+            self._lib.llama_memory_seq_cp(self._mem, seq.slot, heir.slot, -1, -1)
+            heir.n_past = heir.cache_hit = seq.n_past
+            heir.cache_source = "shared"
 
     def close(self) -> None:
         """Free samplers, batch, context and model (idempotent; after ``run`` returned)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -73,6 +74,14 @@ def special_tokens(lib: Any, vocab: Any) -> dict[str, Any]:
             "add_bos": bool(lib.llama_vocab_get_add_bos(vocab))}
 
 
+def sibling_params(params: SamplingParams, index: int) -> SamplingParams:
+    """Sibling ``index``'s params (``n`` choices of one prompt): with a seed, sibling i samples
+    with seed + i, so the choices are reproducible yet differ; without, each draws its own."""
+    if params.seed is None or index == 0:
+        return params
+    return dataclasses.replace(params, seed=params.seed + index)
+
+
 def context_error(seq_id: int, prompt_tokens: int, n_ctx: int) -> Event:
     """The ``context_length_exceeded`` event: refused, never truncated."""
     return Failed(seq_id, "context_length_exceeded",
@@ -94,13 +103,18 @@ class Inbox(Generic[Seq]):
     def _accept(self, seq_id: int, tokens: list[int], n_ctx: int,
                 make: Callable[[], Seq]) -> None:
         """Refuse a prompt that leaves no room to generate; else acknowledge and queue it."""
+        self._accept_group([seq_id], tokens, n_ctx, lambda: [make()])
+
+    def _accept_group(self, ids: Sequence[int], tokens: list[int], n_ctx: int,
+                      make: Callable[[], list[Seq]]) -> None:
+        """``_accept`` for sequences of one prompt (siblings), queued together in order."""
         if len(tokens) >= n_ctx:
-            self._emit([context_error(seq_id, len(tokens), n_ctx)])
+            self._emit([context_error(i, len(tokens), n_ctx) for i in ids])
             return
-        seq = make()
-        self._emit([Accepted(seq_id, len(tokens)).wire()])
+        group = make()
+        self._emit([Accepted(i, len(tokens)).wire() for i in ids])
         with self._cond:
-            self._queue.append(seq)
+            self._queue.extend(group)
             self._cond.notify()
 
     def cancel(self, seq_id: int) -> None:

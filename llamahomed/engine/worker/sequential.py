@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.protocol import Done, Failed, SamplingParams, Text
 from llamahomed.engine.worker.detok import TextOutput
 from llamahomed.engine.worker.embed import Embedder
-from llamahomed.engine.worker.inbox import Inbox, SequenceState, special_tokens
+from llamahomed.engine.worker.inbox import Inbox, SequenceState, sibling_params, special_tokens
 from llamahomed.engine.worker.sampling import invalid_params, params_problem
 
 Event = dict[str, Any]
@@ -90,15 +90,22 @@ class SequentialEngine(Inbox[Sequence]):
         return Embedder(self._llama_cpp, self.llm.model, self.llm.n_ctx(), int(self.llm.n_threads))
 
     # -- called from the reader thread -------------------------------------------------------
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False) -> None:
-        """Tokenize and check the prompt at once, then queue it (or answer with an error)."""
+    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False,
+               siblings: Iterable[int] = ()) -> None:
+        """Tokenize and check the prompt at once, then queue it (or answer with an error).
+
+        ``siblings``: more sequences of the same prompt, run one after another (this engine
+        decodes one sequence at a time, so nothing is shared).
+        """
+        ids = [seq_id, *siblings]
         problem = params_problem(self._llama_cpp, self._vocab, self.llm.n_vocab(), params)
         if problem is not None:
-            self._emit([invalid_params(seq_id, problem)])
+            self._emit([invalid_params(i, problem) for i in ids])
             return
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
-        self._accept(seq_id, tokens, self.llm.n_ctx(),
-                     lambda: Sequence(seq_id, tokens, params, out=TextOutput(params.stop)))
+        self._accept_group(ids, tokens, self.llm.n_ctx(), lambda: [
+            Sequence(i, tokens, sibling_params(params, k), out=TextOutput(params.stop))
+            for k, i in enumerate(ids)])
 
     # -- the decode thread --------------------------------------------------------------------
     def run(self) -> None:

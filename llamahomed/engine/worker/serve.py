@@ -131,11 +131,13 @@ def serve(channel: Channel, config: LoadConfig) -> int:
                 break
             op = message.get("op")
             if op == "submit":
+                siblings = [int(seq) for seq in message.get("siblings") or ()]
                 if message.get("request_id"):
-                    channel.request_ids[int(message["seq"])] = str(message["request_id"])
+                    for seq in (int(message["seq"]), *siblings):
+                        channel.request_ids[seq] = str(message["request_id"])
                 engine.submit(int(message["seq"]), str(message["prompt"]),
                               SamplingParams.from_wire(message["params"]),
-                              bool(message.get("special", False)))
+                              bool(message.get("special", False)), siblings)
             elif op == "cancel":
                 engine.cancel(int(message["seq"]))
             elif op == "embed":

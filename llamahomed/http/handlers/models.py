@@ -15,8 +15,10 @@ async def list_models(request: web.Request) -> web.Response:
     groups = service.registry.models()
     machine = await asyncio.to_thread(service.read_machine)
     # Off the event loop: a plan may probe RPC hosts (system_settings.rpc_servers).
-    return web.json_response({"models": await asyncio.to_thread(
-        lambda: [describe(service, entries, machine, detail=False) for entries in groups.values()])})
+    described = await asyncio.to_thread(
+        lambda: [describe(service, entries, machine, detail=False) for entries in groups.values()])
+    return web.json_response({"models": described,
+                              "waiting": [w.to_dict() for w in service.scheduler.waiting()]})
 
 
 async def get_model(request: web.Request) -> web.Response:

@@ -19,19 +19,25 @@ from llamahomed.service.generation import Generation
 from llamahomed.service.options import NativeOptions
 
 
-async def _start(request: web.Request, options: NativeOptions, prompt: str) -> Generation:
-    """A native generation: the prompt goes through the model's chat template unless ``raw``."""
-    return await request.app[INFERENCE].generate(options, prompt=prompt, system=options.system,
-                                                 raw=options.raw, meter=request_meter(request),
-                                                 may_reload=is_admin(request),
-                                                 owner=owner(request))
+async def _start(request: web.Request, options: NativeOptions, prompt: str | None,
+                 messages: list[dict[str, Any]] | None = None) -> Generation:
+    """A native generation: the prompt goes through the model's chat template unless ``raw``;
+    ``messages`` (a conversation, system included) always do."""
+    service = request.app[INFERENCE]
+    if messages is not None:
+        return await service.generate(options, messages=messages, raw=False,
+                                      meter=request_meter(request), may_reload=is_admin(request),
+                                      owner=owner(request), keep_alive=options.keep_alive)
+    return await service.generate(options, prompt=prompt, system=options.system, raw=options.raw,
+                                  meter=request_meter(request), may_reload=is_admin(request),
+                                  owner=owner(request), keep_alive=options.keep_alive)
 
 
 async def process(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ProcessRequest)
     if body.stream:
         return await _stream(request, body)
-    result = await (await _start(request, body, body.prompt)).result()
+    result = await (await _start(request, body, body.prompt, body.turns())).result()
     return web.json_response(result.native())
 
 
@@ -43,7 +49,8 @@ async def _stream(request: web.Request, body: ProcessRequest) -> web.StreamRespo
     """NDJSON lines; errors found before the first byte (bad model, prompt too long) are normal
     error responses. A stream holds one of its user's ``max_streams_per_token`` slots."""
     with stream_slot(request.app, request.get(CLAIMS)):
-        return await stream_ndjson(request, await _start(request, body, body.prompt))
+        return await stream_ndjson(request, await _start(request, body, body.prompt,
+                                                               body.turns()))
 
 
 async def batch(request: web.Request) -> web.StreamResponse:

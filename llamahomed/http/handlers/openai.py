@@ -11,9 +11,11 @@ LlamaHome's own options ride in the body next to OpenAI's fields (the SDKs' ``ex
 and llama-server's ``json_schema`` and ``grammar`` (GBNF). Structured output:
 ``response_format`` ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema":
 {"name", "schema", "strict"}}`` on both completion routes (a grammar constrains sampling, so
-the output follows the schema whatever ``strict`` says). OpenAI features the daemon cannot
-honour (``n > 1``, logprobs, tools) are refused with a 400 that names the field, never silently
-ignored.
+the output follows the schema whatever ``strict`` says). ``n`` (1 to ``MAX_CHOICES``) choices
+are sibling sequences that share the prompt's KV in the worker (the prompt is decoded once;
+with a ``seed``, choice i samples with seed + i); usage counts each prompt once. OpenAI
+features the daemon cannot honour (``best_of``, logprobs, tools) are refused with a 400 that
+names the field, never silently ignored.
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ from llamahomed.http.access import is_admin, owner
 from llamahomed.http.guard import stream_slot
 from llamahomed.http.keys import CLAIMS, INFERENCE
 from llamahomed.http.ratelimit import request_meter
-from llamahomed.http.render.sse import finish_reason, stream_sse, usage
+from llamahomed.http.render.sse import finish_reason, stream_sse
 from llamahomed.http.schemas import parse_body
 from llamahomed.registry.store import ModelEntry
-from llamahomed.service.generation import Generation, Result
+from llamahomed.service.generation import Generation, request_usage, results
 from llamahomed.service.options import GenerationOptions, validation_details
 
 MAX_EMBED_INPUTS = 256
+MAX_CHOICES = 16
+"""The most ``n`` choices a request may ask (OpenAI allows 128): each choice is a sequence
+holding a slot and its own KV as it generates, so 16 (four times the default slots) keeps one
+request from filling a worker's queue while still covering what n is used for."""
 OWNER = "llamahome"
 
 
@@ -64,7 +70,7 @@ class _Common(_Strict):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -84,8 +90,6 @@ class _Common(_Strict):
 
     def _unsupported(self) -> list[tuple[str, str]]:
         problems = []
-        if self.n != 1:
-            problems.append(("n", "only n=1 is supported; send several requests"))
         kind = (self.response_format or {}).get("type", "text")
         if kind not in ("text", "json_object", "json_schema"):
             problems.append(("response_format",
@@ -234,35 +238,36 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     messages = [m.for_template() for m in body.messages]
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-    async def start() -> Generation:
-        return await request.app[INFERENCE].generate(
-            options, messages=messages, n_ctx=body.n_ctx, meter=request_meter(request),
+    async def start() -> list[Generation]:
+        return await request.app[INFERENCE].generate_many(
+            options, body.n, messages=messages, n_ctx=body.n_ctx, meter=request_meter(request),
             may_reload=is_admin(request), owner=owner(request))
 
     if body.stream:
         with stream_slot(request.app, request.get(CLAIMS)):
-            generation = await start()
-            model = generation.entry.id
+            generations = await start()
+            model = generations[0].entry.id
 
-            def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+            def chunk(text: str | None, finish: str | None, first: bool = False,
+                      index: int = 0) -> dict[str, Any]:
                 delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
                 if text is not None:
                     delta["content"] = text
                 return {"id": reply_id, "object": "chat.completion.chunk", "created": created,
                         "model": model, "system_fingerprint": None,
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                        "choices": [{"index": index, "delta": delta, "logprobs": None,
                                      "finish_reason": finish}]}
-            return await stream_sse(request, generation, chunk, body.include_usage, opening=True,
-                                    continuous_usage=body.continuous_usage)
-    generation = await start()
-    model = generation.entry.id
-    result = await generation.result()
+            return await stream_sse(request, generations, chunk, body.include_usage,
+                                    opening=True, continuous_usage=body.continuous_usage)
+    generations = await start()
+    answers = await results(generations)
     return web.json_response({
-        "id": reply_id, "object": "chat.completion", "created": created, "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                     "logprobs": None, "finish_reason": finish_reason(result.finished.finish_reason)}],
-        "usage": usage(result.finished.usage)})
+        "id": reply_id, "object": "chat.completion", "created": created,
+        "model": generations[0].entry.id, "system_fingerprint": None,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": a.text},
+                     "logprobs": None, "finish_reason": finish_reason(a.finished.finish_reason)}
+                    for i, a in enumerate(answers)],
+        "usage": request_usage(generations, [a.finished.usage for a in answers])})
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -272,36 +277,42 @@ async def completions(request: web.Request) -> web.StreamResponse:
     service, meter, admin = request.app[INFERENCE], request_meter(request), is_admin(request)
     user = owner(request)
     reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    async def start(prompt: str) -> list[Generation]:
+        return await service.generate_many(options, body.n, prompt=prompt, n_ctx=body.n_ctx,
+                                           meter=meter, may_reload=admin, owner=user)
+
     if body.stream:
         with stream_slot(request.app, request.get(CLAIMS)):
-            generation = await service.generate(options, prompt=body.prompts[0], n_ctx=body.n_ctx,
-                                                meter=meter, may_reload=admin, owner=user)
-            model = generation.entry.id
+            generations = await start(body.prompts[0])
+            model = generations[0].entry.id
 
-            def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+            def chunk(text: str | None, finish: str | None, first: bool = False,
+                      index: int = 0) -> dict[str, Any]:
                 text = body.prompts[0] if first else text  # the opening chunk echoes the prompt
                 return {"id": reply_id, "object": "text_completion", "created": created,
                         "model": model, "system_fingerprint": None,
-                        "choices": [{"index": 0, "text": text or "", "logprobs": None,
+                        "choices": [{"index": index, "text": text or "", "logprobs": None,
                                      "finish_reason": finish}]}
-            return await stream_sse(request, generation, chunk, body.include_usage,
+            return await stream_sse(request, generations, chunk, body.include_usage,
                                     opening=body.echo, continuous_usage=body.continuous_usage)
 
-    async def one(prompt: str) -> Result:
-        generation = await service.generate(options, prompt=prompt, n_ctx=body.n_ctx, meter=meter,
-                                            may_reload=admin, owner=user)
-        return await generation.result()
-
-    results = await asyncio.gather(*(one(p) for p in body.prompts))
-    totals = {key: sum(r.finished.usage.get(key, 0) for r in results)
-              for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    # n choices per prompt, numbered prompt-major as OpenAI does: prompt p's choice j is p*n+j
+    started = await asyncio.gather(*(start(p) for p in body.prompts), return_exceptions=True)
+    generations = [g for group in started if isinstance(group, list) for g in group]
+    failed = next((e for e in started if isinstance(e, BaseException)), None)
+    if failed is not None:
+        for generation in generations:
+            await generation.close()
+        raise failed
+    answers = await results(generations)
+    prompts = [p for p in body.prompts for _ in range(body.n)]
     return web.json_response({
         "id": reply_id, "object": "text_completion", "created": created,
-        "model": results[0].finished.model, "system_fingerprint": None,
-        "choices": [{"index": i, "text": (prompt + r.text) if body.echo else r.text,
-                     "logprobs": None, "finish_reason": finish_reason(r.finished.finish_reason)}
-                    for i, (prompt, r) in enumerate(zip(body.prompts, results))],
-        "usage": totals})
+        "model": generations[0].entry.id, "system_fingerprint": None,
+        "choices": [{"index": i, "text": (prompt + a.text) if body.echo else a.text,
+                     "logprobs": None, "finish_reason": finish_reason(a.finished.finish_reason)}
+                    for i, (prompt, a) in enumerate(zip(prompts, answers))],
+        "usage": request_usage(generations, [a.finished.usage for a in answers])})
 
 
 def _model_object(entry: ModelEntry) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -54,6 +55,25 @@ def _summary(request: web.Request, result: PullResult) -> dict[str, Any]:
             "already_present": result.already_present, "resumed_from": result.resumed_from}
 
 
+async def follow(task: asyncio.Task[PullResult], events: asyncio.Queue[PullProgress],
+                 send: Callable[[PullProgress], Awaitable[None]]) -> None:
+    """Hand each progress event of a running pull to ``send`` until the pull ends (its
+    result or error stays in ``task``)."""
+    while True:
+        while not events.empty():
+            await send(events.get_nowait())
+        if task.done():
+            return
+        getter = asyncio.ensure_future(events.get())
+        await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            await send(getter.result())
+        else:
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+
+
 async def pull_model(request: web.Request) -> web.StreamResponse:
     """Lines ``{"status": "downloading", "completed", "total", "file"}``, then ``{"status":
     "success", "done": true, ...}`` or an ``{"error": ...}`` line.
@@ -93,19 +113,7 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
             await response.write(_line({"status": event.status, "completed": event.completed,
                                         "total": event.total, "file": event.file}))
 
-        while True:
-            while not events.empty():
-                await send(events.get_nowait())
-            if task.done():
-                break
-            getter = asyncio.ensure_future(events.get())
-            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                await send(getter.result())
-            else:
-                getter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await getter
+        await follow(task, events, send)
         try:
             final = _summary(request, task.result())
         except LlamaHomeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -9,13 +10,17 @@ from typing import Any
 from aiohttp import web
 
 from llamahomed import __version__
+from llamahomed.core.resources import Machine
 from llamahomed.http.keys import INFERENCE, MONITORING, STARTED_AT
 
 
-def snapshot(app: web.Application) -> dict[str, Any]:
-    """The daemon's state right now (reads memory through the shared ResourceMonitor)."""
-    workers = app[INFERENCE].pool.workers()
-    reading = app[MONITORING].resources.sample(["memory", "gpu"])
+def snapshot(app: web.Application, machine: Machine | None = None) -> dict[str, Any]:
+    """The daemon's state right now (reads memory through the shared ResourceMonitor);
+    ``machine``: the planner's reading, for the default ``max_loaded_models``."""
+    service = app[INFERENCE]
+    scheduler = service.scheduler
+    workers = service.pool.workers()
+    reading = app[MONITORING].resources.sample(["cpu", "memory", "gpu"])
     now = time.monotonic()
     models = []
     for model_id, worker in sorted(workers.items()):
@@ -31,12 +36,18 @@ def snapshot(app: web.Application) -> dict[str, Any]:
             "tokens_generated": worker.tokens_generated,
             "idle_s": round(now - worker.last_used, 1) if worker.in_flight == 0 else 0.0,
             "load_ms": worker.info.get("load_ms"),
+            **scheduler.state(worker),
             **_placement(config, worker.info),
         })
     return {
         "version": __version__, "pid": os.getpid(),
         "uptime_s": round(now - app[STARTED_AT], 1),
         "models": models,
+        "cpu": {"system_percent": reading.cpu_percent,  # since the previous reading
+                "daemon_percent": reading.processes.get("daemon", (0.0, 0))[0],
+                "workers_percent": round(sum(reading.processes.get(f"worker:{m['id']}", (0.0, 0))[0]
+                                             for m in models), 1)},
+        "scheduler": scheduler.overview(machine or service.read_machine()),
         "memory": {"daemon_rss_bytes": reading.processes.get("daemon", (0.0, 0))[1],
                    "workers_rss_bytes": sum(m["rss_bytes"] for m in models),
                    "system_total_bytes": reading.memory_total,
@@ -58,4 +69,5 @@ def _placement(config: Any, info: dict[str, Any]) -> dict[str, Any]:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(snapshot(request.app))
+    machine = await asyncio.to_thread(request.app[INFERENCE].read_machine)
+    return web.json_response(snapshot(request.app, machine))

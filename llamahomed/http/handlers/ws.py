@@ -295,10 +295,13 @@ class Session:
         try:
             claims = self._request[CLAIMS]
             with stream_slot(app, claims):  # the same cap as every other stream
+                turns = body.turns()
                 generation = await app[INFERENCE].generate(
-                    body, prompt=body.prompt, system=body.system, raw=body.raw,
-                    meter=meter(app, claims),
-                    may_reload=claims.has_scope("admin"), owner=claims.user_id)
+                    body, prompt=body.prompt, messages=turns,
+                    system=None if turns is not None else body.system,
+                    raw=body.raw and turns is None, meter=meter(app, claims),
+                    may_reload=claims.has_scope("admin"), owner=claims.user_id,
+                    keep_alive=body.keep_alive)
                 running.generation = generation
                 if running.cancel_requested:  # asked while the worker was checking the prompt
                     await generation.stop()

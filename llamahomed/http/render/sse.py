@@ -8,18 +8,25 @@ after the first byte as a ``data: {"error": ...}`` event (OpenAI's SDKs raise it
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from llamahomed.http.redact import for_client
-from llamahomed.service.generation import Delta, Errored, Generation
+from llamahomed.service.generation import (
+    Delta,
+    Errored,
+    Generation,
+    merged_events,
+    request_usage,
+)
 
 SSE = "text/event-stream"
 
 Chunk = Callable[..., dict[str, Any]]
-"""``chunk(text, finish_reason, first=False)``: one chunk object of the dialect."""
+"""``chunk(text, finish_reason, first=False, index=0)``: one chunk object of the dialect, for
+choice ``index``."""
 
 
 def finish_reason(reason: str | None) -> str:
@@ -31,21 +38,28 @@ def usage(values: dict[str, Any]) -> dict[str, int]:
     return {key: int(values.get(key, 0)) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
-async def stream_sse(request: web.Request, generation: Generation, chunk: Chunk,
-                     include_usage: bool, *, opening: bool,
+async def stream_sse(request: web.Request, generation: Generation | Sequence[Generation],
+                     chunk: Chunk, include_usage: bool, *, opening: bool,
                      continuous_usage: bool = False) -> web.StreamResponse:
     """Write ``generation`` as OpenAI SSE; a client that goes away cancels the sequence.
 
+    Several generations (``n`` choices) are written as their events come, each chunk with its
+    choice's index, a closing chunk per choice, and one usage chunk after the last (the shared
+    prompt counted once); an error ends the stream and stops every choice.
     ``continuous_usage`` (vLLM's ``stream_options.continuous_usage_stats``): every chunk carries
     the usage so far."""
+    generations = [generation] if isinstance(generation, Generation) else list(generation)
     response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-cache"})
+    prompt_tokens = sum(g.prompt_tokens for g in generations if g.counts_prompt)
     generated = 0
+    usages: list[dict[str, int]] = [{} for _ in generations]
+    events = merged_events(generations)
 
     async def send(data: dict[str, Any]) -> None:
         if continuous_usage and "choices" in data and data["choices"]:
-            data["usage"] = usage({"prompt_tokens": generation.prompt_tokens,
+            data["usage"] = usage({"prompt_tokens": prompt_tokens,
                                    "completion_tokens": generated,
-                                   "total_tokens": generation.prompt_tokens + generated})
+                                   "total_tokens": prompt_tokens + generated})
         elif include_usage and "choices" in data and "usage" not in data:
             data["usage"] = None
         await response.write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
@@ -53,23 +67,28 @@ async def stream_sse(request: web.Request, generation: Generation, chunk: Chunk,
     try:
         await response.prepare(request)
         if opening:
-            await send(chunk(None, None, first=True))
-        async for event in generation.events():
+            for index in range(len(generations)):
+                await send(chunk(None, None, first=True, index=index))
+        async for index, event in events:
             if isinstance(event, Delta):
                 generated += event.tokens
-                await send(chunk(event.text, None))
+                await send(chunk(event.text, None, index=index))
             elif isinstance(event, Errored):
                 await send(for_client(event.error, request).openai_envelope())
                 break
             else:
-                await send(chunk(None, finish_reason(event.finish_reason)))
-                if include_usage:
-                    final = chunk(None, None)
-                    final["choices"] = []
-                    final["usage"] = usage(event.usage)
-                    await send(final)
+                usages[index] = event.usage
+                await send(chunk(None, finish_reason(event.finish_reason), index=index))
+        else:
+            if include_usage:
+                final = chunk(None, None)
+                final["choices"] = []
+                final["usage"] = usage(request_usage(generations, usages))
+                await send(final)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
     finally:
-        await generation.close()
+        await events.aclose()  # stops the choices still running (the client went away)
+        for each in generations:
+            await each.close()
     return response

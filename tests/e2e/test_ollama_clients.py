@@ -1,0 +1,90 @@
+"""Ollama's clients against the real ``llamahomed start`` process: the sync ``ollama`` Python
+client, LangChain's ``ChatOllama`` with structured output, and the npm ``ollama`` package under
+``node --test``; SmolLM2 answers, the admin token rides in the clients' ``headers``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import ollama
+import pytest
+from pydantic import BaseModel
+
+from tests.fixtures.daemon import RunningDaemon, start_daemon
+
+pytestmark = [pytest.mark.e2e, pytest.mark.smollm2]
+SMOLLM2 = "smollm2-135m-instruct"
+NODE, NPM = shutil.which("node"), shutil.which("npm")
+JS_TESTS = Path(__file__).parent / "ollama_js"
+OLLAMA_JS = "ollama@0.6.4"
+
+
+@pytest.fixture(scope="module")
+def chat_daemon(tmp_path_factory: pytest.TempPathFactory, smollm2_file: Path) -> Iterator[RunningDaemon]:
+    root = tmp_path_factory.mktemp("ollama-daemon")
+    store = root / "store"
+    store.mkdir()
+    os.link(smollm2_file, store / smollm2_file.name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLAMAHOME_", "XDG_"))}
+    env.update(LLAMAHOME_STATE_DIR=str(root / "state"), LLAMAHOME_DATA_DIR=str(root / "data"),
+               LLAMAHOME_CONFIG_FILE=str(root / "config.toml"),
+               LLAMAHOME_INSTALL_DEFAULT_MODEL="false",
+               LLAMAHOME_MODEL_SETTINGS__DEFAULT_MODEL=SMOLLM2,
+               LLAMAHOME_SYSTEM_SETTINGS__N_CTX="1024")
+    with start_daemon(root / "daemon", env, args=["--models-dir", str(store)]) as daemon:
+        yield daemon
+
+
+def test_the_sync_python_client_as_a_user_points_it(chat_daemon: RunningDaemon) -> None:
+    client = ollama.Client(host=chat_daemon.url,
+                           headers={"Authorization": f"Bearer {chat_daemon.token}"})
+    assert [m.model for m in client.list().models] == [f"{SMOLLM2}:latest"]
+    parts = list(client.chat(model="smollm2", stream=True, options={"temperature": 0,
+                                                                     "num_predict": 12},
+                             messages=[{"role": "user",
+                                        "content": "What is the capital of France?"}]))
+    assert parts[-1].done and "paris" in "".join(p.message.content or "" for p in parts).lower()
+    assert client.ps().models[0].context_length == 1024
+    with pytest.raises(ollama.ResponseError) as caught:
+        ollama.Client(host=chat_daemon.url).list()
+    assert caught.value.status_code == 401
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+def test_langchain_chat_ollama_with_structured_output(chat_daemon: RunningDaemon) -> None:
+    chat_ollama = pytest.importorskip("langchain_ollama").ChatOllama
+    llm = chat_ollama(model=SMOLLM2, base_url=chat_daemon.url, temperature=0, num_predict=60,
+                      client_kwargs={"headers": {"Authorization": f"Bearer {chat_daemon.token}"}})
+    reply = llm.invoke("Say hello in French, one word.")
+    assert reply.content and reply.response_metadata["done_reason"] in ("stop", "length")
+    city = llm.with_structured_output(City, method="json_schema").invoke(
+        "Paris is a city in France. Give its name and country as JSON.")
+    assert isinstance(city, City) and city.name and city.country
+
+
+@pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are not installed")
+def test_the_npm_ollama_package_streams_a_chat(chat_daemon: RunningDaemon, tmp_path: Path) -> None:
+    assert NODE is not None and NPM is not None
+    shutil.copy(JS_TESTS / "chat.test.mjs", tmp_path / "chat.test.mjs")
+    installed = subprocess.run([NPM, "install", "--no-audit", "--no-fund", "--prefix",
+                                str(tmp_path), OLLAMA_JS], capture_output=True, text=True,
+                               timeout=180, check=False)
+    if installed.returncode != 0:
+        pytest.skip(f"npm could not install {OLLAMA_JS}: {installed.stderr[-300:]}")
+    env = {**os.environ, "LLAMAHOME_TEST_URL": chat_daemon.url,
+           "LLAMAHOME_TEST_TOKEN": chat_daemon.token, "LLAMAHOME_TEST_CHAT_MODEL": SMOLLM2}
+    result = subprocess.run([NODE, "--test", "chat.test.mjs"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=240, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    counts = {key: int(value) for key, value in re.findall(r"^# (\w+) (\d+)$", output, re.M)}
+    assert counts["pass"] == 2 and counts["fail"] == 0, output
