@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from llamahomed import __version__
 from llamahomed.commands import plan as plan_command
-from llamahomed.commands import ps, pull, quantize, service, status, ui
+from llamahomed.commands import ps, pull, quantize, rpc, service, status, ui
 from llamahomed.commands import run as run_command
 from llamahomed.commands import token as token_command
 from llamahomed.commands.runtime import is_daemon, running_daemon
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_parser(sub, common)
     quantize.add_parser(sub, common)
     plan_command.add_parser(sub, common)
+    rpc.add_parser(sub, common)
     return parser
 
 
@@ -163,7 +164,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 _COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": status.run,
              "models": cmd_models, "token": token_command.run, "pull": pull.run,
              "quantize": quantize.run, "plan": plan_command.run, "service": service.run,
-             "ps": ps.run, "run": run_command.run, "ui": ui.run}
+             "ps": ps.run, "run": run_command.run, "ui": ui.run, "rpc": rpc.run}
 
 if __name__ == "__main__":
     sys.exit(main())

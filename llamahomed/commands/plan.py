@@ -107,6 +107,10 @@ def render(result: Plan) -> str:
         est = c.estimate
         lines.append(f"memory: {_gib(est.cpu.total)} GiB RAM + {_gib(est.vram)} GiB GPU"
                      f"{' (measured at an earlier load)' if est.measured else ''}")
+    if c is not None and result.details.get("layout"):
+        lines.append("layers: " + "; ".join(
+            f"{r['device']} {r['layers']}" + (" + output" if r["output"] else "")
+            for r in result.details["layout"]))
     lines.append("reasons:")
     lines += [f"  - {r}" for r in result.reasons]
     lines.append("options weighed:")
@@ -126,6 +130,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     request = PlanRequest.from_settings(settings, args.ctx)
     if args.policy:
         request = dataclasses.replace(request, policy=args.policy)
-    result = plan(candidates, machine_from(args), request)
+    machine = machine_from(args)
+    system = settings.system_settings
+    if system.rpc_servers and system.engine == "batched" and not machine.simulated:
+        from llamahomed.planner.remote import plan_across
+        from llamahomed.service.remote_hosts import RemoteHosts
+
+        machine = RemoteHosts().machine(machine, system.rpc_servers, {}, args.model)
+        result = plan_across(candidates, machine, request, policy=system.rpc_policy)
+    else:
+        result = plan(candidates, machine, request)
     print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
     return 0 if result.choice is not None else 1

@@ -81,6 +81,10 @@ def render(status: dict[str, Any], url: str) -> None:
                 f"{model['kv_cache_usage'] * 100:.0f}%", _memory(model),
                 _duration(model["idle_s"]), _unloads(model))
         console.print(table)
+        for model in status["models"]:
+            if model.get("devices"):
+                spread = ", ".join(f"{d['device']} ({d['layers']} layers)" for d in model["devices"])
+                console.print(f"{model['id']} across: CPU (the rest), {spread}")
     scheduler = status.get("scheduler") or {}
     for loading in scheduler.get("loading", []):
         console.print(f"loading {loading['model']} (since {loading['since']})")

@@ -44,12 +44,13 @@ class GPU:
     utilization: int | None = None  # percent
     temperature: int | None = None  # degrees Celsius
     unified: bool = False  # shares RAM with the CPU (Apple silicon)
+    endpoint: str = ""  # a ggml RPC server's device: "host:port#N" (backend "rpc")
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "backend": self.backend,
                 "total_bytes": self.total, "free_bytes": self.free, "used_bytes": self.used,
                 "utilization": self.utilization, "temperature": self.temperature,
-                "unified": self.unified}
+                "unified": self.unified, **({"endpoint": self.endpoint} if self.endpoint else {})}
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,16 @@ class SystemSettings(BaseModel):
         None, description="KV cache type (default: f16, q8_0 when that lets a model fit on the GPU).")
     ram_reserve: str = Field("1GiB", description="RAM the planner leaves free for everything else.")
     vram_reserve: str = Field("512MiB", description="Memory the planner leaves free on each GPU.")
+    rpc_servers: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="ggml RPC servers ('host:port', started with `llamahomed rpc serve`) whose "
+                    "devices the planner may split a model across, applied at the next load. "
+                    "ggml's RPC protocol has no authentication or encryption: use loopback "
+                    "addresses, an SSH tunnel or WireGuard (docs/Distributed.md).")
+    rpc_policy: Literal["when_needed", "always"] = Field(
+        "when_needed", description="When to use rpc_servers: only for a model that does not "
+        "fit this machine (when_needed; the network is slower than memory), or whenever "
+        "their devices can take layers (always).")
     pull_allowed_hosts: list[str] = Field(
         default_factory=list, max_length=1000,
         description="Hosts a pull may download from besides the catalog's: 'name', '.domain' "
@@ -199,6 +209,20 @@ class SystemSettings(BaseModel):
     pull_max_size: str = Field(
         "64GiB", description="Largest file a pull downloads when the catalog gives no size for "
                              "it, enforced while the bytes arrive (with or without Content-Length).")
+
+    @field_validator("rpc_servers")
+    @classmethod
+    def _check_rpc_servers(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            entry = entry.strip()
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"not an RPC server address: {entry!r} (use host:port)")
+            if entry in out:
+                raise ValueError(f"RPC server {entry!r} is listed twice")
+            out.append(entry)
+        return out
 
     @field_validator("pull_allowed_hosts")
     @classmethod

@@ -35,6 +35,12 @@ class LoadConfig(BaseModel):
     state_cache_bytes: int = Field(0, ge=0)
     kv_type: str = "f16"
     swa_full: bool = True
+    # Devices across hosts (ggml RPC, docs/Distributed.md): empty keeps llama.cpp's own choice.
+    # ``devices``: in layer order, "gpu:N" (this host's N-th GPU) or "rpc:HOST:PORT#N" (the N-th
+    # device of an RPC server); ``tensor_split``: layers (the output head counted as one) per device.
+    rpc_servers: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] = ()
     # Engine tuning for tests and benchmarks (the daemon keeps the defaults).
     kv_unified: bool = True
     prompt_cache: bool = True

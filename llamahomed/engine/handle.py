@@ -274,10 +274,24 @@ class WorkerHandle:
             log.error("worker_died", model=self.config.model_id, pid=self.pid, returncode=code,
                       in_flight=len(self._streams))
             self.observer.worker_crashed(self.config.model_id)
+        hosts = await self._rpc_hosts_down() if self._streams else {}
+        cause = "".join(f"; RPC host {ep} is not answering ({why})" for ep, why in hosts.items())
         for stream in list(self._streams.values()):
+            details: dict[str, Any] = {"model": self.config.model_id}
+            if hosts:
+                details["rpc_hosts_down"] = sorted(hosts)
             self._fail_stream(stream, WorkerCrashed(
                 f"the worker for model {self.config.model_id!r} stopped ({self.exit_reason}) "
-                "while this request was running; retry it", details={"model": self.config.model_id}))
+                f"while this request was running{cause}; retry it"
+                + (" (the next load plans without that host)" if hosts else ""), details=details))
+
+    async def _rpc_hosts_down(self) -> dict[str, str]:
+        """The RPC servers this model was split across that no longer answer."""
+        if not self.config.rpc_servers:
+            return {}
+        from llamahomed.engine.rpc import unreachable
+
+        return await asyncio.to_thread(unreachable, self.config.rpc_servers, 1.0)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if not self.alive or self._writer is None:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from llamahomed.core.resources import Machine
 from llamahomed.planner.candidates import Candidate, fill_shapes, quality
 from llamahomed.planner.estimate import DevicePart, Estimate, LoadParams, estimate
+from llamahomed.planner.layout import device_layout
 from llamahomed.planner.measured import Measurements
 from llamahomed.planner.shape import ModelShape
 
@@ -50,6 +51,9 @@ class PlanRequest:
     swa_full: bool = True
     ram_reserve: int = 1 * GiB
     vram_reserve: int = 512 * MiB
+    # Which RPC servers the plan may use, and when (planner/remote.py); a change reloads.
+    rpc_servers: tuple[str, ...] = ()
+    rpc_policy: str = "when_needed"
 
     @classmethod
     def from_settings(cls, settings: Any, n_ctx: int | None = None) -> PlanRequest:
@@ -62,7 +66,9 @@ class PlanRequest:
                    n_threads=system.n_threads, n_batch=settings.n_batch,
                    kv_type=system.kv_cache_type, n_seq=system.n_slots if batched else 1,
                    flash_attn=batched, swa_full=True, ram_reserve=system.ram_reserve_bytes,
-                   vram_reserve=system.vram_reserve_bytes)
+                   vram_reserve=system.vram_reserve_bytes,
+                   rpc_servers=tuple(system.rpc_servers) if batched else (),
+                   rpc_policy=system.rpc_policy)
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,7 @@ class Plan:
                 "swa_full": choice.params.swa_full if choice else None,
                 "n_threads": self.n_threads,
                 "memory": choice.estimate.to_dict() if choice else None,
+                "layout": self.details.get("layout") if choice else None,
                 "reasons": list(self.reasons), "refusal": self.refusal or None,
                 "machine": self.machine.to_dict(),
                 "options": [o.to_dict() for o in self.options]}
@@ -137,6 +144,8 @@ class _Fitter:
     def __init__(self, machine: Machine, req: PlanRequest, measurements: Measurements | None):
         self.machine, self.req, self.measurements = machine, req, measurements
         self.backend = machine.gpus[0].backend if machine.gpus else "cpu"
+        if any(g.backend == "rpc" for g in machine.gpus):  # llama.cpp's placement rule applies
+            self.backend = "rpc"
         free = [max(0, g.free - req.vram_reserve) for g in machine.gpus]
         self.gpu_budget = free
         self.ram_budget = max(0, machine.ram_available - req.ram_reserve)
@@ -295,7 +304,10 @@ def plan(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest,
     n_batch = max(req.n_batch, choice.params.n_ubatch) if choice else req.n_batch
     if choice is not None:
         reasons += _explain(choice, req, fitter)
-        return Plan(choice, tuple(weighed), tuple(reasons), threads, n_batch, machine)
+        n_layer = choice.candidate.shape.n_layer if choice.candidate.shape else 0
+        layout = device_layout(n_layer, choice.params.n_gpu_layers, machine.gpus, fitter.fractions)
+        return Plan(choice, tuple(weighed), tuple(reasons), threads, n_batch, machine,
+                    details={"layout": layout})
     smallest = min(weighed, key=lambda o: o.estimate.total)
     refusal = (f"no variant fits this machine: the smallest option, "
                f"{smallest.candidate.quantization} on the {smallest.placement} at n_ctx "

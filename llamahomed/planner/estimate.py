@@ -30,7 +30,8 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 2
                  "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32}
 CELL_PAD = 256
 CPU_RUNTIME = 32 * MiB          # worker threads, graph metadata, libraries' heap
-GPU_RUNTIME = {"cuda": 40 * MiB, "metal": 32 * MiB}  # beyond the buffers (H100 fit for CUDA)
+GPU_RUNTIME = {"cuda": 40 * MiB, "metal": 32 * MiB,  # beyond the buffers (H100 fit for CUDA)
+               "rpc": 4 * MiB}  # an RPC server's own runtime is outside the memory it reports
 GPU_RUNTIME_DEFAULT = 64 * MiB
 
 
@@ -130,8 +131,10 @@ def _scores(shape: ModelShape, p: LoadParams, tokens: int, backend: str) -> int:
     """Attention scores of one layer, which only exist without flash attention."""
     if p.flash_attn:
         return 0
-    # KQ of one layer: F32 on the CPU, F16 through cuBLAS on CUDA.
-    return (2 if backend == "cuda" else 4) * tokens * _pad(p.n_ctx) * shape.n_head
+    # KQ of one layer: F32 on the CPU, F16 through cuBLAS on CUDA. On an RPC device KQ and its
+    # softmax are two buffers (measured: 2 x 4 bytes per score on a CPU-backed RPC server).
+    per_score = {"cuda": 2, "rpc": 8}.get(backend, 4)
+    return per_score * tokens * _pad(p.n_ctx) * shape.n_head
 
 
 def gpu_layer_split(n_gpu: int, fractions: tuple[float, ...]) -> list[int]:
@@ -156,6 +159,12 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
     tokens = min(p.n_ubatch, _pad(p.n_ctx))
     first_gpu = n_layer - min(ngl, n_layer)
     out_on_gpu = ngl > n_layer
+    if backend == "rpc" and ngl > 0:
+        # llama.cpp's own rule, followed exactly for loads across RPC hosts (whose layout the
+        # planner hands llama.cpp as whole layer counts): the output head is the last of
+        # n_layer + 1 offloadable positions, so it moves first and n_gpu_layers = N puts the
+        # head and the last N - 1 layers on the devices.
+        first_gpu, out_on_gpu = n_layer + 1 - ngl, True
     logits = 4 * tokens * shape.n_vocab
     output_buffer = 4 * shape.n_vocab * p.n_seq
 
@@ -166,7 +175,7 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
     elif not out_on_gpu:  # tied head on the CPU: the embedding is the head, plus its norm
         cpu_weights += shape.output_bytes - shape.embedding_bytes
     cpu_kv = sum(kv_layer_bytes(shape, i, p) for i in cpu_layers)
-    if ngl == 0 and backend in ("cpu", "metal"):
+    if ngl == 0 and backend in ("cpu", "metal", "rpc"):
         # The graph allocator reuses the scores' memory for the logits: the larger one counts.
         cpu_compute = max(logits, _scores(shape, p, tokens, "cpu")) + _activations(shape, tokens)
         cpu = DevicePart(cpu_weights, cpu_kv, cpu_compute + output_buffer, CPU_RUNTIME)
@@ -175,12 +184,14 @@ def estimate(shape: ModelShape, p: LoadParams, *, backend: str = "cpu",
     # Partial or full offload: the CPU keeps a graph for its layers (and the head if there).
     cpu_compute = max(0 if out_on_gpu else logits, _scores(shape, p, tokens, "cpu") if first_gpu else 0)
     cpu_compute += _activations(shape, tokens) if first_gpu else 0
+    if backend == "rpc" and not first_gpu:  # measured: the host keeps a layer's graph anyway
+        cpu_compute += _activations(shape, tokens) + _scores(shape, p, tokens, "cpu")
     cpu = DevicePart(cpu_weights, cpu_kv, cpu_compute + output_buffer, CPU_RUNTIME)
     if ngl == 0:  # a GPU build with no layers offloaded still runs the head's matmul there
         head = shape.output_bytes if not shape.output_tied else shape.embedding_bytes
         gpu = DevicePart(0, 0, head + logits, GPU_RUNTIME.get(backend, GPU_RUNTIME_DEFAULT))
         return Estimate(cpu, (gpu,))
-    split = gpu_layer_split(min(ngl, n_layer), gpu_fractions)
+    split = gpu_layer_split(n_layer - first_gpu, gpu_fractions)
     parts, start = [], first_gpu
     for g, count in enumerate(split):
         layers = range(start, start + count)
@@ -211,6 +222,6 @@ def _head_compute(shape: ModelShape, p: LoadParams, backend: str, out_on_gpu: bo
     if out_on_gpu:
         extra = logits if backend == "cuda" and shape.output_quantized else 0
         return logits + extra
-    if backend == "metal":  # unified memory: host tensors need no copy
+    if backend in ("metal", "rpc"):  # unified memory: no copy; RPC devices take no op offload
         return 0
     return shape.output_bytes if not shape.output_tied else shape.embedding_bytes

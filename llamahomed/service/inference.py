@@ -37,6 +37,8 @@ from llamahomed.planner import (
     candidates_from_entries,
     plan,
 )
+from llamahomed.planner.layout import tensor_split
+from llamahomed.planner.remote import plan_across, remote_gpus, uses_remote
 from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelEntry, ModelRegistry
 from llamahomed.service.chat_template import TemplateCache
@@ -45,6 +47,7 @@ from llamahomed.service.options import GenerationOptions
 from llamahomed.service.performance import Performance
 from llamahomed.service.scheduler import LoadRequest, Scheduler, view
 from llamahomed.service.too_large import auto_quantize, too_large
+from llamahomed.service.remote_hosts import RemoteHosts, in_use
 
 if TYPE_CHECKING:
     from llamahomed.observability.metrics import Monitoring
@@ -72,6 +75,7 @@ class InferenceService:
         self.scheduler = Scheduler(
             pool, max_loaded=lambda: config.settings.system_settings.max_loaded_models,
             wait_timeout=lambda: config.settings.system_settings.load_wait_timeout)
+        self.remote_hosts = RemoteHosts()
 
     @classmethod
     def create(cls, config: ConfigStore, monitoring: Monitoring | None = None) -> InferenceService:
@@ -130,8 +134,14 @@ class InferenceService:
              n_ctx: int | None = None) -> Plan:
         """Plan a load of one of ``entries`` on this machine now (loads nothing)."""
         request = PlanRequest.from_settings(self.config.settings, n_ctx)
-        return plan(candidates_from_entries(entries), machine or self.read_machine(), request,
-                    self.measurements)
+        machine = machine or self.read_machine()
+        system = self.config.settings.system_settings
+        if system.rpc_servers and system.engine == "batched" and not machine.simulated:
+            machine = self.remote_hosts.machine(machine, system.rpc_servers,
+                                                in_use(self.pool.workers()), entries[0].id)
+            return plan_across(candidates_from_entries(entries), machine, request,
+                               self.measurements, system.rpc_policy)
+        return plan(candidates_from_entries(entries), machine, request, self.measurements)
 
     def load_config(self, entry: ModelEntry, result: Plan | None = None) -> LoadConfig:
         """How the worker loads ``entry``: the plan's choice, for this file."""
@@ -140,7 +150,7 @@ class InferenceService:
             raise too_large([entry], result)
         system = self.config.settings.system_settings
         params = result.choice.params
-        return LoadConfig(
+        return LoadConfig(**_placement(result),
             model_id=entry.id, model_path=str(entry.path), n_ctx=params.n_ctx,
             n_batch=result.n_batch, n_threads=result.n_threads,
             n_gpu_layers=params.n_gpu_layers, n_ubatch=params.n_ubatch, kv_type=params.kv_type,
@@ -495,9 +505,23 @@ def prompt_messages(prompt: str, system: str | None = None) -> list[dict[str, An
     return [*messages, {"role": "user", "content": prompt}]
 
 
+def _placement(result: Plan) -> dict[str, Any]:
+    """A plan across RPC hosts as llama.cpp's ``devices`` and ``tensor_split`` (layer counts,
+    so llama.cpp places exactly what the plan shows); nothing for a load on this machine."""
+    if not uses_remote(result):
+        return {}
+    local = [g for g in result.machine.gpus if g.backend != "rpc"]
+    remote = remote_gpus(result.machine)
+    devices = tuple(f"gpu:{i}" for i in range(len(local))) + tuple(f"rpc:{g.endpoint}" for g in remote)
+    servers = tuple(dict.fromkeys(g.endpoint.rpartition("#")[0] for g in remote))
+    return {"rpc_servers": servers, "devices": devices,
+            "tensor_split": tensor_split(result.details["layout"]), "flash_attn": False}
+
+
 def load_params(config: LoadConfig) -> LoadParams:
     """The planner's view of a worker's load settings (the key of its measurements)."""
     return LoadParams(n_ctx=config.n_ctx, n_gpu_layers=config.n_gpu_layers,
                       n_ubatch=min(config.n_ubatch, config.n_batch), n_seq=config.n_slots,
-                      kv_type=config.kv_type, flash_attn=config.engine == "batched",
+                      kv_type=config.kv_type,
+                      flash_attn=config.engine == "batched" and config.flash_attn is not False,
                       swa_full=config.swa_full)

@@ -111,6 +111,20 @@ class Slot:
     last_used: float = 0.0
 
 
+def _device_placement(lib: Any, config: LoadConfig, model_params: Any) -> Any:
+    """Set ``devices`` and ``tensor_split`` from the plan (RPC hosts registered first)."""
+    if not config.devices:
+        return None
+    from llamahomed.engine.rpc import resolve_devices
+
+    devices = resolve_devices(config.rpc_servers, config.devices)
+    dev_array = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
+    split = (ctypes.c_float * max(int(lib.llama_max_devices()), len(devices)))(*config.tensor_split)
+    model_params.devices = ctypes.addressof(dev_array)
+    model_params.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
+    return dev_array, split
+
+
 def kv_ggml_type(lib: Any, name: str) -> int:
     """The ggml type id of a KV cache type name ("f16", "q8_0", "q4_0")."""
     value = getattr(lib, f"GGML_TYPE_{name.upper()}", None)
@@ -169,7 +183,9 @@ class BatchedEngine(Inbox[BatchedSequence]):
         n_gpu = config.n_gpu_layers
         model_params.n_gpu_layers = 0x7FFFFFFF if n_gpu < 0 else n_gpu
         model_params.use_extra_bufts = config.repack
+        placement = _device_placement(lib, config, model_params)  # kept alive while loading
         model = lib.llama_model_load_from_file(config.model_path.encode(), model_params)
+        del placement
         if not model:
             raise ValueError(f"llama.cpp could not load the model at {config.model_path}")
         params = lib.llama_context_default_params()

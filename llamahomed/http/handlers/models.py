@@ -14,8 +14,10 @@ async def list_models(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
     groups = service.registry.models()
     machine = await asyncio.to_thread(service.read_machine)
-    return web.json_response({"models": [describe(service, entries, machine, detail=False)
-                                         for entries in groups.values()],
+    # Off the event loop: a plan may probe RPC hosts (system_settings.rpc_servers).
+    described = await asyncio.to_thread(
+        lambda: [describe(service, entries, machine, detail=False) for entries in groups.values()])
+    return web.json_response({"models": described,
                               "waiting": [w.to_dict() for w in service.scheduler.waiting()]})
 
 
@@ -23,4 +25,5 @@ async def get_model(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
     entries = service.candidates(request.match_info["model_id"])
     machine = await asyncio.to_thread(service.read_machine)
-    return web.json_response(describe(service, entries, machine, detail=True))
+    return web.json_response(await asyncio.to_thread(describe, service, entries, machine,
+                                                     detail=True))

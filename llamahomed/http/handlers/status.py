@@ -37,6 +37,7 @@ def snapshot(app: web.Application, machine: Machine | None = None) -> dict[str, 
             "idle_s": round(now - worker.last_used, 1) if worker.in_flight == 0 else 0.0,
             "load_ms": worker.info.get("load_ms"),
             **scheduler.state(worker),
+            **_placement(config, worker.info),
         })
     return {
         "version": __version__, "pid": os.getpid(),
@@ -55,6 +56,16 @@ def snapshot(app: web.Application, machine: Machine | None = None) -> dict[str, 
                   "memory_total_bytes": g.memory_total, "utilization_percent": g.utilization}
                  for g in reading.gpus],
     }
+
+
+def _placement(config: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """For a model split across RPC hosts: each device's layers (the output head counted as
+    one, in layer order after the CPU's) and what llama.cpp allocated on each device."""
+    if not config.devices:
+        return {}
+    return {"devices": [{"device": name, "layers": int(n)}
+                        for name, n in zip(config.devices, config.tensor_split)],
+            "buffers": info.get("buffers", {})}
 
 
 async def status(request: web.Request) -> web.Response:
