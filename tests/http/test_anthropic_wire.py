@@ -218,22 +218,34 @@ async def test_fields_without_a_counterpart_here_are_accepted_and_ignored(
 
 async def test_the_sdk_raises_an_error_event_that_comes_mid_stream(
         api: Any, auth: dict[str, str], chat_model: str) -> None:
+    """The worker is frozen (SIGSTOP) at the first text, so the sequence is surely still
+    running when it is killed: the stream then ends with Anthropic's error event."""
     import anthropic
 
     token = auth["Authorization"].removeprefix("Bearer ")
     async with anthropic.AsyncAnthropic(base_url=str(api.make_url("")), api_key=token,
                                         max_retries=0) as client:
-        async with client.messages.stream(model=chat_model, max_tokens=200,
-                                          messages=[{"role": "user", "content": "go"}],
-                                          extra_body={"temperature": 0}) as stream:
-            worker = api.server.app[INFERENCE].pool.workers()[chat_model]
-            assert worker.pid is not None
-            with pytest.raises(anthropic.APIStatusError) as failed:
-                async for _ in stream.text_stream:  # the first text: the worker dies
-                    os.kill(worker.pid, signal.SIGKILL)
-                    break
+        for _ in range(5):  # the tiny model may finish before the first text is read
+            async with client.messages.stream(model=chat_model, max_tokens=200,
+                                              messages=[{"role": "user", "content": "go"}],
+                                              extra_body={"temperature": 0}) as stream:
+                worker = api.server.app[INFERENCE].pool.workers()[chat_model]
+                assert worker.pid is not None
                 async for _ in stream.text_stream:
-                    pass
+                    os.kill(worker.pid, signal.SIGSTOP)
+                    break
+                if worker.in_flight == 0:  # it had already finished: try again
+                    os.kill(worker.pid, signal.SIGCONT)
+                    async for _ in stream.text_stream:
+                        pass
+                    continue
+                os.kill(worker.pid, signal.SIGKILL)
+                with pytest.raises(anthropic.APIStatusError) as failed:
+                    async for _ in stream.text_stream:
+                        pass
+                break
+        else:
+            pytest.fail("the tiny model finished before its first text was read, five times")
     assert failed.value.body["type"] == "error"  # type: ignore[index]
     assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
 
