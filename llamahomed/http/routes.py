@@ -13,6 +13,8 @@ from llamahomed.http.handlers import (
     models,
     native,
     openai,
+    openai_embeddings,
+    openai_input_tokens,
     pull,
     status,
     system,
@@ -103,9 +105,14 @@ ROUTES: tuple[Route, ...] = (
           Operation("OpenAI model list", tag="openai", response=_ANY)),
     Route("GET", "/v1/models/{model_id}", openai.get_model, "inference",
           Operation("One OpenAI model object", tag="openai", response=_ANY, errors=(404,))),
-    Route("POST", "/v1/embeddings", openai.embeddings, "inference", Operation(
-        "OpenAI embeddings, where the model can embed", tag="openai",
-        request=openai.EmbeddingRequest, response=_ANY, errors=_GENERATION_ERRORS)),
+    Route("POST", "/v1/embeddings", openai_embeddings.embeddings, "inference", Operation(
+        "OpenAI embeddings from any model (its own pooling, else mean), L2-normalised",
+        tag="openai", request=openai_embeddings.EmbeddingRequest, response=_ANY,
+        errors=_GENERATION_ERRORS)),
+    Route("POST", "/v1/responses/input_tokens", openai_input_tokens.input_tokens, "inference",
+          Operation("OpenAI's input-token count for a Responses input, through the model's chat "
+                    "template", tag="openai", request=openai_input_tokens.InputTokensRequest,
+                    response=_ANY, errors=_GENERATION_ERRORS)),
 )
 
 

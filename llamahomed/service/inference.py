@@ -332,23 +332,45 @@ class InferenceService:
         answer = await worker.vocab({"op": "detokenize", "tokens": tokens})
         return entry, answer.content or ""
 
+    async def count_tokens(self, model: str | None, *, prompt: str | None = None,
+                           system: str | None = None,
+                           messages: list[dict[str, Any]] | None = None) -> tuple[ModelEntry, int]:
+        """The prompt tokens a generation would take (OpenAI's ``input_tokens``): ``messages``
+        through the model's chat template, or a ``prompt`` (after an optional ``system``) as the
+        native API renders it; tokenized in the worker exactly as a submitted prompt is."""
+        if self.refusing is not None:
+            raise self.refusing
+        entry, load = await self._prepare(model, chat=messages is not None)
+        if messages is not None and not entry.info.has_chat_template:
+            raise InvalidRequest(
+                f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF): "
+                "its messages cannot be counted; send the input as a string",
+                details={"errors": [{"field": "input", "message": "the model has no chat template"}]})
+        if prompt is not None:
+            if entry.info.has_chat_template:
+                messages = prompt_messages(prompt, system)
+            elif system is not None:
+                prompt = f"{system}\n\n{prompt}"
+        worker = await self._acquire(entry, load)
+        text = prompt or ""
+        if messages is not None:
+            text = self.templates.get(entry, worker.info).render(messages)
+        answer = await worker.vocab({"op": "tokenize", "content": text, "add_special": True,
+                                     "parse_special": messages is not None, "with_pieces": False})
+        return entry, len(answer.tokens)
+
     async def _worker_for(self, model: str | None) -> tuple[WorkerHandle, ModelEntry]:
         if self.refusing is not None:
             raise self.refusing
         entry, load = await self._prepare(model)
         return await self._acquire(entry, load), entry
 
-    async def embed(self, model: str | None, texts: list[str]) -> tuple[ModelEntry, Done]:
-        """Embed ``texts`` with a model that can (its GGUF declares a pooling type)."""
-        entry, load = await self._prepare(model)
-        if "embeddings" not in entry.capabilities:
-            raise InvalidRequest(
-                f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its "
-                "GGUF declares no pooling type); use an embedding model such as nomic-embed-text "
-                "or bge", details={"errors": [{"field": "model", "message": "the model cannot embed"}],
-                                   "capabilities": entry.capabilities})
-        worker = await self._acquire(entry, load)
-        stream = await worker.embed(texts)
+    async def embed(self, model: str | None,
+                    inputs: list[str | list[int]]) -> tuple[ModelEntry, Done]:
+        """Embed ``inputs`` (texts or token-id lists) with any model: its GGUF's pooling where it
+        declares one, mean pooling otherwise (``engine/worker/embed.py``)."""
+        worker, entry = await self._worker_for(model)
+        stream = await worker.embed(inputs)
         try:
             event = await stream.next_event()
         finally:
