@@ -88,6 +88,9 @@ class Embedder:
         params.n_threads = params.n_threads_batch = self._n_threads
         params.embeddings = True
         params.pooling_type = pooling
+        # CPU flash attention accumulates in f16: ~1e-2 off per element of a unit vector on
+        # SmolLM2 Q4_1. An embedding is one prefill, so the exact f32 path costs little.
+        params.flash_attn_type = self._lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx = self._lib.llama_init_from_model(self._model, params)
         if not ctx:
             raise RuntimeError("llama.cpp could not create an embedding context")
