@@ -32,19 +32,20 @@ class InputTokensRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
     model: str | None = Field(None, min_length=1, max_length=200)
-    input: str | list[dict[str, Any]] = Field(..., description="A string, or message items.")
+    input: Any = Field(..., description="A string, or message items.", json_schema_extra={
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]})
     instructions: str | None = Field(None, description="A system message before the input.")
     tools: list[Any] | None = Field(None, description="Refused: tools are not counted.")
 
     def messages(self) -> list[dict[str, Any]]:
         """The input items as chat-template messages (a 400 naming ``input`` where not)."""
         if not isinstance(self.input, list) or not self.input or len(self.input) > MAX_ITEMS:
-            raise bad_field("input", f"1 to {MAX_ITEMS} message items")
+            raise bad_field("input", f"a string or a list of 1 to {MAX_ITEMS} message items")
         messages = [] if self.instructions is None else [{"role": "system",
                                                           "content": self.instructions}]
         for index, item in enumerate(self.input):
-            role = ROLES.get(str(item.get("role")))
-            if item.get("type", "message") != "message" or role is None:
+            role = ROLES.get(str(item.get("role"))) if isinstance(item, dict) else None
+            if role is None or item.get("type", "message") != "message":
                 raise bad_field("input", f"input[{index}]: only message items with role user, "
                                          "assistant, system or developer are counted")
             messages.append({"role": role, "content": _text(index, item.get("content"))})
