@@ -90,6 +90,30 @@ def test_mean_pooling_matches_an_independent_mean_of_llama_cpp_token_states(
         reference.close()
 
 
+@pytest.mark.parametrize("model", MODELS[:2])
+def test_an_input_longer_than_one_chunk_is_the_mean_over_all_its_tokens(
+        http: httpx.Client, model: str, model_path: dict[str, Path]) -> None:
+    """A causal model is decoded in 256-token ubatches (embed.CHUNK), the KV cache carrying the
+    start: the mean over 600 to 900 tokens matches llama-cpp-python's states from one 1024-token
+    ubatch."""
+    from llama_cpp import LLAMA_POOLING_TYPE_NONE, Llama
+
+    from llamahomed.engine.worker.embed import CHUNK
+
+    text = " ".join(f"item {i} is a {'red' if i % 3 else 'blue'} thing;" for i in range(70))
+    (got,) = vectors(embed(http, model=model, input=text))
+    reference = Llama(model_path=str(model_path[model]), embedding=True, n_ctx=N_CTX,
+                      n_batch=N_CTX, n_ubatch=N_CTX, pooling_type=LLAMA_POOLING_TYPE_NONE,
+                      verbose=False)
+    try:
+        states = np.array(reference.embed(text, normalize=False), dtype=np.float64)
+    finally:
+        reference.close()
+    assert 2 * CHUNK < states.shape[0] < N_CTX
+    mean = states.mean(axis=0)
+    assert got == pytest.approx(list(mean / np.linalg.norm(mean)), abs=2e-4)
+
+
 def test_a_model_that_declares_its_pooling_keeps_it(http: httpx.Client,
                                                       model_path: dict[str, Path]) -> None:
     """tiny-embed declares MEAN in its GGUF: the daemon's vectors are llama.cpp's own."""
