@@ -350,8 +350,9 @@ class WorkerHandle:
             raise
         return streams
 
-    async def embed(self, inputs: list[str]) -> SequenceStream:
-        """Embed ``inputs`` (no slot needed: the worker embeds on a context of its own)."""
+    async def embed(self, inputs: list[str | list[int]]) -> SequenceStream:
+        """Embed ``inputs``, texts or token-id lists (no slot needed: the worker embeds on a
+        context of its own)."""
         seq_id = next(self._seq_ids)
         self.last_used = time.monotonic()
         stream = SequenceStream(seq_id, self)

@@ -8,8 +8,8 @@ Daemon -> worker ("op"):
         with its own events; they share the prompt's KV (batched engine), and with a seed in
         params sibling i samples with seed + i
     {"op": "cancel", "seq": 7}
-    {"op": "embed", "seq": 8, "inputs": ["text", ...]}   answered by one done (or error) event
-                                                        with "embeddings": [[float, ...], ...]
+    {"op": "embed", "seq": 8, "inputs": ["text" or [token id, ...], ...]}
+        answered by one done (or error) event with "embeddings": [[float, ...], ...]
     {"op": "tokenize", "seq": 9, "content": "text", "add_special": false,
      "parse_special": true, "with_pieces": false}       answered by one tokens (or error) event
     {"op": "detokenize", "seq": 10, "tokens": [1, 2, 3]} answered by one tokens (or error) event

@@ -22,6 +22,8 @@ from llamahomed.http.handlers import (
     models,
     native,
     openai,
+    openai_embeddings,
+    openai_input_tokens,
     pull,
     status,
     system,
@@ -165,10 +167,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/models/{model_id}", openai.get_model, "inference",
           Operation("One OpenAI model object", tag="openai", response=_ANY, errors=(404,)),
           errors="openai"),
-    Route("POST", "/v1/embeddings", openai.embeddings, "inference", Operation(
-        "OpenAI embeddings, where the model can embed", tag="openai",
-        request=openai.EmbeddingRequest, response=_ANY, errors=_GENERATION_ERRORS),
-        errors="openai"),
+    Route("POST", "/v1/embeddings", openai_embeddings.embeddings, "inference", Operation(
+        "OpenAI embeddings from any model (its own pooling, else mean), L2-normalised",
+        tag="openai", request=openai_embeddings.EmbeddingRequest, response=_ANY,
+        errors=_GENERATION_ERRORS), errors="openai"),
+    Route("POST", "/v1/responses/input_tokens", openai_input_tokens.input_tokens, "inference",
+          Operation("OpenAI's input-token count for a Responses input, through the model's chat "
+                    "template", tag="openai", request=openai_input_tokens.InputTokensRequest,
+                    response=_ANY, errors=_GENERATION_ERRORS), errors="openai"),
     # Ollama's API: Ollama's bodies and Ollama-shaped errors (docs/Ollama.md)
     *(Route(method, "/", ollama_models.root, "public", Operation(
         "Ollama's liveness probe (\"Ollama is running\")", tag="ollama",

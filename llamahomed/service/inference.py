@@ -10,7 +10,7 @@ import asyncio
 import functools
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -394,22 +394,33 @@ class InferenceService:
         answer = await worker.vocab({"op": "detokenize", "tokens": tokens})
         return entry, answer.content or ""
 
-    async def count_tokens(self, model: str | None, messages: list[dict[str, Any]],
-                           prefill: str = "") -> tuple[ModelEntry, int]:
-        """How many prompt tokens ``messages`` make on ``model``: rendered through its chat
-        template and tokenized as :meth:`generate` submits them (Anthropic's count_tokens)."""
+    async def count_tokens(self, model: str | None, messages: list[dict[str, Any]] | None = None,
+                           prefill: str = "", *, prompt: str | None = None,
+                           system: str | None = None) -> tuple[ModelEntry, int]:
+        """The prompt tokens a generation would take (OpenAI's ``input_tokens``, Anthropic's
+        count_tokens): ``messages`` through the model's chat template (then ``prefill``, the
+        answer's given start), or a ``prompt`` (after an optional ``system``) as the native API
+        renders it; tokenized in the worker exactly as a submitted prompt is."""
         if self.refusing is not None:
             raise self.refusing
-        entries, entry, load = await self._prepare(model, chat=True)
-        if not entry.info.has_chat_template:
-            raise InvalidRequest(f"model {entry.id!r} has no chat template (tokenizer.chat_template "
-                                 "in its GGUF)", details={"errors": [
-                                     {"field": "model", "message": "the model has no chat template"}]})
+        entries, entry, load = await self._prepare(model, chat=messages is not None)
+        if messages is not None and not entry.info.has_chat_template:
+            raise InvalidRequest(
+                f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF): "
+                "its messages cannot be counted; send the input as a string",
+                details={"errors": [{"field": "input", "message": "the model has no chat template"}]})
+        if prompt is not None:
+            if entry.info.has_chat_template:
+                messages = prompt_messages(prompt, system)
+            elif system is not None:
+                prompt = f"{system}\n\n{prompt}"
         entry, worker = await self._acquire(entries, entry, load)
-        prompt = self.templates.get(entry, worker.info).render(messages) + prefill
-        tokens = await worker.vocab({"op": "tokenize", "content": prompt, "add_special": True,
-                                     "parse_special": True, "with_pieces": False})
-        return entry, len(tokens.tokens)
+        text = prompt or ""
+        if messages is not None:
+            text = self.templates.get(entry, worker.info).render(messages) + prefill
+        answer = await worker.vocab({"op": "tokenize", "content": text, "add_special": True,
+                                     "parse_special": messages is not None, "with_pieces": False})
+        return entry, len(answer.tokens)
 
     async def _worker_for(self, model: str | None) -> tuple[WorkerHandle, ModelEntry]:
         if self.refusing is not None:
@@ -417,19 +428,16 @@ class InferenceService:
         entry, worker = await self._acquire(*await self._prepare(model))
         return worker, entry
 
-    async def embed(self, model: str | None, texts: list[str], *,
+    async def embed(self, model: str | None, inputs: Sequence[str | list[int]], *,
                     keep_alive: float | None = None) -> tuple[ModelEntry, Done]:
-        """Embed ``texts`` with a model that can (its GGUF declares a pooling type);
-        ``keep_alive`` as for :meth:`generate`."""
+        """Embed ``inputs`` (texts or token-id lists) with any model: its GGUF's pooling where it
+        declares one, mean pooling otherwise (``engine/worker/embed.py``); ``keep_alive`` as
+        for :meth:`generate`."""
+        if self.refusing is not None:
+            raise self.refusing
         entries, entry, load = await self._prepare(model)
-        if "embeddings" not in entry.capabilities:
-            raise InvalidRequest(
-                f"model {entry.id!r} cannot make embeddings: it is a text-generation model (its "
-                "GGUF declares no pooling type); use an embedding model such as nomic-embed-text "
-                "or bge", details={"errors": [{"field": "model", "message": "the model cannot embed"}],
-                                   "capabilities": entry.capabilities})
         entry, worker = await self._acquire(entries, entry, load, keep_alive=keep_alive)
-        stream = await worker.embed(texts)
+        stream = await worker.embed(list(inputs))
         try:
             event = await stream.next_event()
         finally:

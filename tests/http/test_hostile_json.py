@@ -11,7 +11,8 @@ DEEP = "[" * 1000 + "]" * 1000                       # 2 KB that Python's json t
 DEEP_OBJECT = '{"prompt": ' + '{"a": ' * 1000 + "1" + "}" * 1001
 SURROGATE = '{"prompt": "\\ud800 alone", "max_tokens": 2}'
 JSON_ROUTES = ["/api/v1/process", "/api/v1/stream", "/api/v1/batch", "/api/v1/config",
-               "/api/v1/models/pull", "/v1/completions", "/v1/chat/completions", "/v1/embeddings"]
+               "/api/v1/models/pull", "/v1/completions", "/v1/chat/completions", "/v1/embeddings",
+               "/v1/responses/input_tokens"]
 
 
 @pytest.mark.parametrize("body", [DEEP, DEEP_OBJECT, SURROGATE], ids=["array", "object", "surrogate"])

@@ -90,7 +90,9 @@ def _answer(channel: Channel, message: dict[str, Any],
 
 def _embed(embedder: Any, channel: Channel, message: dict[str, Any]) -> None:
     _answer(channel, message,
-            lambda seq_id: embedder.embed(seq_id, [str(text) for text in message["inputs"]]))
+            lambda seq_id: embedder.embed(seq_id, [text if isinstance(text, str)
+                                                   else [int(t) for t in text]
+                                                   for text in message["inputs"]]))
 
 
 def _vocab_op(vocab: Any, channel: Channel, message: dict[str, Any]) -> None:

@@ -21,8 +21,6 @@ names the field, never silently ignored.
 from __future__ import annotations
 
 import asyncio
-import base64
-import struct
 import time
 import uuid
 from typing import Any, Literal
@@ -41,7 +39,6 @@ from llamahomed.registry.store import ModelEntry
 from llamahomed.service.generation import Generation, request_usage, results
 from llamahomed.service.options import GenerationOptions, validation_details
 
-MAX_EMBED_INPUTS = 256
 MAX_CHOICES = 16
 """The most ``n`` choices a request may ask (OpenAI allows 128): each choice is a sequence
 holding a slot and its own KV as it generates, so 16 (four times the default slots) keeps one
@@ -221,14 +218,6 @@ class CompletionRequest(_Common):
         return [self.prompt] if isinstance(self.prompt, str) else self.prompt
 
 
-class EmbeddingRequest(_Strict):
-    input: str | list[str] = Field(..., min_length=1)
-    model: str | None = Field(None, min_length=1, max_length=200)
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
-    user: str | None = Field(None, max_length=256)
-
-
 # -- handlers -----------------------------------------------------------------------------------
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -332,29 +321,3 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
     return web.json_response(_model_object(service.registry.resolve(request.match_info["model_id"])))
-
-
-async def embeddings(request: web.Request) -> web.Response:
-    body = await parse_body(request, EmbeddingRequest)
-    if body.dimensions is not None:
-        raise InvalidRequest("dimensions: not supported; the model's own size is used",
-                             details={"errors": [{"field": "dimensions", "message": "not supported"}]})
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or not all(texts) or len(texts) > MAX_EMBED_INPUTS:
-        raise InvalidRequest(
-            f"input: 1 to {MAX_EMBED_INPUTS} non-empty strings",
-            details={"errors": [{"field": "input", "message": "empty or too many inputs"}]})
-    entry, done = await request.app[INFERENCE].embed(body.model, texts)
-    vectors = done.embeddings or []
-    data = [{"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
-            for i, vector in enumerate(vectors)]
-    return web.json_response({"object": "list", "data": data, "model": entry.id,
-                              "usage": {"prompt_tokens": done.usage["prompt_tokens"],
-                                        "total_tokens": done.usage["total_tokens"]}})
-
-
-def _encode(vector: list[float], encoding: str) -> list[float] | str:
-    """``float``: the list; ``base64``: little-endian float32 bytes (what OpenAI's SDK asks for)."""
-    if encoding == "float":
-        return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
