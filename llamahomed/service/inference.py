@@ -44,6 +44,8 @@ from llamahomed.service.chat_template import TemplateCache
 from llamahomed.service.generation import Generation, Meter, failure
 from llamahomed.service.options import GenerationOptions
 from llamahomed.service.performance import Performance
+from llamahomed.service.tools import ToolSet, render_prompt
+from llamahomed.service.tools.forced import forced_params
 
 if TYPE_CHECKING:
     from llamahomed.observability.metrics import Monitoring
@@ -271,7 +273,7 @@ class InferenceService:
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
-                       owner: str = "") -> Generation:
+                       owner: str = "", tools: ToolSet | None = None) -> Generation:
         """The one way in: plan, load, render the prompt, submit; returns once the worker
         accepted the prompt (or raises its error: context too long, queue full, ...).
 
@@ -284,7 +286,8 @@ class InferenceService:
         request asks the model to be loaded with. ``meter``: called with the sequence's total
         tokens when it finishes (the caller's token budget). ``may_reload``: the caller (an
         admin) may have a loaded model reloaded for this request. ``owner``: who asks (the
-        token's user): slots and queue places are shared fairly between owners.
+        token's user): slots and queue places are shared fairly between owners. ``tools``: the
+        chat request's tools (rendered with the messages; a forced choice adds its grammar).
         """
         if self.refusing is not None:
             raise self.refusing
@@ -302,6 +305,8 @@ class InferenceService:
                 f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
                 "use /v1/completions with a prompt in the model's own format",
                 details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
+        if tools is not None and tools.choice.forced:
+            params = forced_params(params, tools, entry.info.chat_template or "")
         if prompt is not None and not raw:
             if entry.info.has_chat_template:
                 messages = prompt_messages(prompt, system)
@@ -310,7 +315,7 @@ class InferenceService:
         with trace.phase("load"):
             worker = await self._acquire(entry, load)
         if messages is not None:
-            prompt = self.templates.get(entry, worker.info).render(messages)
+            prompt = render_prompt(self.templates.get(entry, worker.info), messages, tools)
         if prompt is None:
             raise InvalidRequest("a generation needs a prompt or messages")
         return await self._submit(entry, worker, prompt, params, special=messages is not None,
