@@ -106,14 +106,14 @@ class ToolStream:
             self.calls.append(call)
 
     def _content(self, text: str, pieces: list[Piece]) -> None:
-        """Text that is not a call; whitespace alone waits for what follows it."""
-        if not text:
-            return
-        if not text.strip():
+        """Text that is not a call. Trailing whitespace waits for what follows: more text gets
+        it, a call drops it (so a split never depends on how the text was chunked)."""
+        body = text.rstrip()
+        if not body:
             self._space += text
             return
-        text, self._space = self._space + text, ""
-        pieces.append(Content(text))
+        pieces.append(Content(self._space + body))
+        self._space = text[len(body):]
 
     def finish(self) -> list[Piece]:
         """The end of the answer: whatever was held back, as calls or content."""
