@@ -27,7 +27,7 @@ from tests.fixtures.http import post
 from tests.fixtures.tiny_gguf import write_tiny_llama
 from tests.service.test_tools_render import HERMES_TEMPLATE
 
-CALL = {"temperature": 0, "max_tokens": 64}
+CALL = {"temperature": 0, "max_tokens": 48}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER = {"type": "object", "properties": {
     "city": {"type": "string", "maxLength": 30},
@@ -118,9 +118,10 @@ async def test_a_named_function_is_the_one_called_with_valid_arguments(
     reply = await sdk.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Order 3 apples, and add 2 and 5."}],
         tools=TOOLS, tool_choice={"type": "function", "function": {"name": name}},
-        parallel_tool_calls=parallel, **CALL)
+        parallel_tool_calls=parallel, temperature=0, max_tokens=64)
     (choice,) = reply.choices
-    assert choice.finish_reason == "tool_calls"
+    # parallel calls may repeat until max_tokens: the whole calls come back, cut short
+    assert choice.finish_reason == "tool_calls" or (parallel and choice.finish_reason == "length")
     arguments = check_calls(choice.message, {name})
     assert 1 <= len(arguments) <= (8 if parallel else 1)
 
@@ -157,7 +158,7 @@ async def test_none_answers_with_text_and_auto_with_whatever_parses(
     assert choice.message.tool_calls is None and choice.message.content
     assert choice.finish_reason in ("stop", "length")
     auto = (await sdk.chat.completions.create(model="smollm2", messages=ASK, tools=TOOLS,
-                                              **CALL)).choices[0]
+                                              temperature=0, max_tokens=40)).choices[0]
     if auto.message.tool_calls:
         check_calls(auto.message, set(SCHEMAS))
         assert auto.finish_reason in ("tool_calls", "length")
