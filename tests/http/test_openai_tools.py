@@ -167,24 +167,34 @@ async def test_none_answers_with_text_and_auto_with_whatever_parses(
 
 
 @pytest.mark.smollm2
-async def test_calls_and_results_in_the_history_are_answered(sdk: openai.AsyncOpenAI) -> None:
+async def test_calls_and_results_in_the_history_are_answered(
+        sdk: openai.AsyncOpenAI, tools_api: Any, headers: dict[str, str]) -> None:
+    arguments = '{"city": "Paris", "unit": "celsius"}'
+    result = '{"temperature": 21, "sky": "sunny"}'
     history: list[Any] = [
         *ASK,
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_abc", "type": "function",
-             "function": {"name": "get_weather",
-                          "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
-        {"role": "tool", "tool_call_id": "call_abc", "content": '{"temperature": 21, "sky": "sunny"}'}]
+             "function": {"name": "get_weather", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": result}]
     reply = await sdk.chat.completions.create(model="smollm2", messages=history, tools=TOOLS,
                                               tool_choice="none", temperature=0, max_tokens=24)
     (choice,) = reply.choices
     assert choice.message.content and choice.message.tool_calls is None
-    assert reply.usage is not None and reply.usage.prompt_tokens > 40
-    # without tools in the request the history is still rendered
+    # SmolLM2's template has no tool support: the call as Hermes text, the result a user turn
+    # (tool_choice none: the tools themselves are not shown)
+    by_hand = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+               "Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n"
+               '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": '
+               f"{arguments}}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n"
+               f"{result}\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    counted = await post(tools_api, headers, "/tokenize",
+                         {"content": by_hand, "model": "smollm2", "add_special": True})
+    assert reply.usage is not None and reply.usage.prompt_tokens == len(counted["tokens"])
+    # without tools in the request the history is rendered the same way
     again = await sdk.chat.completions.create(model="smollm2", messages=history, temperature=0,
-                                              max_tokens=4)
-    assert again.usage is not None
-    assert 0 < again.usage.prompt_tokens < reply.usage.prompt_tokens  # the tools are not shown
+                                              max_tokens=1)
+    assert again.usage is not None and again.usage.prompt_tokens == reply.usage.prompt_tokens
 
 
 async def test_a_template_with_tool_support_renders_the_tools_and_the_grammar_forces_a_call(
