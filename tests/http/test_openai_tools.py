@@ -250,3 +250,27 @@ async def test_bad_tool_fields_are_400s_naming_the_field(
     data = await post(tools_api, headers, "/v1/chat/completions", body, 400)
     assert data["error"]["param"] == param, data
     assert data["error"]["type"] == "invalid_request_error"
+
+
+async def test_streamed_calls_have_openais_delta_shape(tools_api: Any, headers: dict[str, str]) -> None:
+    """On the wire: the role first, each call as an id/type/name delta then its arguments,
+    the finish reason, the usage chunk, [DONE] (the tiny model, forced by the grammar)."""
+    response = await tools_api.post("/v1/chat/completions", headers=headers, json={
+        "model": "tiny-hermes", "messages": ASK, "tools": [tool("add")], "tool_choice": "required",
+        "parallel_tool_calls": False, "max_tokens": 80, "temperature": 0, "stream": True,
+        "stream_options": {"include_usage": True}})
+    assert response.status == 200
+    events = [line.removeprefix("data: ") for line in (await response.text()).split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": None}
+    calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert len(calls) == 2 and all(c["index"] == 0 for c in calls)
+    assert calls[0]["id"].startswith("call_") and calls[0]["type"] == "function"
+    assert calls[0]["function"] == {"name": "add", "arguments": ""}
+    assert set(calls[1]) == {"index", "function"} and set(calls[1]["function"]) == {"arguments"}
+    jsonschema.validate(json.loads(calls[1]["function"]["arguments"]), ADD)
+    assert not any(d.get("content") for d in deltas)
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
