@@ -81,3 +81,14 @@ def test_the_call_syntax_follows_the_template() -> None:
     assert syntax_of(DEFAULT_CHAT_TEMPLATE) == "hermes"
     assert syntax_of("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]") == "mistral"
     assert syntax_of("{% if tools %}{{ 'ipython' }}{% endif %}<|python_tag|>") == "llama3"
+
+
+def test_mistral_templates_get_call_ids_of_nine_letters_or_digits() -> None:
+    mistral = ("{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}"
+               "{% if c.id | length != 9 %}{{ raise_exception('ids of length 9') }}{% endif %}"
+               "[TOOL_CALLS]{{ c.id }}{% endfor %}{% elif m.role == 'tool' %}"
+               "[TOOL_RESULTS]{{ m.tool_call_id }}{% else %}{{ m.content }}{% endif %}{% endfor %}"
+               "{% if tools %}[AVAILABLE_TOOLS]{% endif %}")
+    prompt = render_prompt(ChatTemplate(mistral), HISTORY, ToolSet((WEATHER,)))
+    shown = prompt.split("[TOOL_CALLS]")[1].split("[TOOL_RESULTS]")
+    assert len(shown[0]) == 9 and shown[0].isalnum() and shown[1].startswith(shown[0])

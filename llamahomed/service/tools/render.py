@@ -18,6 +18,7 @@ With ``tool_choice`` ``none`` the tools are not shown at all (the history still 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -54,7 +55,8 @@ def render_prompt(template: ChatTemplate, messages: list[dict[str, Any]],
         extra: dict[str, Any] = {}
         if shown and tools is not None:
             extra["tools"] = [tool.schema_for_prompt() for tool in tools.tools]
-        return template.render([_native(m) for m in messages], **extra)
+        mistral = syntax_of(template.source) == "mistral"
+        return template.render([_native(m, mistral) for m in messages], **extra)
     plain = _as_text(messages)
     if shown and tools is not None:
         plain = _with_system(plain, tools_prompt(tools))
@@ -93,13 +95,20 @@ def _named_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else m for m in messages]
 
 
-def _native(message: dict[str, Any]) -> dict[str, Any]:
+def _native(message: dict[str, Any], mistral: bool) -> dict[str, Any]:
+    """``message`` as templates with tool support read it. Mistral's templates refuse call ids
+    that are not 9 letters or digits: there each id is shown as a digest of itself."""
+    def shown(call_id: str) -> str:
+        return hashlib.sha256(call_id.encode()).hexdigest()[:9] if mistral else call_id
+
+    if message.get("role") == "tool" and message.get("tool_call_id"):
+        return {**message, "tool_call_id": shown(message["tool_call_id"])}
     calls = message.get("tool_calls")
     if not calls:
         return message
     return {**message, "tool_calls": [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-        for c in calls]}
+        {"id": shown(c.id), "type": "function",
+         "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
 
 
 def _as_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
