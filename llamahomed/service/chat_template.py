@@ -50,6 +50,7 @@ class ChatTemplate:
             self._template = env.from_string(source)
         except TemplateSyntaxError as exc:
             raise LlamaHomeError(f"this model's chat template does not compile: {exc}") from exc
+        self.source = source
         self.bos_token, self.eos_token = bos_token, eos_token
         self._strip_bos = strip_bos
 

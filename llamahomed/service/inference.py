@@ -48,6 +48,8 @@ from llamahomed.service.performance import Performance
 from llamahomed.service.scheduler import LoadRequest, Scheduler, view
 from llamahomed.service.too_large import auto_quantize, too_large
 from llamahomed.service.remote_hosts import RemoteHosts, in_use
+from llamahomed.service.tools import ToolSet, render_prompt
+from llamahomed.service.tools.forced import forced_params
 
 if TYPE_CHECKING:
     from llamahomed.observability.metrics import Monitoring
@@ -307,12 +309,12 @@ class InferenceService:
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
                        owner: str = "", keep_alive: float | None = None,
-                       prefill: str = "") -> Generation:
+                       prefill: str = "", tools: ToolSet | None = None) -> Generation:
         """One generation: :meth:`generate_many` with ``n=1``."""
         generations = await self.generate_many(
             options, 1, prompt=prompt, messages=messages, system=system, raw=raw, n_ctx=n_ctx,
             meter=meter, may_reload=may_reload, owner=owner, keep_alive=keep_alive,
-            prefill=prefill)
+            prefill=prefill, tools=tools)
         return generations[0]
 
     async def generate_many(self, options: GenerationOptions, n: int, *,
@@ -322,7 +324,8 @@ class InferenceService:
                             n_ctx: int | None = None, meter: Meter | None = None,
                             may_reload: bool = False, owner: str = "",
                             keep_alive: float | None = None,
-                            prefill: str = "") -> list[Generation]:
+                            prefill: str = "",
+                            tools: ToolSet | None = None) -> list[Generation]:
         """``n`` generations of one prompt (OpenAI's ``n`` choices), or one (``generate``).
 
         The ``n`` sequences are siblings in the worker: the prompt is decoded once and its KV
@@ -346,6 +349,8 @@ class InferenceService:
         setting; negative: until evicted; 0: unload when idle).
         ``prefill``: text the answer starts with, after the rendered ``messages`` (Anthropic's
         final assistant message); the generation continues it.
+        ``tools``: the chat request's tools (rendered with the messages; a forced choice adds
+        its grammar).
         """
         if self.refusing is not None:
             raise self.refusing
@@ -363,6 +368,8 @@ class InferenceService:
                 f"model {entry.id!r} has no chat template (tokenizer.chat_template in its GGUF); "
                 "use /v1/completions with a prompt in the model's own format",
                 details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
+        if tools is not None and tools.choice.forced:
+            params = forced_params(params, tools, entry.info.chat_template or "")
         if prompt is not None and not raw:
             if entry.info.has_chat_template:
                 messages = prompt_messages(prompt, system)
@@ -372,7 +379,8 @@ class InferenceService:
             entry, worker = await self._acquire(entries, entry, load, n_ctx=n_ctx,
                                                 may_reload=may_reload, keep_alive=keep_alive)
         if messages is not None:
-            prompt = self.templates.get(entry, worker.info).render(messages) + prefill
+            prompt = render_prompt(self.templates.get(entry, worker.info), messages,
+                                   tools) + prefill
         if prompt is None:
             raise InvalidRequest("a generation needs a prompt or messages")
         return await self._submit(entry, worker, prompt, params, n, special=messages is not None,

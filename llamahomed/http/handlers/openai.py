@@ -13,9 +13,11 @@ and llama-server's ``json_schema`` and ``grammar`` (GBNF). Structured output:
 {"name", "schema", "strict"}}`` on both completion routes (a grammar constrains sampling, so
 the output follows the schema whatever ``strict`` says). ``n`` (1 to ``MAX_CHOICES``) choices
 are sibling sequences that share the prompt's KV in the worker (the prompt is decoded once;
-with a ``seed``, choice i samples with seed + i); usage counts each prompt once. OpenAI
-features the daemon cannot honour (``best_of``, logprobs, tools) are refused with a 400 that
-names the field, never silently ignored.
+with a ``seed``, choice i samples with seed + i); usage counts each prompt once. Tools:
+``tools``, ``tool_choice`` (``required`` and a named function are enforced by a grammar),
+``parallel_tool_calls``, and calls and results in the history (``openai_tools``; the machinery
+is the service's, shared by every dialect). OpenAI features the daemon cannot honour
+(``best_of``, logprobs) are refused with a 400 that names the field, never silently ignored.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -31,13 +34,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llamahomed.core.errors import InvalidRequest, ValidationFailed
 from llamahomed.http.access import is_admin, owner
 from llamahomed.http.guard import stream_slot
+from llamahomed.http.handlers.openai_tools import tool_set, with_tool_fields
 from llamahomed.http.keys import CLAIMS, INFERENCE
 from llamahomed.http.ratelimit import request_meter
-from llamahomed.http.render.sse import finish_reason, stream_sse
+from llamahomed.http.render.openai_tools import message as tool_message
+from llamahomed.http.render.openai_tools import reason as tool_reason
+from llamahomed.http.render.openai_tools import stream_tool_sse
+from llamahomed.http.render.sse import finish_reason, stream_sse, usage
 from llamahomed.http.schemas import parse_body
 from llamahomed.registry.store import ModelEntry
 from llamahomed.service.generation import Generation, request_usage, results
 from llamahomed.service.options import GenerationOptions, validation_details
+from llamahomed.service.tools import ToolSet, parse_text
 
 MAX_CHOICES = 16
 """The most ``n`` choices a request may ask (OpenAI allows 128): each choice is a sequence
@@ -160,6 +168,8 @@ class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=256)
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = Field(None, max_length=256)
 
     def for_template(self) -> dict[str, Any]:
         content = self.content
@@ -177,7 +187,7 @@ class ChatRequest(_Common):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
 
@@ -185,8 +195,6 @@ class ChatRequest(_Common):
         problems = super()._unsupported()
         if self.logprobs or self.top_logprobs:
             problems.append(("logprobs", "not supported"))
-        if self.tools or self.tool_choice not in (None, "none", "auto"):
-            problems.append(("tools", "tool calling is not supported"))
         return problems
 
 
@@ -224,13 +232,25 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatRequest)
     body.check_supported()
     options = body.options(body.max_completion_tokens or body.max_tokens)
-    messages = [m.for_template() for m in body.messages]
+    tools = tool_set(body.tools, body.tool_choice, body.parallel_tool_calls)
+    messages = [with_tool_fields(i, m.for_template(), m.tool_calls, m.tool_call_id)
+                for i, m in enumerate(body.messages)]
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     async def start() -> list[Generation]:
         return await request.app[INFERENCE].generate_many(
             options, body.n, messages=messages, n_ctx=body.n_ctx, meter=request_meter(request),
-            may_reload=is_admin(request), owner=owner(request))
+            may_reload=is_admin(request), owner=owner(request), tools=tools)
+
+    if tools is not None and tools.active:
+        if body.n != 1:
+            raise InvalidRequest("n: a request with tools takes one choice (n=1)",
+                                 details={"errors": [{"field": "n",
+                                                      "message": "tools take n=1"}]})
+
+        async def one() -> Generation:
+            return (await start())[0]
+        return await _chat_with_tools(request, body, tools, one, reply_id, created)
 
     if body.stream:
         with stream_slot(request.app, request.get(CLAIMS)):
@@ -257,6 +277,29 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                      "logprobs": None, "finish_reason": finish_reason(a.finished.finish_reason)}
                     for i, a in enumerate(answers)],
         "usage": request_usage(generations, [a.finished.usage for a in answers])})
+
+
+async def _chat_with_tools(request: web.Request, body: ChatRequest, tools: ToolSet,
+                           start: Callable[[], Awaitable[Generation]], reply_id: str,
+                           created: int) -> web.StreamResponse:
+    """A chat answer that may hold tool calls (``render/openai_tools``)."""
+    if body.stream:
+        with stream_slot(request.app, request.get(CLAIMS)):
+            generation = await start()
+            base = {"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                    "model": generation.entry.id, "system_fingerprint": None}
+            return await stream_tool_sse(request, generation, tools, base, body.include_usage,
+                                         continuous_usage=body.continuous_usage)
+    generation = await start()
+    result = await generation.result()
+    parsed = parse_text(result.text, tools.names())
+    return web.json_response({
+        "id": reply_id, "object": "chat.completion", "created": created,
+        "model": generation.entry.id, "system_fingerprint": None,
+        "choices": [{"index": 0, "message": tool_message(parsed), "logprobs": None,
+                     "finish_reason": tool_reason(bool(parsed.calls),
+                                                  result.finished.finish_reason)}],
+        "usage": usage(result.finished.usage)})
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
