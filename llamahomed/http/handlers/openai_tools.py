@@ -37,7 +37,7 @@ def tool_set(tools: list[Any] | None, choice: Any, parallel: bool | None) -> Too
     if not tools:
         if tools is not None and len(tools) == 0:
             raise refuse("tools", "give at least one tool, or leave tools out")
-        if choice not in (None, "none"):
+        if choice not in (None, "none", "auto"):  # vLLM and OpenAI: auto without tools is a chat
             raise refuse("tool_choice", "needs tools: there is no tool to call")
         return None
     if len(tools) > MAX_TOOLS:

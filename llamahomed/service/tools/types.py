@@ -92,7 +92,9 @@ class ToolSet:
 
     @property
     def max_calls(self) -> int:
-        return MAX_PARALLEL_CALLS if self.parallel else 1
+        """One call for a named choice (OpenAI forces that function's call, once); up to
+        ``MAX_PARALLEL_CALLS`` otherwise when parallel calls are allowed."""
+        return MAX_PARALLEL_CALLS if self.parallel and self.choice.mode != "named" else 1
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,7 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
 SAMPLE = {"temperature": 1.0, "top_k": 0, "min_p": 0.0, "max_tokens": 200, "seed": 7}
 
-tools_branch = pytest.mark.xfail(reason="lands with the tools branch", strict=True)
 logprobs_branch = pytest.mark.xfail(reason="lands with the logprobs branch", strict=True)
-n_branch = pytest.mark.xfail(reason="lands with the n branch", strict=True)
 
 
 def chat(**body: Any) -> dict[str, Any]:
@@ -53,7 +51,6 @@ def check_call(call: dict[str, Any], name: str = "get_weather") -> dict[str, Any
 
 # -- tools --------------------------------------------------------------------------------------
 
-@tools_branch
 def test_a_named_tool_choice_returns_that_call(http: httpx.Client) -> None:
     """vLLM test_completion_with_function_calling (named function), llama.cpp test_tool_call:
     the message carries ``tool_calls`` whose arguments follow the function's parameters."""
@@ -66,7 +63,6 @@ def test_a_named_tool_choice_returns_that_call(http: httpx.Client) -> None:
     assert data["choices"][0]["finish_reason"] in ("tool_calls", "stop")
 
 
-@tools_branch
 def test_tool_choice_required_calls_a_tool_and_finishes_with_tool_calls(http: httpx.Client) -> None:
     """vLLM 'required' tool choice: at least one call; finish_reason 'tool_calls' (OpenAI)."""
     data = ok(http, CHAT_PATH, chat(tools=[WEATHER, TIME], tool_choice="required", **SAMPLE))
@@ -77,7 +73,6 @@ def test_tool_choice_required_calls_a_tool_and_finishes_with_tool_calls(http: ht
     assert data["choices"][0]["finish_reason"] == "tool_calls"
 
 
-@tools_branch
 def test_a_streamed_tool_call_arrives_as_indexed_deltas(http: httpx.Client) -> None:
     """vLLM test_completion_with_function_calling (streaming): the first tool-call delta names
     the id and function; argument fragments join to JSON."""
@@ -91,7 +86,6 @@ def test_a_streamed_tool_call_arrives_as_indexed_deltas(http: httpx.Client) -> N
     assert payloads[-1] == "[DONE]"
 
 
-@tools_branch
 def test_the_sdk_reads_tool_calls(sdk: openai.OpenAI) -> None:
     """llama.cpp test_tool_call through the OpenAI library: parsed ``tool_calls`` objects."""
     reply = sdk.chat.completions.create(model=CHAT, messages=MESSAGES,  # type: ignore[arg-type]
@@ -102,7 +96,6 @@ def test_the_sdk_reads_tool_calls(sdk: openai.OpenAI) -> None:
     json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
 
 
-@tools_branch
 def test_tool_choice_none_answers_in_text(http: httpx.Client) -> None:
     """OpenAI / vLLM test_tool_choice_null: with tool_choice 'none' the model answers in text
     even though tools are given."""
@@ -111,7 +104,6 @@ def test_tool_choice_none_answers_in_text(http: httpx.Client) -> None:
     assert not message.get("tool_calls") and isinstance(message["content"], str)
 
 
-@tools_branch
 def test_parallel_tool_calls_false_is_accepted(http: httpx.Client) -> None:
     """OpenAI's ``parallel_tool_calls``: false limits the answer to at most one call."""
     data = ok(http, CHAT_PATH, chat(tools=[WEATHER, TIME], tool_choice="required",
@@ -119,7 +111,6 @@ def test_parallel_tool_calls_false_is_accepted(http: httpx.Client) -> None:
     assert len(data["choices"][0]["message"]["tool_calls"]) == 1
 
 
-@tools_branch
 def test_a_tool_choice_naming_an_unknown_function_is_a_400(http: httpx.Client) -> None:
     """vLLM: a named tool_choice must name one of ``tools`` (400 naming tool_choice)."""
     found = error(http, CHAT_PATH, chat(tools=[WEATHER], tool_choice={
@@ -238,7 +229,6 @@ def test_logprobs_false_leaves_logprobs_null(http: httpx.Client) -> None:
 
 # -- n > 1 --------------------------------------------------------------------------------------
 
-@n_branch
 @pytest.mark.parametrize("n", [2, 3])
 def test_n_choices_are_indexed_and_counted(http: httpx.Client, n: int) -> None:
     """llama.cpp test_chat_completions_multiple_choices, vLLM n>1: n choices, indices 0..n-1,
@@ -248,14 +238,12 @@ def test_n_choices_are_indexed_and_counted(http: httpx.Client, n: int) -> None:
     assert data["usage"]["completion_tokens"] == 4 * n
 
 
-@n_branch
 def test_greedy_n_choices_agree(http: httpx.Client) -> None:
     """At temperature 0 every choice is the greedy text."""
     data = ok(http, CHAT_PATH, chat(n=3, max_tokens=5, temperature=0))
     assert len({c["message"]["content"] for c in data["choices"]}) == 1
 
 
-@n_branch
 def test_sampled_n_choices_are_reproducible_under_a_seed(http: httpx.Client) -> None:
     """llama.cpp's seed per request: the same seed gives the same n choices."""
     body = chat(n=2, max_tokens=8, temperature=1.0, seed=11)
@@ -263,7 +251,6 @@ def test_sampled_n_choices_are_reproducible_under_a_seed(http: httpx.Client) -> 
     assert first == [c["message"]["content"] for c in ok(http, CHAT_PATH, body)["choices"]]
 
 
-@n_branch
 def test_streamed_n_choices_interleave_by_index(http: httpx.Client) -> None:
     """vLLM n>1 streaming: chunks name their choice's index; each index opens with the role
     and finishes once."""
@@ -279,7 +266,6 @@ def test_streamed_n_choices_interleave_by_index(http: httpx.Client) -> None:
     assert payloads[-1] == "[DONE]"
 
 
-@n_branch
 def test_completions_n_per_prompt(http: httpx.Client) -> None:
     """OpenAI completions: n choices per prompt, index = prompt * n + i."""
     data = ok(http, COMPLETIONS, {"model": TINY, "prompt": ["the cat", "a dog"], "n": 2,
@@ -288,7 +274,6 @@ def test_completions_n_per_prompt(http: httpx.Client) -> None:
     assert data["choices"][0]["text"] == data["choices"][1]["text"]
 
 
-@n_branch
 def test_the_sdk_reads_n_choices(sdk: openai.OpenAI) -> None:
     """The OpenAI library with n=2."""
     reply = sdk.chat.completions.create(model=CHAT, messages=MESSAGES,  # type: ignore[arg-type]
