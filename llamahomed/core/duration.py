@@ -20,7 +20,7 @@ MAX_SECONDS = 100 * 365 * 86400.0  # a century: longer is "forever" written as a
 
 def parse_duration(value: float | int | str) -> float:
     """Seconds for ``value``; ValueError with a readable message when it is not a duration."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError("a duration is a number of seconds or a string such as '5m'")
     if isinstance(value, (int, float)):
         seconds = float(value)

@@ -61,6 +61,9 @@ def full_app(settings: Any) -> web.Application:
 def error_of(path: str, data: Any, code: str, dialect: str | None = None) -> dict[str, Any]:
     """Our envelope; on the OpenAI routes (``/v1/``) OpenAI's error shape with the same code;
     on a route whose table entry names another dialect (Ollama's), that dialect's shape."""
+    if dialect == "anthropic":
+        assert data["type"] == "error" and set(data["error"]) == {"type", "message"}, data
+        return dict(data["error"])
     if dialect == "ollama":
         assert set(data) == {"error"} and isinstance(data["error"], str) and data["error"], data
         return {"message": data["error"]}
@@ -93,7 +96,7 @@ async def test_every_non_public_route_refuses_no_token_a_bad_token_and_a_wrong_s
         assert f'scope="{scope}"' in response.headers["WWW-Authenticate"]
         if method != "HEAD":
             error = error_of(path, await response.json(), "permission_denied", dialect)
-            assert (path.startswith("/v1/") or dialect is not None
+            assert (path.startswith("/v1/") or dialect not in (None, "native")
                     or error["details"] == {"required_scope": scope})
         checked += 1
     assert checked >= 9  # the guide's routes (GET ones twice, with HEAD) and the future one

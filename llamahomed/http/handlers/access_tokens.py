@@ -52,7 +52,7 @@ async def create_token(request: web.Request) -> web.Response:
     claims = authority.validator.decode(token)
     return web.json_response({"token": token, "id": claims.token_id, "user": claims.user_id,
                               "scopes": list(claims.scopes), "tier": claims.tier,
-                              "expires_at": claims.expires_at}, status=201)
+                              "expires_at": claims.expires_at})
 
 
 async def revoke_token(request: web.Request) -> web.Response:

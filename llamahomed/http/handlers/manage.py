@@ -46,7 +46,7 @@ async def import_model(request: web.Request) -> web.Response:
     service = request.app[INFERENCE]
     entry = await asyncio.to_thread(service.registry.import_file, Path(body.path).expanduser())
     return web.json_response({"id": entry.id, "variant": entry.variant_id,
-                              "file": entry.path.name, "size": entry.size}, status=201)
+                              "file": entry.path.name, "size": entry.size})
 
 
 async def delete_model(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ TokenId = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
 
 
 class TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
     content: str = Field(..., max_length=MAX_CONTENT, description="The text to tokenize.")
     add_special: bool = Field(False, description="Add the vocab's BOS (and EOS) tokens.")
