@@ -83,6 +83,8 @@ def test_every_block_of_the_document_runs(doc: Path, daemon: RunningDaemon, tmp_
         for b in blocks]}
     job_file = tmp_path / "blocks.json"
     job_file.write_text(json.dumps(job))
+    # the admin token as it is now: Security.md rotates the secret (renewing the token file)
+    daemon.token = (daemon.state_dir / "admin.token").read_text().strip()
     env = {**daemon.env, **daemon.client_env(),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     workdir = tmp_path / "work"
