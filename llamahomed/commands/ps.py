@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import urllib.error
 from datetime import datetime
 from typing import Any
 
-from llamahomed.commands.runtime import admin_token, base_url, get_json, running_daemon
+from llamahomed.commands.runtime import daemon_status, running_daemon
 from llamahomed.commands.status import NOT_RUNNING
-from llamahomed.core.errors import StartupError
 from llamahomed.core.settings import Settings, format_size
 
 
@@ -26,11 +24,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if runtime is None:
         print("llamahomed is not running")
         return NOT_RUNNING
-    url = base_url(runtime)
-    try:
-        status = get_json(f"{url}/api/v1/status", admin_token(settings))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise StartupError(f"llamahomed (pid {runtime['pid']}) does not answer at {url}: {exc}") from exc
+    url, status = daemon_status(settings, runtime)
     models: list[dict[str, Any]] = status["models"]
     if args.json:
         print(json.dumps(models, indent=2))

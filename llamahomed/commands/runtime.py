@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
 import psutil
 
+from llamahomed.core.errors import StartupError
 from llamahomed.core.settings import Settings
 
 
@@ -40,6 +42,27 @@ def get_json(url: str, token: str | None, timeout: float = 5) -> Any:
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310
                                 timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def post_json(url: str, token: str | None, body: Any, timeout: float = 10) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
+                                     method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+def daemon_status(settings: Settings, runtime: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The running daemon's address and ``/api/v1/status`` (with the admin token), or a
+    StartupError saying it does not answer."""
+    url = base_url(runtime)
+    try:
+        status: dict[str, Any] = get_json(f"{url}/api/v1/status", admin_token(settings))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise StartupError(f"llamahomed (pid {runtime['pid']}) does not answer at {url}: {exc}") from exc
+    return url, status
 
 
 def admin_token(settings: Settings) -> str | None:

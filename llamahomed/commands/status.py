@@ -6,12 +6,10 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
 from datetime import datetime
 from typing import Any
 
-from llamahomed.commands.runtime import admin_token, base_url, get_json, running_daemon
-from llamahomed.core.errors import StartupError
+from llamahomed.commands.runtime import daemon_status, running_daemon
 from llamahomed.core.settings import Settings, format_size
 
 NOT_RUNNING = 3  # the LSB status code for "program is not running"
@@ -31,11 +29,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print("llamahomed is not running")
         return NOT_RUNNING
-    url = base_url(runtime)
-    try:
-        status = get_json(f"{url}/api/v1/status", admin_token(settings))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise StartupError(f"llamahomed (pid {runtime['pid']}) does not answer at {url}: {exc}") from exc
+    url, status = daemon_status(settings, runtime)
     if args.json:
         print(json.dumps({"running": True, "url": url, **status}, indent=2))
     else:

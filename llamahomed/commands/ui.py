@@ -8,13 +8,11 @@ address bar.
 from __future__ import annotations
 
 import argparse
-import json
 import urllib.error
-import urllib.request
 import webbrowser
 from typing import Any
 
-from llamahomed.commands.runtime import admin_token, base_url, running_daemon
+from llamahomed.commands.runtime import admin_token, base_url, post_json, running_daemon
 from llamahomed.commands.status import NOT_RUNNING
 from llamahomed.core.errors import StartupError
 from llamahomed.core.settings import Settings
@@ -37,12 +35,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise StartupError(f"no admin token in {settings.admin_token_file}; open "
                            f"{base_url(runtime)}/ui/ and paste a token instead")
     url = base_url(runtime)
-    request = urllib.request.Request(f"{url}/api/v1/console/ticket", data=b"{}", method="POST",
-                                     headers={"Authorization": f"Bearer {token}",
-                                              "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            ticket = json.loads(response.read())
+        ticket = post_json(f"{url}/api/v1/console/ticket", token, {})
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise StartupError(f"llamahomed does not answer at {url}: {exc}") from exc
     address = url + ticket["path"]

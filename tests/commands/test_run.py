@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import TINY_MODEL_FILE
-from tests.fixtures.daemon import RunningDaemon, dirs_env, llamahomed, start_daemon
+from tests.fixtures.daemon import (
+    RunningDaemon,
+    chat_store_env,
+    dirs_env,
+    llamahomed,
+    start_daemon,
+)
 
 CHAT_MODEL = "smollm2-135m-instruct"
 
@@ -26,12 +31,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, smollm2_file: Path,
            tiny_model_file: Path) -> Iterator[RunningDaemon]:
     """A real daemon with SmolLM2 (a chat model) and the tiny Llama (a base model)."""
     root = tmp_path_factory.mktemp("run-daemon")
-    store = root / "store"
-    store.mkdir()
-    os.link(smollm2_file, store / smollm2_file.name)
-    os.link(tiny_model_file, store / TINY_MODEL_FILE)
-    env = dirs_env(root, store, CHAT_MODEL)
-    env["LLAMAHOME_INSTALL_DEFAULT_MODEL"] = "false"
+    env = chat_store_env(root, smollm2_file, tiny_model_file)
     with start_daemon(root / "daemon", env) as running:
         yield running
 

@@ -5,7 +5,6 @@ error or CSP violation. The screenshots in docs/console/ come from this run."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -17,8 +16,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, TINY_MODEL_FILE
-from tests.fixtures.daemon import RunningDaemon, dirs_env, llamahomed, start_daemon
+from tests.conftest import ROOT
+from tests.fixtures.daemon import (
+    RunningDaemon,
+    chat_store_env,
+    llamahomed,
+    start_daemon,
+)
 
 pytestmark = pytest.mark.e2e
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -31,12 +35,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 def daemon(tmp_path_factory: pytest.TempPathFactory, smollm2_file: Path,
            tiny_model_file: Path) -> Iterator[RunningDaemon]:
     root = tmp_path_factory.mktemp("console-daemon")
-    store = root / "store"
-    store.mkdir()
-    os.link(smollm2_file, store / smollm2_file.name)
-    os.link(tiny_model_file, store / TINY_MODEL_FILE)
-    env = dirs_env(root, store, CHAT_MODEL)
-    env["LLAMAHOME_INSTALL_DEFAULT_MODEL"] = "false"
+    env = chat_store_env(root, smollm2_file, tiny_model_file)
     with start_daemon(root / "daemon", env) as running:
         yield running
 
