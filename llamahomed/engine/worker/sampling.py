@@ -1,27 +1,28 @@
-"""Per-sequence sampler chains on llama.cpp's sampler API (``llama_sampler_chain_*``).
+"""Per-sequence samplers: logit adjustments in numpy, the choice on llama.cpp's sampler API.
 
-Each live sequence owns one chain, so sequences decoding in the same batch never share sampler
-state (grammar state, penalty history, RNG). The chain, each stage only where asked for:
+Each live sequence owns one :class:`SamplerChain`, so sequences decoding in the same batch never
+share sampler state (grammar state, penalty history, RNG). A step, each stage only where asked:
 
-* logit bias (``params.logit_bias``: token id -> added to its logit; -100 bans, +100 forces).
-* penalties: ``repeat_penalty`` (skipped at 1.0), ``frequency_penalty`` and
-  ``presence_penalty`` (skipped at 0), over the last 64 tokens. The window is primed with the
-  prompt's last 64 tokens (as llama-server does), so a penalty also covers prompt text.
-* ``temperature <= 0``: greedy (argmax); the seed is ignored (as llama-server: penalties apply
-  before the greedy pick). Otherwise top_k -> top_p -> min_p -> temperature -> dist(seed).
-
-``llama_sampler_sample`` applies the chain to the logits of one batch output and accepts the
-chosen token into the chain itself (penalty history), so nothing else must call accept. Plain
-greedy (no grammar, bias or penalty) skips it: numpy's argmax over the logits row (first
-maximum, as llama.cpp's greedy sampler picks) takes ~20 us where the C sampler spends ~1 ms
-building a 262k-entry candidate array for Gemma.
+* logit bias (``params.logit_bias``: token id -> added to its logit; -100 bans, +100 forces) and
+  the penalties ``repeat_penalty`` (skipped at 1.0), ``frequency_penalty`` and
+  ``presence_penalty`` (skipped at 0), over the last 64 tokens, the window primed with the
+  prompt's last 64 tokens (as llama-server does). :class:`~.logit_adjust.LogitAdjust` changes
+  only the logits they touch, in the row, and restores them after the pick.
+* ``temperature <= 0``: greedy, numpy's argmax over the (adjusted) row, the first maximum as
+  llama.cpp's greedy sampler picks (~20 us where the C sampler spends ~1 ms building a 262k-entry
+  candidate array for Gemma); the seed is ignored.
+* otherwise llama.cpp's chain top_k -> top_p -> min_p -> temperature -> dist(seed). With a top_k
+  the chain runs on the ``top_k`` largest logits only (:func:`~.logit_adjust.top_candidates`):
+  top_k would keep exactly those, so the candidates the rest of the chain sees, and the token
+  it draws with the same seed, are the ones the whole vocabulary gives. top_k 0 runs the chain on
+  the whole vocabulary.
 
 A grammar (``params.grammar``, GBNF) stands in front of the chain, as in llama-server's
 ``common_sampler_sample``: applied to the whole vocabulary it costs ~65 ms a step on Gemma's
 262k entries (every piece checked against the grammar), so the chain first picks a token
 without it, the grammar checks that one token, and only when it refuses are the logits sampled
-again with the grammar applied first (grammar, then the chain). Either way the token is one the
-grammar takes, and both the grammar and the chain accept it.
+again with the grammar applied first (grammar, then the chain) over the whole vocabulary.
+Either way the token is one the grammar takes, and the grammar and the window accept it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import numpy as np
 
 from llamahomed.engine.grammar import GRAMMAR_ROOT, GrammarError, grammar_problem
 from llamahomed.engine.protocol import Failed, SamplingParams
+from llamahomed.engine.worker.logit_adjust import LogitAdjust, top_candidates
 
-PENALTY_LAST_N = 64
 SEED_MASK = 0xFFFFFFFF
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 TOKEN_REF = re.compile(r"<\[\s*(\d+)\s*\]>")
@@ -49,8 +50,27 @@ def resolve_seed(seed: int | None) -> int:
     return random.getrandbits(31) if seed is None else seed & SEED_MASK
 
 
+class _Candidates:
+    """A reusable ``llama_token_data_array`` over numpy storage of ``capacity`` entries."""
+
+    def __init__(self, lib: Any, capacity: int) -> None:
+        self.data = np.zeros(capacity, dtype=TOKEN_DATA)
+        self.array = lib.llama_token_data_array(
+            self.data.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), capacity, -1, False)
+
+    def fill(self, ids: Any, logits: Any) -> Any:
+        """Load ``ids`` with their ``logits``; the array, unsorted, nothing selected."""
+        n = len(ids)
+        self.data["id"][:n] = ids
+        self.data["logit"][:n] = logits
+        self.data["p"][:n] = 0.0
+        array = self.array
+        array.size, array.selected, array.sorted = n, -1, False
+        return array
+
+
 class SamplerChain:
-    """One sequence's ``llama_sampler`` chain; ``close()`` frees it (idempotent).
+    """One sequence's sampler; ``close()`` frees its llama.cpp objects (idempotent).
 
     ``vocab`` is the model's (needed for a grammar); a grammar llama.cpp refuses raises
     :class:`GrammarError`.
@@ -61,41 +81,24 @@ class SamplerChain:
         self._lib = lib
         self._n_vocab = n_vocab
         self._grammar: Any = None
+        self._adjust = LogitAdjust(params, prompt)
+        self._greedy = params.temperature <= 0
+        self._top_k = int(params.top_k) if 0 < params.top_k < n_vocab else 0
         self._ptr: Any = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        penalised = (params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0
-                     or params.presence_penalty != 0.0)
-        # numpy's argmax picks the chain's token: greedy with nothing before it in the chain
-        self._argmax = params.temperature <= 0 and not penalised and not params.logit_bias
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._all: _Candidates | None = None  # the whole vocabulary, made when first needed
+        self._few = _Candidates(lib, max(self._top_k, 1))
         if params.grammar:
             self._grammar = lib.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"),
                                                            GRAMMAR_ROOT)
             if not self._grammar:
                 self.close()
                 raise GrammarError("llama.cpp refused the grammar (failed to parse)")
-            self._candidates = np.zeros(n_vocab, dtype=TOKEN_DATA)
-            self._ids = np.arange(n_vocab, dtype=np.int32)
-            self._array = lib.llama_token_data_array(
-                self._candidates.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), n_vocab,
-                -1, False)
-            self._one = (lib.llama_token_data * 1)()
-            self._one_array = lib.llama_token_data_array(self._one, 1, -1, False)
-        self.greedy = self._argmax and self._grammar is None  # the whole sample is an argmax
-        if params.logit_bias:
-            biases = (lib.llama_logit_bias * len(params.logit_bias))(
-                *(lib.llama_logit_bias(token, bias) for token, bias in params.logit_bias))
-            self._add(lib.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
-        if penalised:
-            penalties = lib.llama_sampler_init_penalties(
-                n_vocab, PENALTY_LAST_N, float(params.repeat_penalty),
-                float(params.frequency_penalty), float(params.presence_penalty))
-            for token in prompt[-PENALTY_LAST_N:]:  # prime the window
-                lib.llama_sampler_accept(penalties, token)
-            self._add(penalties)
-        if params.temperature <= 0:
-            self._add(lib.llama_sampler_init_greedy())
+        self.greedy = self._greedy and not self._adjust.active and self._grammar is None
+        if self._greedy:
             return
-        if params.top_k > 0:
-            self._add(lib.llama_sampler_init_top_k(int(params.top_k)))
+        if self._top_k:
+            self._add(lib.llama_sampler_init_top_k(self._top_k))
         if 0.0 < params.top_p < 1.0:
             self._add(lib.llama_sampler_init_top_p(float(params.top_p), 1))
         if params.min_p > 0.0:
@@ -108,11 +111,20 @@ class SamplerChain:
 
     def sample(self, ctx: Any, index: int) -> int:
         """Sample (and accept) a token from batch output ``index`` of the last decode."""
-        if self._grammar is not None:
-            return self._sample_constrained(self._logits(ctx, index))
+        row = self._logits(ctx, index)
         if self.greedy:
-            return int(self._logits(ctx, index).argmax())
-        return int(self._lib.llama_sampler_sample(self._ptr, ctx, index))
+            return int(row.argmax())
+        self._adjust.apply(row)
+        try:
+            token = self._pick(row)
+            if self._grammar is not None and not self._grammar_takes(token):
+                token = self._apply(self._whole(row), grammar=True)
+        finally:
+            self._adjust.restore(row)
+        if self._grammar is not None:
+            self._lib.llama_sampler_accept(self._grammar, token)
+        self._adjust.accept(token)
+        return token
 
     def _logits(self, ctx: Any, index: int) -> Any:
         logits = self._lib.llama_get_logits_ith(ctx, index)
@@ -120,35 +132,51 @@ class SamplerChain:
             raise RuntimeError(f"no logits for batch output {index}")
         return np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
 
-    def _sample_constrained(self, logits: Any) -> int:
-        """The chain's pick if the grammar takes it; else the chain's pick among what it takes."""
-        lib = self._lib
-        token = int(logits.argmax()) if self._argmax else self._apply(logits, grammar=False)
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
-        self._one_array.size, self._one_array.selected = 1, -1
-        lib.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
-        if self._one[0].logit == -math.inf:
-            token = self._apply(logits, grammar=True)
-        lib.llama_sampler_accept(self._grammar, token)
-        lib.llama_sampler_accept(self._ptr, token)
-        return token
+    def _pick(self, row: Any) -> int:
+        """The chain's token from the adjusted ``row``, without the grammar."""
+        if self._greedy:
+            return int(row.argmax())
+        if self._top_k:
+            ids = top_candidates(row, self._top_k)
+            return self._apply(self._few.fill(ids, row[ids]), grammar=False)
+        return self._apply(self._whole(row), grammar=False)
 
-    def _apply(self, logits: Any, grammar: bool) -> int:
-        """Run the chain (after the grammar, if asked) over fresh candidates; the selected id."""
-        lib, candidates, array = self._lib, self._candidates, self._array
-        candidates["id"] = self._ids
-        candidates["logit"] = logits
-        candidates["p"] = 0.0
-        array.size, array.selected, array.sorted = self._n_vocab, -1, False
+    def _whole(self, row: Any) -> Any:
+        if self._all is None:
+            self._all = _Candidates(self._lib, self._n_vocab)
+        return self._all.fill(self._ids, row)
+
+    def _grammar_takes(self, token: int) -> bool:
+        one = self._few
+        array = one.fill((token,), (1.0,))
+        self._lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        return bool(one.data["logit"][0] != -math.inf)
+
+    def _apply(self, array: Any, grammar: bool) -> int:
+        """Run the chain (after the grammar, if asked) over ``array``; the selected id."""
+        lib = self._lib
         if grammar:
             lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
-        lib.llama_sampler_apply(self._ptr, ctypes.byref(array))
-        if not 0 <= array.selected < array.size:
+        if self._greedy:  # no chain: the largest logit left (the grammar sets refused to -inf)
+            selected = self._argmax(array)
+        else:
+            lib.llama_sampler_apply(self._ptr, ctypes.byref(array))
+            selected = int(array.selected)
+        if not 0 <= selected < array.size:
             raise RuntimeError("the sampler chain selected no token")
-        chosen = candidates[array.selected]
+        chosen = self._entry(array, selected)
         if grammar and chosen["logit"] == -math.inf:  # accepting it would abort llama.cpp
             raise GrammarError("the grammar allows no token of this model's vocabulary here")
         return int(chosen["id"])
+
+    def _storage(self, array: Any) -> Any:
+        return self._few.data if array is self._few.array else self._all.data  # type: ignore[union-attr]
+
+    def _argmax(self, array: Any) -> int:
+        return int(self._storage(array)["logit"][:array.size].argmax())
+
+    def _entry(self, array: Any, selected: int) -> Any:
+        return self._storage(array)[selected]
 
     def close(self) -> None:
         if self._grammar is not None:
