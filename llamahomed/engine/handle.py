@@ -31,6 +31,7 @@ from llamahomed.engine.protocol import (
     MAX_FRAME,
     Done,
     Failed,
+    Prompt,
     ProtocolError,
     SamplingParams,
     SeqEvent,
@@ -302,7 +303,7 @@ class WorkerHandle:
         except (ConnectionError, OSError) as exc:
             raise WorkerCrashed(f"the worker for model {self.config.model_id!r} stopped") from exc
 
-    async def submit(self, prompt: str, params: SamplingParams, *, special: bool = False,
+    async def submit(self, prompt: Prompt, params: SamplingParams, *, special: bool = False,
                      request_id: str = "", owner: str = "") -> SequenceStream:
         """Wait for a slot (bounded queue), then hand the sequence to the worker.
 
@@ -314,7 +315,7 @@ class WorkerHandle:
                                          request_id=request_id, owner=owner)
         return streams[0]
 
-    async def submit_many(self, prompt: str, params: SamplingParams, n: int, *,
+    async def submit_many(self, prompt: Prompt, params: SamplingParams, n: int, *,
                           special: bool = False, request_id: str = "",
                           owner: str = "") -> list[SequenceStream]:
         """``submit`` for ``n`` sibling sequences of one prompt (``n`` choices), one stream
@@ -336,8 +337,9 @@ class WorkerHandle:
         for stream in streams:
             self._streams[stream.seq_id] = stream
         try:
-            message: dict[str, Any] = {"op": "submit", "seq": seq_ids[0], "prompt": prompt,
+            message: dict[str, Any] = {"op": "submit", "seq": seq_ids[0],
                                        "params": params.to_wire(), "request_id": request_id}
+            message["prompt" if isinstance(prompt, str) else "tokens"] = prompt
             if seq_ids[1:]:
                 message["siblings"] = seq_ids[1:]
             if special:

@@ -4,6 +4,7 @@ Daemon -> worker ("op"):
     {"op": "submit", "seq": 7, "prompt": "...", "params": {...SamplingParams...},
      "request_id": "..."}                        (optional; echoed on the sequence's last event)
         optional "special": true: the prompt may spell special tokens (a rendered chat template)
+        instead of "prompt", "tokens": [1, 2, 3]: the prompt as token ids, decoded as given
         optional "siblings": [8, 9]: more sequence ids for the same prompt (``n`` choices), each
         with its own events; they share the prompt's KV (batched engine), and with a seed in
         params sibling i samples with seed + i
@@ -54,6 +55,9 @@ MAX_FRAME = 64 * 2**20
 
 class ProtocolError(Exception):
     """A frame that cannot be read (the other side died or sent garbage)."""
+
+
+Prompt = Union[str, list[int]]  # text (tokenized in the worker) or token ids, used as given
 
 
 @dataclass(frozen=True)

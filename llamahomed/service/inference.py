@@ -27,7 +27,7 @@ from llamahomed.core.resources import Machine, read_machine
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.handle import WorkerHandle
 from llamahomed.engine.pool import WorkerPool
-from llamahomed.engine.protocol import Accepted, Done, Failed, SamplingParams, Tokens
+from llamahomed.engine.protocol import Accepted, Done, Failed, Prompt, SamplingParams, Tokens
 from llamahomed.observability import tracing
 from llamahomed.planner import (
     LoadParams,
@@ -304,7 +304,7 @@ class InferenceService:
         return entry
 
 
-    async def generate(self, options: GenerationOptions, *, prompt: str | None = None,
+    async def generate(self, options: GenerationOptions, *, prompt: Prompt | None = None,
                        messages: list[dict[str, Any]] | None = None, system: str | None = None,
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
@@ -318,7 +318,7 @@ class InferenceService:
         return generations[0]
 
     async def generate_many(self, options: GenerationOptions, n: int, *,
-                            prompt: str | None = None,
+                            prompt: Prompt | None = None,
                             messages: list[dict[str, Any]] | None = None,
                             system: str | None = None, raw: bool = True,
                             n_ctx: int | None = None, meter: Meter | None = None,
@@ -337,7 +337,8 @@ class InferenceService:
 
         Give ``prompt`` or chat ``messages`` (rendered through the model's chat template, whose
         special tokens the rendered text may spell; without ``options.model`` they go to the
-        default chat model). A ``prompt`` is sent verbatim when ``raw`` (OpenAI's completions);
+        default chat model). A ``prompt`` is sent verbatim when ``raw`` (OpenAI's completions,
+        whose prompt may also be token ids, decoded as given);
         otherwise (the native API) it is one user message after an optional ``system`` message,
         rendered through the template when the model has one, and a base model (no template)
         gets ``system``, a blank line, then the prompt. ``n_ctx``: a larger context this
@@ -354,6 +355,10 @@ class InferenceService:
         """
         if self.refusing is not None:
             raise self.refusing
+        if not raw and not isinstance(prompt, (str, type(None))):
+            raise InvalidRequest("a token-id prompt is sent verbatim: it needs raw",
+                                 details={"errors": [{"field": "prompt",
+                                                      "message": "token ids need raw"}]})
         if raw and system is not None:
             raise InvalidRequest("raw sends the prompt verbatim: it takes no system text",
                                  details={"errors": [{"field": "system",
@@ -370,7 +375,7 @@ class InferenceService:
                 details={"errors": [{"field": "model", "message": "the model has no chat template"}]})
         if tools is not None and tools.choice.forced:
             params = forced_params(params, tools, entry.info.chat_template or "")
-        if prompt is not None and not raw:
+        if isinstance(prompt, str) and not raw:
             if entry.info.has_chat_template:
                 messages = prompt_messages(prompt, system)
             elif system is not None:
@@ -460,7 +465,7 @@ class InferenceService:
         context = tracing.current()
         return self.metrics.trace(context.request_id if context else None)
 
-    async def _submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: str,
+    async def _submit(self, entry: ModelEntry, worker: WorkerHandle, prompt: Prompt,
                       params: SamplingParams, n: int, *, special: bool, trace: Trace,
                       meter: Meter | None, owner: str) -> list[Generation]:
         """Hand the prompt to the worker (``n`` sibling sequences); returns once accepted.

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamahomed.engine.config import LoadConfig
-from llamahomed.engine.protocol import Done, Failed, SamplingParams, Text
+from llamahomed.engine.protocol import Done, Failed, Prompt, SamplingParams, Text
 from llamahomed.engine.worker.detok import TextOutput
 from llamahomed.engine.worker.embed import Embedder
 from llamahomed.engine.worker.inbox import (
@@ -74,6 +74,7 @@ from llamahomed.engine.worker.sampling import (
     SamplerChain,
     invalid_params,
     params_problem,
+    prompt_problem,
     resolve_seed,
 )
 from llamahomed.engine.worker.state_cache import SavedState, StateCache, common_prefix
@@ -223,7 +224,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         """Tokens of ``text`` with BOS as the vocab wants it; special tokens parsed if asked."""
         return tokenize(self._lib, self._vocab, text, special)
 
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False,
+    def submit(self, seq_id: int, prompt: Prompt, params: SamplingParams, special: bool = False,
                siblings: Sequence[int] = ()) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error).
 
@@ -231,11 +232,12 @@ class BatchedEngine(Inbox[BatchedSequence]):
         ``siblings``: more sequence ids for the same prompt, which share its KV (module doc).
         """
         ids = [seq_id, *siblings]
-        problem = params_problem(self._lib, self._vocab, self.n_vocab, params)
+        problem = (params_problem(self._lib, self._vocab, self.n_vocab, params)
+                   or prompt_problem(prompt, self.n_vocab))
         if problem is not None:
             self._emit([invalid_params(i, problem) for i in ids])
             return
-        tokens = self.tokenize(prompt, special)
+        tokens = self.tokenize(prompt, special) if isinstance(prompt, str) else prompt
 
         def make() -> list[BatchedSequence]:
             group = [BatchedSequence(i, tokens, sibling_params(params, k),

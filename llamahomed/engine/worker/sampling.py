@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from llamahomed.engine.grammar import GRAMMAR_ROOT, GrammarError, grammar_problem
-from llamahomed.engine.protocol import Failed, SamplingParams
+from llamahomed.engine.protocol import Failed, Prompt, SamplingParams
 from llamahomed.engine.worker.logit_adjust import LogitAdjust, top_candidates
 
 SEED_MASK = 0xFFFFFFFF
@@ -206,6 +206,19 @@ def params_problem(lib: Any, vocab: Any, n_vocab: int, params: SamplingParams) -
         problem = grammar_problem(params.grammar, vocab, lib)
         if problem:
             return {"field": "grammar", "message": problem}
+    return None
+
+
+def prompt_problem(prompt: Prompt, n_vocab: int) -> dict[str, str] | None:
+    """What makes a token-id prompt unusable with this model, else None (text always goes)."""
+    if isinstance(prompt, str):
+        return None
+    if not prompt:
+        return {"field": "prompt", "message": "a token prompt needs at least one token"}
+    bad = next((t for t in prompt if not 0 <= t < n_vocab), None)
+    if bad is not None:
+        return {"field": "prompt",
+                "message": f"token id {bad} is not in this model's vocabulary (0..{n_vocab - 1})"}
     return None
 
 

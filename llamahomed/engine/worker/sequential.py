@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamahomed.engine.config import LoadConfig
-from llamahomed.engine.protocol import Done, Failed, SamplingParams, Text
+from llamahomed.engine.protocol import Done, Failed, Prompt, SamplingParams, Text
 from llamahomed.engine.worker.detok import TextOutput
 from llamahomed.engine.worker.embed import Embedder
 from llamahomed.engine.worker.inbox import Inbox, SequenceState, sibling_params, special_tokens
-from llamahomed.engine.worker.sampling import invalid_params, params_problem
+from llamahomed.engine.worker.sampling import invalid_params, params_problem, prompt_problem
 
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], None]
@@ -90,7 +90,7 @@ class SequentialEngine(Inbox[Sequence]):
         return Embedder(self._llama_cpp, self.llm.model, self.llm.n_ctx(), int(self.llm.n_threads))
 
     # -- called from the reader thread -------------------------------------------------------
-    def submit(self, seq_id: int, prompt: str, params: SamplingParams, special: bool = False,
+    def submit(self, seq_id: int, prompt: Prompt, params: SamplingParams, special: bool = False,
                siblings: Iterable[int] = ()) -> None:
         """Tokenize and check the prompt at once, then queue it (or answer with an error).
 
@@ -98,11 +98,13 @@ class SequentialEngine(Inbox[Sequence]):
         decodes one sequence at a time, so nothing is shared).
         """
         ids = [seq_id, *siblings]
-        problem = params_problem(self._llama_cpp, self._vocab, self.llm.n_vocab(), params)
+        problem = (params_problem(self._llama_cpp, self._vocab, self.llm.n_vocab(), params)
+                   or prompt_problem(prompt, self.llm.n_vocab()))
         if problem is not None:
             self._emit([invalid_params(i, problem) for i in ids])
             return
-        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
+        tokens = (self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
+                  if isinstance(prompt, str) else prompt)
         self._accept_group(ids, tokens, self.llm.n_ctx(), lambda: [
             Sequence(i, tokens, sibling_params(params, k), out=TextOutput(params.stop))
             for k, i in enumerate(ids)])

@@ -19,6 +19,7 @@ from typing import Any
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.protocol import (
     Failed,
+    Prompt,
     ProtocolError,
     SamplingParams,
     encode,
@@ -137,7 +138,9 @@ def serve(channel: Channel, config: LoadConfig) -> int:
                 if message.get("request_id"):
                     for seq in (int(message["seq"]), *siblings):
                         channel.request_ids[seq] = str(message["request_id"])
-                engine.submit(int(message["seq"]), str(message["prompt"]),
+                prompt: Prompt = ([int(t) for t in message["tokens"]] if "tokens" in message
+                                  else str(message["prompt"]))
+                engine.submit(int(message["seq"]), prompt,
                               SamplingParams.from_wire(message["params"]),
                               bool(message.get("special", False)), siblings)
             elif op == "cancel":

@@ -32,6 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llamahomed.core.errors import InvalidRequest, ValidationFailed
+from llamahomed.engine.protocol import Prompt
 from llamahomed.http.access import is_admin, owner
 from llamahomed.http.guard import stream_slot
 from llamahomed.http.handlers.openai_tools import tool_set, with_tool_fields
@@ -44,6 +45,7 @@ from llamahomed.http.render.sse import finish_reason, stream_sse, usage
 from llamahomed.http.schemas import parse_body
 from llamahomed.registry.store import ModelEntry
 from llamahomed.service.generation import Generation, request_usage, results
+from llamahomed.service.inference import InferenceService
 from llamahomed.service.options import GenerationOptions, validation_details
 from llamahomed.service.tools import ToolSet, parse_text
 
@@ -95,6 +97,8 @@ class _Common(_Strict):
 
     def _unsupported(self) -> list[tuple[str, str]]:
         problems = []
+        if self.stream_options is not None and not self.stream:
+            problems.append(("stream_options", "only allowed when stream is true (as OpenAI)"))
         kind = (self.response_format or {}).get("type", "text")
         if kind not in ("text", "json_object", "json_schema"):
             problems.append(("response_format",
@@ -199,7 +203,7 @@ class ChatRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str] = Field(..., min_length=1)
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(..., min_length=1)
     echo: bool = False
     logprobs: int | None = None
     suffix: str | None = None
@@ -213,17 +217,20 @@ class CompletionRequest(_Common):
             problems.append(("suffix", "not supported"))
         if self.best_of not in (None, 1):
             problems.append(("best_of", "only best_of=1 is supported"))
-        if isinstance(self.prompt, list) and self.stream and len(self.prompt) != 1:
+        if self.stream and len(self.prompts) != 1:
             problems.append(("prompt", "streaming takes one prompt"))
-        if isinstance(self.prompt, list) and not all(self.prompt):
-            problems.append(("prompt", "prompts must not be empty strings"))
-        if isinstance(self.prompt, list) and len(self.prompt) > 64:
+        if not all(self.prompts):
+            problems.append(("prompt", "prompts must not be empty"))
+        if len(self.prompts) > 64:
             problems.append(("prompt", "at most 64 prompts per request"))
         return problems
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+    def prompts(self) -> list[Prompt]:
+        """The prompts: texts or token-id lists (OpenAI's four forms of ``prompt``)."""
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
 
 
 # -- handlers -----------------------------------------------------------------------------------
@@ -309,7 +316,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     service, meter, admin = request.app[INFERENCE], request_meter(request), is_admin(request)
     user = owner(request)
     reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    async def start(prompt: str) -> list[Generation]:
+    async def start(prompt: Prompt) -> list[Generation]:
         return await service.generate_many(options, body.n, prompt=prompt, n_ctx=body.n_ctx,
                                            meter=meter, may_reload=admin, owner=user)
 
@@ -317,10 +324,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
         with stream_slot(request.app, request.get(CLAIMS)):
             generations = await start(body.prompts[0])
             model = generations[0].entry.id
+            echoed = await echo_text(service, model, body.prompts[0]) if body.echo else ""
 
             def chunk(text: str | None, finish: str | None, first: bool = False,
                       index: int = 0) -> dict[str, Any]:
-                text = body.prompts[0] if first else text  # the opening chunk echoes the prompt
+                text = echoed if first else text  # the opening chunk echoes the prompt
                 return {"id": reply_id, "object": "text_completion", "created": created,
                         "model": model, "system_fingerprint": None,
                         "choices": [{"index": index, "text": text or "", "logprobs": None,
@@ -337,7 +345,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
             await generation.close()
         raise failed
     answers = await results(generations)
-    prompts = [p for p in body.prompts for _ in range(body.n)]
+    model = generations[0].entry.id
+    texts = ([await echo_text(service, model, p) for p in body.prompts] if body.echo
+             else [""] * len(body.prompts))
+    prompts = [text for text in texts for _ in range(body.n)]
     return web.json_response({
         "id": reply_id, "object": "text_completion", "created": created,
         "model": generations[0].entry.id, "system_fingerprint": None,
@@ -345,6 +356,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
                      "logprobs": None, "finish_reason": finish_reason(a.finished.finish_reason)}
                     for i, (prompt, a) in enumerate(zip(prompts, answers))],
         "usage": request_usage(generations, [a.finished.usage for a in answers])})
+
+
+async def echo_text(service: InferenceService, model: str, prompt: Prompt) -> str:
+    """The text ``echo`` repeats: the prompt itself, or the text of its token ids."""
+    if isinstance(prompt, str):
+        return prompt
+    return (await service.detokenize(model, prompt))[1]
 
 
 def _model_object(entry: ModelEntry) -> dict[str, Any]:

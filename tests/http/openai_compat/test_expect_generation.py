@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.http.openai_compat.conftest import CHAT, GEMMA, SMOL, TINY
-from tests.http.openai_compat.wire import chat_text, completion_text, ok, sse
+from tests.http.openai_compat.wire import chat_text, completion_text, error, ok, sse
 
 CHAT_PATH, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 MESSAGES = [{"role": "system", "content": "you are terse"}, {"role": "user", "content": "hi"}]
@@ -272,14 +272,33 @@ def test_a_list_of_prompts_gets_one_choice_each_in_order(http: httpx.Client) -> 
     assert data["usage"]["completion_tokens"] == 3 * 8
 
 
-@pytest.mark.xfail(reason="gap: /v1/completions takes no token-id prompts yet (reported)",
-                   strict=True)
 @pytest.mark.parametrize("prompt", [[1, 2, 3], [[1, 2, 3], [4, 5]]])
 def test_a_prompt_may_be_token_ids(http: httpx.Client, prompt: Any) -> None:
     """llama.cpp test_completion_with_tokens_input, vLLM test_completion (prompt token ids):
     OpenAI's ``prompt`` is also a list of token ids or a list of them."""
     data = ok(http, COMPLETIONS, {"model": TINY, "prompt": prompt, **GREEDY})
     assert len(data["choices"]) == (2 if isinstance(prompt[0], list) else 1)
+
+
+def test_token_ids_decode_as_their_text_does(http: httpx.Client) -> None:
+    """A token-id prompt is decoded as given: the same answer and prompt count as its text,
+    and ``echo`` repeats the text of the ids (streamed and not)."""
+    text = "the cat sat on the mat"
+    tokens = http.post("/tokenize", json={"model": TINY, "content": text,
+                                          "add_special": True}).json()["tokens"]
+    by_text = ok(http, COMPLETIONS, {"model": TINY, "prompt": text, **GREEDY})
+    by_ids = ok(http, COMPLETIONS, {"model": TINY, "prompt": tokens, "echo": True, **GREEDY})
+    assert by_ids["usage"]["prompt_tokens"] == len(tokens) == by_text["usage"]["prompt_tokens"]
+    answer = by_text["choices"][0]["text"]
+    assert by_ids["choices"][0]["text"].endswith(answer)
+    assert text in by_ids["choices"][0]["text"][: -len(answer) or None]
+    chunks, _ = sse(http, COMPLETIONS, {"model": TINY, "prompt": tokens, "echo": True, **GREEDY})
+    assert text in completion_text(chunks) and completion_text(chunks).endswith(answer)
+
+
+@pytest.mark.parametrize("prompt", [[1, 99_999_999], [[5, 6], []], [-1]])
+def test_a_token_prompt_outside_the_vocabulary_is_a_400(http: httpx.Client, prompt: Any) -> None:
+    assert error(http, COMPLETIONS, {"model": TINY, "prompt": prompt, **GREEDY})["param"] == "prompt"
 
 
 # -- response_format ----------------------------------------------------------------------------

@@ -201,8 +201,6 @@ def test_logit_bias_for_a_token_outside_the_vocabulary_is_a_400(http: httpx.Clie
     assert error(http, CHAT_PATH, chat(logit_bias=bias))["param"].startswith("logit_bias")
 
 
-@pytest.mark.xfail(reason="gap: stream_options is accepted without stream=true (reported)",
-                   strict=True)
 def test_stream_options_without_stream_is_a_400(http: httpx.Client) -> None:
     """vLLM test_chat_completion_stream_options: ``stream_options`` only with ``stream=true``."""
     error(http, CHAT_PATH, chat(stream_options={"include_usage": True}))
