@@ -158,6 +158,11 @@ class SystemSettings(BaseModel):
                                      description="GPU layers (default: all when a GPU backend exists, else 0).")
     n_slots: int = Field(8, ge=1, le=256,
                          description="Sequences a model decodes together (continuous batching).")
+    prefill_step_ratio: float = Field(
+        1.8, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="While sequences decode, a step carries only as many prompt tokens as keep "
+                    "it within this many times a decode-only step (their next token waits for "
+                    "it); 0 fills the batch with prompt tokens.")
     max_queue: int = Field(64, ge=0, le=100_000,
                            description="Requests that may wait for a slot per model; more get 503.")
     queue_timeout: float = Field(60.0, gt=0,

@@ -3,7 +3,9 @@
 One ``llama_context`` with ``n_slots`` sequence ids (slots). Every step builds one
 ``llama_batch``: one decode token for each live sequence that has a sampled token to feed, then
 prompt chunks of sequences still in prefill (chunked prefill: a long prompt spreads over several
-steps, so running sequences keep decoding), at most ``n_batch`` tokens in all. After the one
+steps, so running sequences keep decoding), at most ``n_batch`` tokens in all, and while some
+sequence decodes at most what keeps the step within ``prefill_step_ratio`` times a decode-only
+step (``prefill_budget.py``). After the one
 ``llama_decode`` each sequence whose output was requested samples with its own sampler chain,
 and all events of the step leave in one ``emit`` call.
 
@@ -77,6 +79,7 @@ from llamahomed.engine.worker.sampling import (
     prompt_problem,
     resolve_seed,
 )
+from llamahomed.engine.worker.prefill_budget import PrefillBudget
 from llamahomed.engine.worker.state_cache import SavedState, StateCache, common_prefix
 
 Event = dict[str, Any]
@@ -165,6 +168,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
         self._slots = [Slot(i) for i in range(self.n_slots)]
         self._live: list[BatchedSequence] = []
+        self._budget = PrefillBudget(self.n_batch, config.prefill_step_ratio)
+        self._filled = (0, 0)  # decode tokens, prompt tokens of the batch being filled
         self.kv_usage = 0.0
         self._closed = False
 
@@ -454,8 +459,10 @@ class BatchedEngine(Inbox[BatchedSequence]):
             outputs = self._fill_batch(prefill)
             if self._batch.n_tokens == 0:
                 return None
+            started = time.perf_counter()
             rc = self._lib.llama_decode(self._ctx, self._batch)
             if rc == 0:
+                self._budget.observe(*self._filled, time.perf_counter() - started)
                 return outputs
             if rc != 1:  # aborted, invalid batch or fatal: fail what was in the batch
                 events += [self._fail(s, "internal_error", f"llama_decode returned {rc}")
@@ -482,9 +489,10 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 self._b_seq[n][0] = seq.slot
                 outputs.append((seq, n))
                 seq.feeding, n = 1, n + 1
+        decoding, budget = n, self._budget.limit(n)  # prompt tokens this step may carry
         for seq in self._live if prefill else ():
             start = seq.n_past
-            end = min(len(seq.tokens), start + self.n_batch - n)
+            end = min(len(seq.tokens), start + budget - (n - decoding))
             if seq.pending is not None or end <= start or seq.leader is not None:
                 continue
             k = end - start
@@ -498,6 +506,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 self._b_logits[n - 1] = 1
                 outputs.append((seq, n - 1))
         self._batch.n_tokens = n
+        self._filled = (decoding, n - decoding)
         return outputs
 
     def _evict_idle(self) -> bool:
