@@ -33,6 +33,8 @@ class LoadConfig(BaseModel):
     n_slots: int = Field(_SYSTEM["n_slots"].default, ge=1, le=256)
     engine: Literal["batched", "sequential"] = _SYSTEM["engine"].default
     state_cache_bytes: int = Field(0, ge=0)
+    speculative: Literal["ngram", "off"] = _SYSTEM["speculative"].default
+    draft_max: int = Field(_SYSTEM["draft_max"].default, ge=1, le=32)
     kv_type: str = "f16"
     swa_full: bool = True
     # Devices across hosts (ggml RPC, docs/Distributed.md): empty keeps llama.cpp's own choice.
