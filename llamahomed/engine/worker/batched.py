@@ -173,6 +173,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self._slots = [Slot(i) for i in range(self.n_slots)]
         self._live: list[BatchedSequence] = []
         self.draft_max = config.draft_max if config.speculative == "ngram" else 0
+        if lib.llama_model_is_recurrent(model) or lib.llama_model_is_hybrid(model):
+            self.draft_max = 0  # their state cannot drop a rejected draft's positions
         self.draft_stats = DraftStats()  # every sequence's drafts together
         self.kv_usage = 0.0
         self._closed = False
@@ -458,8 +460,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
         sampler, events = seq.sampler, []
 
         def take(token: int, hit: bool) -> bool:
-            if not hit:
-                self._trim(seq)
+            if not hit and not self._trim(seq):
+                raise RuntimeError("llama.cpp refused to remove a rejected draft from the KV")
             events.extend(self._on_token(seq, token))
             seq.n_past += hit
             return seq in self._live
@@ -468,6 +470,8 @@ class BatchedEngine(Inbox[BatchedSequence]):
             accepted = verify(draft, lambda i: sampler.sample(self._ctx, index + i), take)
         except GrammarError as exc:
             return events + [self._fail(seq, "invalid_request", f"grammar: {exc}")]
+        except RuntimeError as exc:
+            return events + [self._fail(seq, "internal_error", str(exc))]
         seq.drafter.record(len(draft), accepted)
         self.draft_stats.add(len(draft), accepted)
         return events
