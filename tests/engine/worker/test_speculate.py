@@ -98,7 +98,8 @@ def both(start: Start, jobs: dict[int, tuple[str, SamplingParams]],
 
 
 @pytest.mark.parametrize(("params", "layouts"), [
-    (GREEDY, ({"n_slots": 1}, {"n_slots": 4})),
+    (GREEDY, ({"n_slots": 1}, {"n_slots": 4}, {"n_slots": 4, "n_batch": 8, "kv_unified": False},
+              {"n_slots": 4, "kv_unified": False})),
     (PENALIZED, ({"n_slots": 1}, {"n_slots": 4})),
     (SEEDED, ({"n_slots": 1}, {"n_slots": 4, "kv_unified": False}))],
     ids=["greedy", "penalized", "seeded"])
@@ -108,10 +109,12 @@ def test_same_output_with_and_without_drafts(start: Start, params: SamplingParam
     token) and seeded sampling: the same text and usage as plain decoding, and drafts were
     accepted (the counts are deterministic).
 
-    Seeded sampling is exact where each sequence has its own KV (one slot, or ``kv_unified``
-    off): in one unified cache the cells freed by rejected drafts take other sequences' next
-    tokens, so attention sums their cells in another order, and at float precision that can move
-    a sampled (not a greedy) token, as any change in the batch's composition can.
+    In one unified cache the cells freed by rejected drafts take other sequences' next tokens
+    (llama.cpp moves its search head back to the first freed cell), so attention sums a
+    sequence's cells in another order, and at float precision that can move a near-tie: seen for
+    seeded sampling with four slots, and for greedy with four slots at ``n_batch`` 8, where the
+    tiny model's flat logits tie often. Where each sequence has its own KV (one slot, or
+    ``kv_unified`` off) every case here is exact, so those are the layouts pinned.
     """
     prompts = [REPEAT, LOOP, *PROMPTS[:3]]
     jobs = {i: (p, params) for i, p in enumerate(prompts)}
