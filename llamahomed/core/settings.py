@@ -185,6 +185,14 @@ class SystemSettings(BaseModel):
         description="WebSockets one token user may have open at once; more get 429.")
     engine: Literal["batched", "sequential"] = Field(
         "batched", description="Worker engine: continuous batching, or one sequence at a time.")
+    speculative: Literal["ngram", "off"] = Field(
+        "off", description="Speculative decoding without a draft model: 'ngram' drafts the "
+                           "tokens that followed the sequence's last tokens where they occurred "
+                           "before in its prompt or output (quoting, extracting, editing text) "
+                           "and verifies them in the same decode step; the output is the same "
+                           "as without. Applies when a model next loads.")
+    draft_max: int = Field(8, ge=1, le=32,
+                           description="Most tokens one speculative draft may hold.")
     auto_quantize: bool = Field(
         False, description="When only a too-large unquantized variant of a model is on disk, let the "
                            "planner make a smaller one with llama.cpp's quantizer (see docs/Models.md).")

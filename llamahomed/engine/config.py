@@ -34,6 +34,8 @@ class LoadConfig(BaseModel):
     engine: Literal["batched", "sequential"] = _SYSTEM["engine"].default
     state_cache_bytes: int = Field(0, ge=0)
     prefill_step_ratio: float = Field(_SYSTEM["prefill_step_ratio"].default, ge=0.0, le=100.0)
+    speculative: Literal["ngram", "off"] = _SYSTEM["speculative"].default
+    draft_max: int = Field(_SYSTEM["draft_max"].default, ge=1, le=32)
     kv_type: str = "f16"
     swa_full: bool = True
     # Devices across hosts (ggml RPC, docs/Distributed.md): empty keeps llama.cpp's own choice.

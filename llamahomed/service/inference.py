@@ -158,6 +158,7 @@ class InferenceService:
             n_gpu_layers=params.n_gpu_layers, n_ubatch=params.n_ubatch, kv_type=params.kv_type,
             swa_full=params.swa_full, state_cache_bytes=system.cache_size_bytes,
             prefill_step_ratio=system.prefill_step_ratio,
+            speculative=system.speculative, draft_max=system.draft_max,
             n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
 
     def _loaded(self, entries: list[ModelEntry], n_ctx: int | None,

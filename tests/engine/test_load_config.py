@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -58,3 +59,36 @@ def test_every_event_reads_back_as_what_was_sent(event: object) -> None:
 def test_an_unknown_event_kind_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         parse_event({"seq": 1, "kind": "telepathy"})
+
+
+def test_speculative_defaults_and_bounds() -> None:
+    config = LoadConfig(model_path="/m.gguf", n_ctx=512)
+    system = SystemSettings()
+    assert (config.speculative, config.draft_max) == (system.speculative, system.draft_max)
+    assert (system.speculative, system.draft_max) == ("off", 8)
+    for bad in ({"speculative": "eagle"}, {"draft_max": 0}, {"draft_max": 33}):
+        with pytest.raises(ValidationError):
+            LoadConfig.from_wire({"model_path": "/m.gguf", "n_ctx": 512, **bad})
+
+
+async def test_the_daemon_loads_with_the_speculative_settings(
+        aiohttp_client: Any, make_settings: Any) -> None:
+    """``system_settings.speculative`` reaches the worker: it drafts, and the text is the same."""
+    from llamahomed.http.app import create_app
+    from llamahomed.http.keys import INFERENCE
+
+    body = {"prompt": "the cat sat on the mat and looked at the dog " * 6, "max_tokens": 24,
+            "temperature": 0, "repeat_penalty": 1.0}
+    texts = []
+    for mode in ("off", "ngram"):
+        settings = make_settings(system_settings={"speculative": mode, "draft_max": 6})
+        api = await aiohttp_client(create_app(settings))
+        auth = {"Authorization": f"Bearer {settings.admin_token_file.read_text().strip()}"}
+        answer = await api.post("/api/v1/process", headers=auth, json=body)
+        assert answer.status == 200, await answer.text()
+        texts.append((await answer.json())["text"])
+        worker = api.server.app[INFERENCE].pool.workers()["tiny-llama"]
+        assert (worker.config.speculative, worker.config.draft_max) == (mode, 6)
+        assert worker.info["draft_max"] == (6 if mode == "ngram" else 0)
+        await api.close()
+    assert texts[0] == texts[1] and texts[0]

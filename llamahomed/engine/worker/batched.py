@@ -19,6 +19,9 @@ Config keys (besides ``model_path, n_ctx, n_batch, n_threads, n_gpu_layers``):
   ``n_ctx / n_slots`` (llama.cpp may round that up to a multiple of 256).
 * ``n_ubatch`` (default ``min(n_batch, 512)``), ``prompt_cache`` (default True), ``verbose``.
 * ``state_cache_bytes`` (default 0: off): RAM for prompt-cache prefixes evicted from the KV.
+* ``speculative`` ("ngram" or "off"), ``draft_max``: prompt-lookup drafts fed behind a decoding
+  sequence's next token and verified with its own sampler chain (``speculate.py``); a batch
+  the KV cache has no room for is retried without drafts first.
 * ``flash_attn`` (default None: llama.cpp's auto, on for CPU; ``Llama`` uses False), ``repack``
   (default True: llama.cpp's repacked CPU weights), ``swa_full`` (default True: a full-size
   sliding-window cache, which the prompt cache can cut back; False saves memory on Gemma 3).
@@ -80,6 +83,7 @@ from llamahomed.engine.worker.sampling import (
     resolve_seed,
 )
 from llamahomed.engine.worker.prefill_budget import PrefillBudget
+from llamahomed.engine.worker.speculate import DraftStats, Drafter, verify
 from llamahomed.engine.worker.state_cache import SavedState, StateCache, common_prefix
 
 Event = dict[str, Any]
@@ -102,6 +106,9 @@ class BatchedSequence(SequenceState):
     sampler: SamplerChain | None = None
     leader: BatchedSequence | None = None  # the sibling whose prefill this one waits for
     followers: list[BatchedSequence] = field(default_factory=list)  # siblings waiting for ours
+    drafter: Drafter | None = None  # prompt-lookup drafts (``speculate.py``), where enabled
+    draft: list[int] = field(default_factory=list)  # drafted tokens in the batch being decoded
+    kv_end: int = 0            # positions in the slot's KV, drafts not yet verified included
 
 
 @dataclass
@@ -170,6 +177,10 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self._live: list[BatchedSequence] = []
         self._budget = PrefillBudget(self.n_batch, config.prefill_step_ratio)
         self._filled = (0, 0)  # decode tokens, prompt tokens of the batch being filled
+        self.draft_max = config.draft_max if config.speculative == "ngram" else 0
+        if lib.llama_model_is_recurrent(model) or lib.llama_model_is_hybrid(model):
+            self.draft_max = 0  # their state cannot drop a rejected draft's positions
+        self.draft_stats = DraftStats()  # every sequence's drafts together
         self.kv_usage = 0.0
         self._closed = False
 
@@ -218,6 +229,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 "n_ubatch": int(self._lib.llama_n_ubatch(self._ctx)), "n_slots": self.n_slots,
                 "kv_unified": self.kv_unified, "prompt_cache": self.prompt_cache,
                 "state_cache_bytes": self._saved.capacity if self._saved else 0,
+                "draft_max": self.draft_max,
                 "engine": "batched", **special_tokens(self._lib, self._vocab)}
 
     def embedder(self) -> Embedder:
@@ -341,6 +353,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         seq.history = list(seq.tokens)
         seq.started = time.perf_counter()
         seq.sampler = sampler
+        seq.drafter = Drafter(self.draft_max) if self.draft_max else None
         self._live.append(seq)
         return []
 
@@ -425,7 +438,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
             return
         for seq in self._live:
             seq.n_past += seq.feeding
-            seq.feeding = 0
+            seq.feeding, seq.kv_end = 0, seq.n_past
             seq.pending = None
         for seq, index in outputs:
             followers, seq.followers = seq.followers, []
@@ -433,12 +446,47 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 self._fork(seq, follower)
             for each in (seq, *followers):
                 assert each.sampler is not None
+                if each.draft:
+                    events += self._verify(each, index)
+                    continue
                 try:
                     token = each.sampler.sample(self._ctx, index)
                 except GrammarError as exc:  # this sequence's grammar is stuck: it alone fails
                     events.append(self._fail(each, "invalid_request", f"grammar: {exc}"))
                     continue
                 events += self._on_token(each, token)
+
+    def _verify(self, seq: BatchedSequence, index: int) -> list[Event]:
+        """Sample the fed token's row and the draft's rows in turn (``speculate.verify``): each
+        draft token the chain samples again is kept in the KV, the rest is removed from it."""
+        assert seq.sampler is not None and seq.drafter is not None
+        draft, seq.draft = seq.draft, []
+        seq.n_past = seq.kv_end - len(draft)  # the fed token; its drafts are not verified yet
+        sampler, events = seq.sampler, []
+
+        def take(token: int, hit: bool) -> bool:
+            if not hit and not self._trim(seq):
+                raise RuntimeError("llama.cpp refused to remove a rejected draft from the KV")
+            events.extend(self._on_token(seq, token))
+            seq.n_past += hit
+            return seq in self._live
+
+        try:
+            accepted = verify(draft, lambda i: sampler.sample(self._ctx, index + i), take)
+        except GrammarError as exc:
+            return events + [self._fail(seq, "invalid_request", f"grammar: {exc}")]
+        except RuntimeError as exc:
+            return events + [self._fail(seq, "internal_error", str(exc))]
+        seq.drafter.record(len(draft), accepted)
+        self.draft_stats.add(len(draft), accepted)
+        return events
+
+    def _trim(self, seq: BatchedSequence) -> bool:
+        """Remove the KV cells of drafts not taken (past ``n_past``); False where refused."""
+        if seq.kv_end <= seq.n_past:
+            return True
+        seq.kv_end = seq.n_past
+        return bool(self._lib.llama_memory_seq_rm(self._mem, seq.slot, seq.n_past, -1))
 
     def _fork(self, leader: BatchedSequence, sibling: BatchedSequence) -> None:
         """Give a waiting sibling the leader's KV, which holds exactly the whole prompt now."""
@@ -454,9 +502,9 @@ class BatchedEngine(Inbox[BatchedSequence]):
         drop idle prompt-cache KV, else defer prefill chunks, else fail the sequence holding
         the most KV; each retry removes something, so this never loops for ever.
         """
-        prefill = True
+        prefill, draft = True, self.draft_max > 0
         while self._live:
-            outputs = self._fill_batch(prefill)
+            outputs = self._fill_batch(prefill, draft)
             if self._batch.n_tokens == 0:
                 return None
             started = time.perf_counter()
@@ -468,6 +516,9 @@ class BatchedEngine(Inbox[BatchedSequence]):
                 events += [self._fail(s, "internal_error", f"llama_decode returned {rc}")
                            for s in [s for s in self._live if s.feeding]]
                 return None
+            if draft and any(s.draft for s in self._live):
+                draft = False
+                continue
             if self._evict_idle():
                 continue
             if prefill and any(s.pending is not None for s in self._live):
@@ -478,17 +529,26 @@ class BatchedEngine(Inbox[BatchedSequence]):
                                      "the shared KV cache is full; retry the request"))
         return None
 
-    def _fill_batch(self, prefill: bool) -> list[tuple[BatchedSequence, int]]:
-        """Write decode tokens, then prompt chunks, into the batch; the outputs to sample."""
+    def _fill_batch(self, prefill: bool, draft: bool = False) -> list[tuple[BatchedSequence, int]]:
+        """Write decode tokens (each with its draft), then prompt chunks, into the batch; the
+        outputs to sample (a drafted sequence's draft rows follow its own)."""
         outputs: list[tuple[BatchedSequence, int]] = []
         n = 0
+        waiting = sum(s.pending is not None for s in self._live)  # decode tokens to place
         for seq in self._live:
-            seq.feeding = 0
+            seq.feeding, seq.draft = 0, []
             if seq.pending is not None:
-                self._b_token[n], self._b_pos[n], self._b_logits[n] = seq.pending, seq.n_past, 1
-                self._b_seq[n][0] = seq.slot
+                waiting -= 1
+                tokens = [seq.pending, *self._draft(seq, self.n_batch - n - waiting - 1)
+                          ] if draft else [seq.pending]
+                k = len(tokens)
+                self._b_token[n:n + k] = tokens
+                self._b_pos[n:n + k] = range(seq.n_past, seq.n_past + k)
+                self._b_logits[n:n + k] = [1] * k
+                for j in range(n, n + k):
+                    self._b_seq[j][0] = seq.slot
                 outputs.append((seq, n))
-                seq.feeding, n = 1, n + 1
+                seq.feeding, seq.draft, n = k, tokens[1:], n + k
         decoding, budget = n, self._budget.limit(n)  # prompt tokens this step may carry
         for seq in self._live if prefill else ():
             start = seq.n_past
@@ -508,6 +568,15 @@ class BatchedEngine(Inbox[BatchedSequence]):
         self._batch.n_tokens = n
         self._filled = (decoding, n - decoding)
         return outputs
+
+    def _draft(self, seq: BatchedSequence, space: int) -> list[int]:
+        """The draft to feed behind ``seq``'s next token: within ``space`` batch entries, the
+        tokens ``max_tokens`` still allows after the next one, and the context."""
+        if seq.drafter is None:
+            return []
+        room = min(space, seq.params.max_tokens - seq.generated - 1,
+                   self.n_ctx_seq - len(seq.tokens) - seq.generated - 1)
+        return seq.drafter.propose(seq.history, room) if room > 0 else []
 
     def _evict_idle(self) -> bool:
         """Drop the prompt-cache KV of every free slot; whether there was any."""
@@ -576,7 +645,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
             return
         slot = self._slots[seq.slot]
         slot.seq, slot.last_used, slot.prompt_len = None, time.perf_counter(), len(seq.tokens)
-        if keep_cache and self.prompt_cache and seq.n_past > 0:
+        if keep_cache and self.prompt_cache and seq.n_past > 0 and self._trim(seq):
             slot.cached = seq.history[:seq.n_past]
         else:
             self._lib.llama_memory_seq_rm(self._mem, slot.index, -1, -1)
