@@ -57,8 +57,9 @@ def summarize_mixed(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     s = result["settings"]
-    summary: dict[str, Any] = {"throughput": {m: summarize_waves(result["waves"], s["clients"], m)
-                                              for m in s["sampling"]}}
+    summary: dict[str, Any] = {}
+    if result["waves"]:
+        summary["throughput"] = {m: summarize_waves(result["waves"], s["clients"], m) for m in s["sampling"]}
     if result.get("prefill"):
         summary["prefill_tok_s"] = summarize_rows(result["prefill"], "prefill_tok_s")
         summary["prefill_ttft_ms"] = summarize_rows(result["prefill"], "ttft_ms")
@@ -164,7 +165,8 @@ def footer(result: dict[str, Any]) -> list[str]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines: list[str] = []
-    for sampling in result["settings"]["sampling"]:
-        lines += throughput_table(result, sampling)
+    if "throughput" in result["summary"]:
+        for sampling in result["settings"]["sampling"]:
+            lines += throughput_table(result, sampling)
     lines += extra_tables(result) + footer(result)
     return "\n".join(lines)

@@ -128,7 +128,8 @@ def prefill(pair: tuple[Server, Server], text: str, args: argparse.Namespace) ->
     async def one(server: Server) -> dict[str, Any]:
         async with session() as s:
             r = await one_request(s, server, numbered(text), 1)
-        tokens, ttft = r.get("prompt_tokens") or 0, r["ttft_s"]
+        # a first token with no text of its own (part of a UTF-8 character): the whole request
+        tokens, ttft = r.get("prompt_tokens") or 0, r["ttft_s"] or (None if r["error"] else r["total_s"])
         row = {"server": server.name, "prompt_tokens": tokens, "error": r["error"],
                "ttft_ms": round(ttft * 1000, 1) if ttft else None,
                "prefill_tok_s": round(tokens / ttft, 1) if ttft and tokens else None}
