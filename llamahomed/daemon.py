@@ -170,6 +170,8 @@ def reload_config(app: web.Application, notifier: Notifier) -> bool:
             if name in written and str(written[name]) != str(getattr(old, name))]
     config.settings = fresh
     app[MONITORING].metrics.enable_tracing = fresh.tracing
+    if INFERENCE in app:
+        app[INFERENCE].pool.spare.refresh()  # system_settings.spare_worker turned on or off
     changed = sorted(name for name in type(old).model_fields
                      if getattr(fresh, name) != getattr(old, name))
     log.info("reloaded", config_file=str(old.config_file), changed=changed)

@@ -158,6 +158,11 @@ class SystemSettings(BaseModel):
                                      description="GPU layers (default: all when a GPU backend exists, else 0).")
     n_slots: int = Field(8, ge=1, le=256,
                          description="Sequences a model decodes together (continuous batching).")
+    spare_worker: bool = Field(
+        True, description="Keep one worker process started ahead, llama.cpp imported and "
+                          "its backend initialised, so that a model load pays only for the "
+                          "model (replaced in the background after each load when the RAM "
+                          "allows; it holds no model and is not a loaded model).")
     max_queue: int = Field(64, ge=0, le=100_000,
                            description="Requests that may wait for a slot per model; more get 503.")
     queue_timeout: float = Field(60.0, gt=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from llamahomed.core.authority import Authority, ensure_admin_token
 from llamahomed.core.config_store import ConfigStore
+from llamahomed.core.resources import llama_devices_isolated
 from llamahomed.core.settings import Settings
 from llamahomed.http import ratelimit
 from llamahomed.http.access import auth_middleware
@@ -73,5 +75,9 @@ async def _authority_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INFERENCE] = service = InferenceService.create(app[CONFIG], app[MONITORING])
+    service.pool.spare.refresh()  # a worker started ahead for the first load
+    # The first plan reads llama.cpp's device list in a child process: read it now, meanwhile.
+    devices = asyncio.get_running_loop().run_in_executor(None, llama_devices_isolated)
     yield
+    await asyncio.gather(devices, return_exceptions=True)
     await service.close()
