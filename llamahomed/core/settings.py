@@ -156,8 +156,12 @@ class SystemSettings(BaseModel):
                                   description="CPU threads per model (default: physical cores).")
     n_gpu_layers: int | None = Field(None, ge=-1,
                                      description="GPU layers (default: all when a GPU backend exists, else 0).")
-    n_slots: int = Field(8, ge=1, le=256,
-                         description="Sequences a model decodes together (continuous batching).")
+    n_slots: int | None = Field(
+        None, ge=1, le=256,
+        description="Sequences a model decodes together (continuous batching); default: "
+                    "planned per load, 8, up to 32 while each slot keeps a fair share of at "
+                    "least 256 tokens of the shared n_ctx (16 at n_ctx 4096), fewer only when "
+                    "memory is tight (docs/Planner.md).")
     spare_worker: bool = Field(
         True, description="Keep one worker process started ahead, llama.cpp imported and "
                           "its backend initialised, so that a model load pays only for the "

@@ -165,7 +165,7 @@ class InferenceService:
             n_batch=result.n_batch, n_threads=result.n_threads,
             n_gpu_layers=params.n_gpu_layers, n_ubatch=params.n_ubatch, kv_type=params.kv_type,
             swa_full=params.swa_full, state_cache_bytes=system.cache_size_bytes,
-            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
+            n_slots=params.n_seq if system.engine == "batched" else 1, engine=system.engine)
 
     def _loaded(self, entries: list[ModelEntry], n_ctx: int | None,
                 may_reload: bool) -> tuple[ModelEntry, LoadConfig] | None:
