@@ -83,7 +83,7 @@ def one_run(home: Path, models: Path) -> dict[str, float]:
                     "temperature": 0}
             first = ready + _post(f"{url}/api/v1/stream", token, body)
             _post(f"{url}/api/generate", token, {"model": MODEL, "prompt": "", "keep_alive": 0})
-            time.sleep(1.0)  # the spare (if any) is started again in the background
+            time.sleep(3.0)  # the spare (if any) is replaced in the background (2 s after a take)
             reload = _post(f"{url}/api/v1/stream", token, body)
         finally:
             stop_process(proc)

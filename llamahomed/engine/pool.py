@@ -16,7 +16,7 @@ import structlog
 from llamahomed.core.errors import LlamaHomeError, ModelReloading
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.handle import PoolObserver, WorkerHandle
-from llamahomed.engine.spare import SpareKeeper
+from llamahomed.engine.spare import REPLACE_DELAY, SpareKeeper
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ class WorkerPool:
                 raise
             finally:
                 self.loading.pop(config.model_id, None)
-                self.spare.refresh()  # the next spare starts once this load is done
+                self.spare.refresh(REPLACE_DELAY)  # the next spare, once this model got going
             seconds = time.perf_counter() - started
             self.observer.model_loaded(config.model_id, seconds)
             log.info("model_loaded", model=config.model_id, pid=worker.pid,

@@ -32,6 +32,9 @@ log = structlog.get_logger(__name__)
 # counted with room to spare) on top of the planner's ``ram_reserve``.
 SPARE_RAM = 256 * 2**20
 MAX_FAILURES = 3  # spares in a row that died before being taken: stop replacing them
+# Seconds a replacement waits after a take: its imports would otherwise compete for the CPU
+# with the first prefill of the model that was just loaded.
+REPLACE_DELAY = 2.0
 
 
 @dataclass(eq=False)
@@ -43,6 +46,7 @@ class Spawned:
     writer: asyncio.StreamWriter
     started_at: float = field(default_factory=time.time)  # wall clock
     watcher: asyncio.Task[None] | None = None  # reads its stderr while it waits (SpareKeeper)
+    adopted: bool = False  # handed to a SpareKeeper, which owns it from then on
 
     async def detach(self) -> None:
         """Stop the keeper's watcher: the caller reads the process's stderr from now on."""
@@ -112,6 +116,7 @@ class SpareKeeper:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures = 0
         self._closed = False
+        self._closing = asyncio.Event()
         self.taken = 0  # spares handed to loads (tests, logs)
 
     @property
@@ -119,9 +124,9 @@ class SpareKeeper:
         """The waiting spare's pid (None: none now)."""
         return self._spare.pid if self._spare is not None and self._spare.alive else None
 
-    def refresh(self) -> None:
-        """Start a spare in the background when one is due; stop it when the setting is off
-        (at start, after a take, after a config reload)."""
+    def refresh(self, delay: float = 0.0) -> None:
+        """Start a spare in the background (after ``delay`` seconds) when one is due; stop it
+        when the setting is off (at start, after a take, after a config reload)."""
         if self._closed:
             return
         if not self._enabled():
@@ -132,7 +137,16 @@ class SpareKeeper:
             return
         if self._spare is None and (self._starting is None or self._starting.done()) \
                 and self._failures < MAX_FAILURES:
-            self._starting = self._track(self._start())
+            self._starting = self._track(self._start(delay))
+
+    def adopt(self, spare: Spawned) -> None:
+        """Keep ``spare`` (started before the pool existed, ``llamahomed start``) as the spare;
+        killed at once when the setting is off or one is already waiting."""
+        spare.adopted = True
+        if self._closed or not self._enabled() or self._spare is not None or not spare.alive:
+            self._track(spare.kill())
+            return
+        self._keep(spare)
 
     def take(self) -> Spawned | None:
         """The waiting spare, now the caller's (None: none ready); a new one is started."""
@@ -148,8 +162,9 @@ class SpareKeeper:
         return spare
 
     async def close(self) -> None:
-        """Kill the spare (shutdown); waits for a start still running."""
+        """Kill the spare (shutdown); a start still running ends first."""
         self._closed = True
+        self._closing.set()
         if self._starting is not None and not self._starting.done():
             await asyncio.gather(self._starting, return_exceptions=True)
         spare, self._spare = self._spare, None
@@ -165,7 +180,14 @@ class SpareKeeper:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _start(self) -> None:
+    async def _start(self, delay: float = 0.0) -> None:
+        if delay > 0:
+            try:  # ends early when the keeper closes
+                await asyncio.wait_for(self._closing.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+        if self._closed or not self._enabled() or self._spare is not None:
+            return
         if not self._ram_free():
             log.info("spare_worker_skipped", reason="not enough free RAM")
             return
@@ -178,6 +200,9 @@ class SpareKeeper:
         if self._closed or not self._enabled():
             await spare.kill()
             return
+        self._keep(spare)
+
+    def _keep(self, spare: Spawned) -> None:
         self._spare = spare
         log.info("spare_worker_started", pid=spare.pid)
         spare.watcher = asyncio.create_task(self._watch(spare), context=contextvars.Context())
