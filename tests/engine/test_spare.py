@@ -153,3 +153,23 @@ async def test_close_leaves_no_process(tiny_model_file: Path, enabled: bool) -> 
     await generate(pool, config(tiny_model_file))
     await pool.close()
     assert children() - before == set()
+
+
+async def test_a_spare_started_ahead_is_adopted_or_killed_when_the_setting_is_off() -> None:
+    """``llamahomed start`` starts a spare before the pool exists; the pool keeps it, unless
+    spare_worker is off, and then it is killed."""
+    from llamahomed.engine.spare import spawn_worker
+
+    kept = WorkerPool(start_timeout=60, keep_alive=lambda: 300.0, spare=SpareKeeper(lambda: True))
+    early = await spawn_worker()
+    kept.spare.adopt(early)
+    assert kept.spare.pid == early.pid and early.adopted
+    await kept.close()
+    assert early.process.returncode is not None
+
+    off = WorkerPool(start_timeout=60, keep_alive=lambda: 300.0, spare=SpareKeeper(lambda: False))
+    other = await spawn_worker()
+    off.spare.adopt(other)
+    assert off.spare.pid is None
+    await off.close()
+    assert other.process.returncode is not None
