@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from llamahomed.core.notify import Notifier
-    from llamahomed.daemon import prepare, serve
     from llamahomed.observability.logs import configure_logging
 
     if args.detach:
@@ -105,11 +104,32 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     notifier = Notifier.from_environ()
     try:
-        prepare(settings)
-        asyncio.run(serve(settings, notifier))
+        asyncio.run(_start(settings, notifier))
     except OSError as exc:  # anything the daemon could not open at start: one line, no traceback
         raise StartupError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
     return 0
+
+
+async def _start(settings: Settings, notifier: Any) -> None:
+    """The spare worker first (it imports llama.cpp while this process imports the app), then
+    the daemon (``llamahomed.daemon``: directories, default model, serve)."""
+    from llamahomed.engine.spare import spawn_worker
+
+    spare = None
+    if settings.system_settings.spare_worker:
+        try:
+            spare = await spawn_worker()
+        except OSError:
+            pass  # the pool starts its own later, or loads start fresh workers
+    try:
+        from llamahomed.daemon import prepare, serve
+
+        prepare(settings)
+    except BaseException:
+        if spare is not None:
+            await spare.kill()
+        raise
+    await serve(settings, notifier, spare=spare)
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:

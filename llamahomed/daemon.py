@@ -34,6 +34,7 @@ from llamahomed.core.files import atomic_write, private_dir
 from llamahomed.core.instance import instance_lock
 from llamahomed.core.notify import Notifier
 from llamahomed.core.settings import Settings, read_config_file
+from llamahomed.engine.spare import Spawned
 from llamahomed.http.app import create_app
 from llamahomed.http.connection import ConnectionLimits, GuardedRunner
 from llamahomed.http.guard import bind_host, check_bind, url_host
@@ -68,15 +69,22 @@ def prepare(settings: Settings) -> None:
         install_default_model(settings.models_path)
 
 
-async def serve(settings: Settings, notifier: Notifier | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (see the module docstring for the whole life cycle)."""
-    check_bind(settings)
-    with instance_lock(settings.lock_file):
-        await _serve(settings, notifier or Notifier(None))
+async def serve(settings: Settings, notifier: Notifier | None = None, *,
+                spare: Spawned | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (see the module docstring for the whole life cycle).
+    ``spare``: a worker process the CLI started ahead, kept by the pool (killed here when
+    the daemon does not get that far)."""
+    try:
+        check_bind(settings)
+        with instance_lock(settings.lock_file):
+            await _serve(settings, notifier or Notifier(None), spare)
+    finally:
+        if spare is not None and not spare.adopted:
+            await spare.kill()
 
 
-async def _serve(settings: Settings, notifier: Notifier) -> None:
-    app = create_app(settings)
+async def _serve(settings: Settings, notifier: Notifier, spare: Spawned | None = None) -> None:
+    app = create_app(settings, spare=spare)
     app[HURRY] = asyncio.Event()
     runner = GuardedRunner(app, limits=ConnectionLimits(lambda: app[CONFIG].settings),
                            handler_cancellation=True, access_log=None,
@@ -170,6 +178,8 @@ def reload_config(app: web.Application, notifier: Notifier) -> bool:
             if name in written and str(written[name]) != str(getattr(old, name))]
     config.settings = fresh
     app[MONITORING].metrics.enable_tracing = fresh.tracing
+    if INFERENCE in app:
+        app[INFERENCE].pool.spare.refresh()  # system_settings.spare_worker turned on or off
     changed = sorted(name for name in type(old).model_fields
                      if getattr(fresh, name) != getattr(old, name))
     log.info("reloaded", config_file=str(old.config_file), changed=changed)

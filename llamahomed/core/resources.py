@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -180,9 +181,19 @@ def read_llama_devices(load: Callable[[], Any] = _llama_lib) -> tuple[list[GPU],
     return gpus, None if gpus else "this llama.cpp build has no GPU backend (CPU only)"
 
 
-@functools.lru_cache(maxsize=1)
+_devices_lock = threading.Lock()
+
+
 def llama_devices_isolated(timeout: float = 60.0) -> tuple[list[GPU], str | None]:
-    """``read_llama_devices`` in a child process, once per process (cached).
+    """``read_llama_devices`` in a child process, once per process (cached; a call while the
+    first runs waits for it: the daemon starts one in the background at start)."""
+    with _devices_lock:
+        return _llama_devices_child(timeout)
+
+
+@functools.lru_cache(maxsize=1)
+def _llama_devices_child(timeout: float) -> tuple[list[GPU], str | None]:
+    """``read_llama_devices`` in a child process.
 
     The daemon keeps llama.cpp out of its own process (a crash there would take the daemon
     down, and a GPU backend would hold memory there); the device list does not change while it

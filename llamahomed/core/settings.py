@@ -156,8 +156,17 @@ class SystemSettings(BaseModel):
                                   description="CPU threads per model (default: physical cores).")
     n_gpu_layers: int | None = Field(None, ge=-1,
                                      description="GPU layers (default: all when a GPU backend exists, else 0).")
-    n_slots: int = Field(8, ge=1, le=256,
-                         description="Sequences a model decodes together (continuous batching).")
+    n_slots: int | None = Field(
+        None, ge=1, le=256,
+        description="Sequences a model decodes together (continuous batching); default: "
+                    "planned per load, 8, up to 32 while each slot keeps a fair share of at "
+                    "least 256 tokens of the shared n_ctx (16 at n_ctx 4096), fewer only when "
+                    "memory is tight (docs/Planner.md).")
+    spare_worker: bool = Field(
+        True, description="Keep one worker process started ahead, llama.cpp imported and "
+                          "its backend initialised, so that a model load pays only for the "
+                          "model (replaced in the background after each load when the RAM "
+                          "allows; it holds no model and is not a loaded model).")
     prefill_step_ratio: float = Field(
         1.8, ge=0.0, le=100.0, allow_inf_nan=False,
         description="While sequences decode, a step carries only as many prompt tokens as keep "

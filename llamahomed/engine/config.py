@@ -2,8 +2,9 @@
 
 The daemon builds a :class:`LoadConfig` from the plan (``InferenceService.load_config``), sends it
 as JSON on the worker's command line, and the worker validates it again with
-:meth:`LoadConfig.from_wire` before touching llama.cpp. The defaults the daemon's settings and the
-worker share (``n_slots``, ``engine``) are the settings' own, so they cannot drift apart.
+:meth:`LoadConfig.from_wire` before touching llama.cpp. The default the daemon's settings and the
+worker share (``engine``) is the settings' own, so they cannot drift apart; ``n_slots`` is the
+plan's (the setting's default is "planned"), 8 for a config built by hand.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class LoadConfig(BaseModel):
     n_ubatch: int = Field(512, ge=1)
     n_threads: int | None = Field(None, ge=1)
     n_gpu_layers: int = Field(0, ge=-1)
-    n_slots: int = Field(_SYSTEM["n_slots"].default, ge=1, le=256)
+    n_slots: int = Field(8, ge=1, le=256)
     engine: Literal["batched", "sequential"] = _SYSTEM["engine"].default
     state_cache_bytes: int = Field(0, ge=0)
     prefill_step_ratio: float = Field(_SYSTEM["prefill_step_ratio"].default, ge=0.0, le=100.0)

@@ -7,10 +7,7 @@ import collections
 import contextvars
 import itertools
 import logging
-import os
 import re
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +23,7 @@ from llamahomed.core.errors import (
 )
 from llamahomed.engine.admission import Admission
 from llamahomed.engine.config import LoadConfig
+from llamahomed.engine.spare import Spawned, spawn_worker
 from llamahomed.engine.protocol import (
     HEADER,
     MAX_FRAME,
@@ -136,6 +134,7 @@ class WorkerHandle:
         self.observer = PoolObserver()
         self.kv_usage = 0.0  # share of the KV cache held by running sequences (batched engine)
         self.refusing: LlamaHomeError | None = None  # set when shutting down: no new sequences
+        self.from_spare = False  # loaded by a spare worker started ahead (spare.py)
 
     @property
     def in_flight(self) -> int:
@@ -160,22 +159,43 @@ class WorkerHandle:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    async def start(self, timeout: float) -> None:
-        """Spawn the worker and wait until its model is loaded (or fails to)."""
-        parent, child = socket.socketpair()
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "llamahomed.engine.worker", "--fd", str(child.fileno()),
-                "--config", self.config.to_wire(),
-                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        finally:
-            child.close()
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+    async def start(self, timeout: float, spare: Spawned | None = None) -> None:
+        """Send the load config to ``spare`` (a worker started ahead, see ``spare.py``), or to
+        a worker started now, and wait until its model is loaded (or fails to). A spare that
+        died before it took the config is replaced by a fresh worker."""
+        if spare is not None:
+            await spare.detach()
+            if await self._hand_config(spare, timeout):
+                self.from_spare = True
+                return await self._await_ready(timeout)
+            log.warning("spare_worker_unusable", model=self.config.model_id, pid=spare.pid)
+            await spare.kill()
+        if not await self._hand_config(await spawn_worker(), timeout):
+            raise ModelLoadFailed(f"model {self.config.model_id!r} did not load: "
+                                  f"{self._why(None)}", details={"model": self.config.model_id})
+        await self._await_ready(timeout)
+
+    async def _hand_config(self, spawned: Spawned, timeout: float) -> bool:
+        """Adopt ``spawned`` and send it the load config; whether it acknowledged."""
+        self.process, self._reader, self._writer = spawned.process, spawned.reader, spawned.writer
+        self._stderr_tail.clear()
         # The worker's own tasks start in an empty context: they outlive the request that
         # loaded the model, and their log lines must not carry its request id.
         self._tasks.append(asyncio.create_task(self._drain_stderr(), context=contextvars.Context()))
+        try:
+            self._writer.write(encode({"op": "load", "config": self.config.to_wire()}))
+            await self._writer.drain()
+            ack = await asyncio.wait_for(self._read_frame(), timeout)
+        except (asyncio.TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError):
+            ack = {}
+        if ack.get("ev") == "loading":
+            return True
+        await self.kill()
+        self.exit_reason = None
+        self._tasks.clear()
+        return False
+
+    async def _await_ready(self, timeout: float) -> None:
         try:
             first = await asyncio.wait_for(self._read_frame(), timeout)
         except (asyncio.TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:

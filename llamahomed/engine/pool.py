@@ -16,6 +16,7 @@ import structlog
 from llamahomed.core.errors import LlamaHomeError, ModelReloading
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.handle import PoolObserver, WorkerHandle
+from llamahomed.engine.spare import REPLACE_DELAY, SpareKeeper
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +26,9 @@ class WorkerPool:
 
     def __init__(self, *, start_timeout: float, keep_alive: Callable[[], float],
                  observer: PoolObserver | None = None,
-                 drain_timeout: Callable[[], float] = lambda: 60.0) -> None:
+                 drain_timeout: Callable[[], float] = lambda: 60.0,
+                 spare: SpareKeeper | None = None) -> None:
+        self.spare = spare or SpareKeeper(lambda: False)  # a worker started ahead (spare.py)
         self.observer = observer or PoolObserver()
         self._workers: dict[str, WorkerHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -84,16 +87,18 @@ class WorkerPool:
                      n_gpu_layers=config.n_gpu_layers)
             self.loading[config.model_id] = time.time()
             try:
-                await worker.start(self._start_timeout)
+                await worker.start(self._start_timeout, self.spare.take())
             except BaseException:
+                await worker.kill()  # a cancelled load leaves no process behind
                 self.observer.model_load_failed(config.model_id)
                 raise
             finally:
                 self.loading.pop(config.model_id, None)
+                self.spare.refresh(REPLACE_DELAY)  # the next spare, once this model got going
             seconds = time.perf_counter() - started
             self.observer.model_loaded(config.model_id, seconds)
             log.info("model_loaded", model=config.model_id, pid=worker.pid,
-                     seconds=round(seconds, 3))
+                     seconds=round(seconds, 3), spare=worker.from_spare)
             self._workers[config.model_id] = worker
             self._ensure_reaper()
             return worker
@@ -135,6 +140,7 @@ class WorkerPool:
         return True
 
     async def close(self) -> None:
+        await self.spare.close()
         if self._reaper is not None:
             self._reaper.cancel()
             try:

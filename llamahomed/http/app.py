@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,9 @@ from aiohttp import web
 
 from llamahomed.core.authority import Authority, ensure_admin_token
 from llamahomed.core.config_store import ConfigStore
+from llamahomed.core.resources import llama_devices_isolated
 from llamahomed.core.settings import Settings
+from llamahomed.engine.spare import Spawned
 from llamahomed.http import ratelimit
 from llamahomed.http.access import auth_middleware
 from llamahomed.http.guard import guard_middleware, setup_guard
@@ -34,8 +37,14 @@ from llamahomed.observability.metrics import Monitoring
 from llamahomed.service.inference import InferenceService
 
 
-def create_app(settings: Settings) -> web.Application:
-    """A ready-to-run app; workers start on first use and stop in cleanup."""
+# A worker started before the app (``llamahomed start``), for the pool to keep as its spare.
+EARLY_SPARE = web.AppKey("early_spare", Spawned)
+
+
+def create_app(settings: Settings, *, spare: Spawned | None = None) -> web.Application:
+    """A ready-to-run app; workers start on first use and stop in cleanup. ``spare``: a worker
+    process started ahead (``llamahomed start`` starts it before importing the app), which
+    the pool keeps as its spare."""
     app = web.Application(
         middlewares=[request_id_middleware, metrics_middleware, error_middleware,
                      guard_middleware, auth_middleware, ratelimit.ratelimit_middleware],
@@ -45,6 +54,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     config = ConfigStore(settings)
     app[CONFIG] = config
+    if spare is not None:
+        app[EARLY_SPARE] = spare
     app[STARTED_AT] = time.monotonic()
     app[MONITORING] = Monitoring.create(
         tracing=settings.tracing,
@@ -73,5 +84,11 @@ async def _authority_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _inference_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INFERENCE] = service = InferenceService.create(app[CONFIG], app[MONITORING])
+    if EARLY_SPARE in app:
+        service.pool.spare.adopt(app[EARLY_SPARE])
+    service.pool.spare.refresh()  # a worker started ahead for the first load
+    # The first plan reads llama.cpp's device list in a child process: read it now, meanwhile.
+    devices = asyncio.get_running_loop().run_in_executor(None, llama_devices_isolated)
     yield
+    await asyncio.gather(devices, return_exceptions=True)
     await service.close()

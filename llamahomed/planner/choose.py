@@ -31,6 +31,12 @@ Policy = Literal["quality", "speed"]
 Placement = Literal["gpu", "partial", "cpu"]
 GiB, MiB = 2**30, 2**20
 MIN_CTX = 2048
+# Slots when the settings leave them to the planner (batched engine): the most of these that
+# fits, where more than BASE_SLOTS need a fair share of SLOT_MIN_CTX cells of the unified KV
+# cache each (n_ctx is one pool that every slot draws from).
+AUTO_SLOTS = (32, 16, 8, 4, 2, 1)
+BASE_SLOTS = 8
+SLOT_MIN_CTX = 256
 CPU_BANDWIDTH = 50e9     # bytes/s a CPU streams weights at (decode is memory bound)
 GPU_BANDWIDTH = 1000e9
 
@@ -46,7 +52,7 @@ class PlanRequest:
     n_threads: int | None = None
     n_batch: int = 512
     kv_type: str | None = None
-    n_seq: int = 1
+    n_seq: int | None = 1  # None: the planner chooses (``slot_counts``)
     flash_attn: bool = True
     swa_full: bool = True
     ram_reserve: int = 1 * GiB
@@ -187,13 +193,15 @@ class _Fitter:
             return False, f"needs {_gib(est.cpu.total)} RAM, {_gib(self.ram_budget)} available"
         return True, ""
 
-    def options_for(self, c: Candidate, n_ctx: int, n_ubatch: int, swa_full: bool) -> list[Option]:
+    def options_for(self, c: Candidate, n_ctx: int, n_ubatch: int, swa_full: bool,
+                    n_seq: int | None = None) -> list[Option]:
         """Full offload, the most layers that fit, and CPU, for each KV type worth trying."""
         assert c.shape is not None
         req, n_layer = self.req, c.shape.n_layer
         kv_types = [req.kv_type] if req.kv_type else (["f16", "q8_0"] if req.flash_attn else ["f16"])
         kv_types = [kv for kv in kv_types if kv_type_ok(c.shape, kv)] or ["f16"]
-        base = LoadParams(n_ctx=n_ctx, n_ubatch=n_ubatch, n_seq=req.n_seq,
+        n_seq = n_seq or req.n_seq or BASE_SLOTS
+        base = LoadParams(n_ctx=n_ctx, n_ubatch=n_ubatch, n_seq=n_seq,
                           flash_attn=req.flash_attn, swa_full=swa_full)
         out: list[Option] = []
         for kv in kv_types:
@@ -215,6 +223,18 @@ class _Fitter:
                 out.append(self.evaluate(c, p, "cpu"))
         return out
 
+    def more_slots(self, choice: Option) -> Option:
+        """``choice`` with the most auto slots that keep a fair share of its context and still
+        fit, same variant and placement (more slots never cost quality or GPU layers)."""
+        for n_seq in fair_slots(choice.params.n_ctx):
+            if n_seq <= choice.params.n_seq:
+                break
+            option = self.evaluate(choice.candidate, replace(choice.params, n_seq=n_seq),
+                                   choice.placement)
+            if option.fits:
+                return option
+        return choice
+
     def _most_layers(self, c: Candidate, p: LoadParams, n_layer: int) -> Option | None:
         lo, hi, best = 1, n_layer, None
         while lo <= hi:  # memory grows with layers: binary search the largest that fits
@@ -225,6 +245,20 @@ class _Fitter:
             else:
                 hi = mid - 1
         return best
+
+
+def slot_counts(req: PlanRequest, n_ctx: int) -> tuple[int, ...]:
+    """Slot counts a plan at ``n_ctx`` tries, in order: the setting's, or (auto)
+    ``BASE_SLOTS`` then fewer (``_Fitter.more_slots`` raises the chosen one afterwards)."""
+    if req.n_seq is not None:
+        return (req.n_seq,)
+    return tuple(n for n in AUTO_SLOTS if n <= BASE_SLOTS)
+
+
+def fair_slots(n_ctx: int) -> tuple[int, ...]:
+    """Auto slot counts above ``BASE_SLOTS`` that keep ``SLOT_MIN_CTX`` KV cells each, most
+    first."""
+    return tuple(n for n in AUTO_SLOTS if n > BASE_SLOTS and n_ctx // n >= SLOT_MIN_CTX)
 
 
 def kv_type_ok(shape: ModelShape, kv: str) -> bool:
@@ -289,11 +323,17 @@ def plan(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest,
     weighed: list[Option] = []
     choice: Option | None = None
     for ctx, ub, swa_full in levels:
-        options = [o for c in cands for o in fitter.options_for(c, ctx, ub, swa_full)]
-        weighed += options
-        choice, why = _pick(options, req.policy)
+        for n_seq in slot_counts(req, ctx):  # fewer slots before a smaller context
+            options = [o for c in cands for o in fitter.options_for(c, ctx, ub, swa_full, n_seq)]
+            weighed += options
+            choice, why = _pick(options, req.policy)
+            if choice is not None:
+                break
         if choice is not None:
             reasons.append(why)
+            if req.n_seq is None:
+                choice = fitter.more_slots(choice)
+                reasons.append(_slots_reason(choice.params.n_seq, ctx))
             if swa_full != req.swa_full:
                 reasons.append("sliding-window layers keep only their window (not a full-size "
                                "SWA cache): less memory, less prompt-cache reuse")
@@ -323,6 +363,14 @@ def plan(candidates: Sequence[Candidate], machine: Machine, req: PlanRequest,
         details["fits_with_n_ctx"] = shorter.params.n_ctx
     refusal += "Or free memory, use a smaller quantization (`llamahomed quantize`) or a smaller model"
     return Plan(None, tuple(weighed), tuple(reasons), threads, n_batch, machine, refusal, details)
+
+
+def _slots_reason(n_seq: int, n_ctx: int) -> str:
+    most = max(fair_slots(n_ctx), default=BASE_SLOTS)
+    why = ("the most that keep a fair share of the shared KV cache each" if n_seq == most
+           else "the most that fit the memory budget")
+    return (f"n_slots {n_seq}: {why} ({n_ctx // n_seq} of the {n_ctx} context cells each "
+            "when all are busy; one request may still use all of them)")
 
 
 def _fits_shorter(cands: list[Candidate], fitter: _Fitter, p: LoadParams,

@@ -49,6 +49,7 @@ class LocalEngine:
 
                 await asyncio.to_thread(prepare, self.settings)
                 self._service = InferenceService.create(ConfigStore(self.settings))
+                self._service.pool.spare.refresh()
             return self._service
 
     async def close(self) -> None:

@@ -24,10 +24,12 @@ from llamahomed.core.errors import (
     PermissionDenied,
 )
 from llamahomed.core.resources import Machine, read_machine
+from llamahomed.core.settings import SystemSettings
 from llamahomed.engine.config import LoadConfig
 from llamahomed.engine.handle import WorkerHandle
 from llamahomed.engine.pool import WorkerPool
 from llamahomed.engine.protocol import Accepted, Done, Failed, Prompt, SamplingParams, Tokens
+from llamahomed.engine.spare import SpareKeeper, ram_allows
 from llamahomed.observability import tracing
 from llamahomed.planner import (
     LoadParams,
@@ -85,10 +87,16 @@ class InferenceService:
         ``llamahome.server.LlamaServer``'s one way to build them); ``close()`` when done.
         ``monitoring``: the daemon's metrics, fed by the pool and every request."""
         settings = config.settings
+
+        def system() -> SystemSettings:  # read live: a reload changes them
+            return config.settings.system_settings
+
         pool = WorkerPool(start_timeout=settings.worker_start_timeout,
-                          keep_alive=lambda: config.settings.system_settings.keep_alive,
+                          keep_alive=lambda: system().keep_alive,
                           observer=monitoring.observer if monitoring else None,
-                          drain_timeout=lambda: config.settings.system_settings.reload_drain_timeout)
+                          drain_timeout=lambda: system().reload_drain_timeout,
+                          spare=SpareKeeper(lambda: system().spare_worker,
+                                            ram_allows(lambda: system().ram_reserve_bytes)))
         return cls(config, ModelRegistry(settings.models_path, Catalog.load()), pool,
                    Performance(settings.measurements_file),
                    Measurements(settings.state_dir / "allocations.json"),
@@ -159,7 +167,7 @@ class InferenceService:
             swa_full=params.swa_full, state_cache_bytes=system.cache_size_bytes,
             prefill_step_ratio=system.prefill_step_ratio,
             speculative=system.speculative, draft_max=system.draft_max,
-            n_slots=system.n_slots if system.engine == "batched" else 1, engine=system.engine)
+            n_slots=params.n_seq if system.engine == "batched" else 1, engine=system.engine)
 
     def _loaded(self, entries: list[ModelEntry], n_ctx: int | None,
                 may_reload: bool) -> tuple[ModelEntry, LoadConfig] | None:

@@ -17,9 +17,14 @@ from llamahomed.engine.protocol import (Accepted, Done, Failed, ProtocolError, T
 
 
 def test_the_worker_defaults_are_the_settings_defaults() -> None:
+    """The engine is the setting's default; slots are planned per load (setting None), 8 for
+    a config built by hand, the planner's base count."""
+    from llamahomed.planner.choose import BASE_SLOTS
+
     config = LoadConfig(model_path="/m.gguf", n_ctx=512)
     system = SystemSettings()
-    assert (config.n_slots, config.engine) == (system.n_slots, system.engine) == (8, "batched")
+    assert config.engine == system.engine == "batched"
+    assert system.n_slots is None and config.n_slots == BASE_SLOTS == 8
 
 
 @pytest.mark.parametrize("bad", [{"n_slots": 0}, {"n_slots": 257}, {"engine": "turbo"},

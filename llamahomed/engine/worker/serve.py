@@ -1,6 +1,9 @@
-"""The model worker process: ``python -m llamahomed.engine.worker --fd N --config JSON``.
+"""The model worker process: ``python -m llamahomed.engine.worker --fd N [--config JSON]``.
 
-It owns one llama.cpp model. The main thread reads frames from the daemon (submit, cancel,
+It owns one llama.cpp model. Without ``--config`` it starts as a spare (how the daemon starts
+every worker, see ``engine/spare.py``): it imports llama.cpp and initialises its backend, then
+waits for one ``{"op": "load", "config": {...}}`` frame, answers ``{"ev": "loading"}`` and loads
+(a socket closed before that: it exits 0, having held no model). The main thread reads frames from the daemon (submit, cancel,
 embed, tokenize, detokenize, shutdown); one decode thread owns the llama context and runs the engine's step loop, sending one
 frame per step. The process exits when the daemon says so or its socket closes (the daemon died).
 """
@@ -165,18 +168,51 @@ def serve(channel: Channel, config: LoadConfig) -> int:
     return 0
 
 
+def prewarm() -> None:
+    """What every load needs before its model: llama.cpp imported, its backend initialised,
+    the engine modules imported. A failure here is left for the load to report."""
+    try:
+        import llama_cpp
+
+        llama_cpp.llama_backend_init()
+        import llamahomed.engine.worker.batched  # noqa: F401 - imported for the load
+        import llamahomed.planner.measured  # noqa: F401
+    except Exception:  # noqa: BLE001 - the load imports again and reports the error
+        pass
+
+
+def wait_for_config(channel: Channel) -> str | None:
+    """A spare's wait: the load config the daemon sends (JSON), acknowledged; None when the
+    socket closed first (the daemon discarded the spare, or died)."""
+    try:
+        message = channel.recv()
+    except (ProtocolError, OSError):
+        return None
+    if message is None or message.get("op") != "load":
+        return None
+    channel.send({"ev": "loading"})
+    return str(message.get("config", ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llamahomed-worker")
     parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", help="load at once (default: a spare, see the module doc)")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
+    channel = Channel(sock)
+    wire = args.config
+    if wire is None:
+        prewarm()
+        wire = wait_for_config(channel)
+        if wire is None:
+            os._exit(0)
     try:
-        config = LoadConfig.from_wire(args.config)
+        config = LoadConfig.from_wire(wire)
     except ValueError as exc:  # pydantic's ValidationError: refused before llama.cpp runs
-        Channel(sock).send({"ev": "load_failed", "message": f"invalid load config: {exc}"})
+        channel.send({"ev": "load_failed", "message": f"invalid load config: {exc}"})
         os._exit(3)
-    code = serve(Channel(sock), config)
+    code = serve(channel, config)
     sock.close()
     sys.stdout.flush()
     # Skip interpreter teardown: llama.cpp's static destructors can be slow or noisy at exit.

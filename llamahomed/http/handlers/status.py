@@ -35,7 +35,7 @@ def snapshot(app: web.Application, machine: Machine | None = None) -> dict[str, 
             "rss_bytes": reading.processes.get(f"worker:{model_id}", (0.0, 0))[1],
             "tokens_generated": worker.tokens_generated,
             "idle_s": round(now - worker.last_used, 1) if worker.in_flight == 0 else 0.0,
-            "load_ms": worker.info.get("load_ms"),
+            "load_ms": worker.info.get("load_ms"), "from_spare": worker.from_spare,
             **scheduler.state(worker),
             **_placement(config, worker.info),
         })
@@ -43,6 +43,8 @@ def snapshot(app: web.Application, machine: Machine | None = None) -> dict[str, 
         "version": __version__, "pid": os.getpid(),
         "uptime_s": round(now - app[STARTED_AT], 1),
         "models": models,
+        "spare_worker": {"enabled": app[INFERENCE].config.settings.system_settings.spare_worker,
+                         "pid": service.pool.spare.pid, "taken": service.pool.spare.taken},
         "cpu": {"system_percent": reading.cpu_percent,  # since the previous reading
                 "daemon_percent": reading.processes.get("daemon", (0.0, 0))[0],
                 "workers_percent": round(sum(reading.processes.get(f"worker:{m['id']}", (0.0, 0))[0]

@@ -33,4 +33,6 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def update_config(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CONFIG].update(await read_json(request)))
+    answer = request.app[CONFIG].update(await read_json(request))
+    request.app[INFERENCE].pool.spare.refresh()  # system_settings.spare_worker may have changed
+    return web.json_response(answer)
