@@ -76,6 +76,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)  # (token id, bias)
     grammar: str = ""  # GBNF (root rule "root"); "" = unconstrained
+    logprobs: bool = False  # each token's log probability on its text event
+    top_logprobs: int = 0  # and this many most likely alternatives (0..20)
 
     def to_wire(self) -> dict[str, Any]:
         data = asdict(self)
@@ -107,9 +109,14 @@ class Text:
     seq: int
     text: str
     tokens: int = 1
+    # OpenAI's {token, logprob, bytes, top_logprobs} of the tokens this text ends (when asked)
+    logprobs: list[dict[str, Any]] | None = None
 
     def wire(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": "text", "text": self.text, "tokens": self.tokens}
+        data = {"seq": self.seq, "kind": "text", "text": self.text, "tokens": self.tokens}
+        if self.logprobs is not None:
+            data["logprobs"] = self.logprobs
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +201,9 @@ def parse_event(data: dict[str, Any]) -> SeqEvent:
     """A worker's event dict as its typed event (ProtocolError for an unknown kind)."""
     kind, seq = data.get("kind"), int(data.get("seq", -1))
     if kind == "text":
-        return Text(seq, str(data.get("text", "")), int(data.get("tokens", 0)))
+        logprobs = data.get("logprobs")
+        return Text(seq, str(data.get("text", "")), int(data.get("tokens", 0)),
+                    list(logprobs) if isinstance(logprobs, list) else None)
     if kind == "done":
         return Done(seq, str(data.get("finish_reason") or "stop"),
                     dict(data.get("usage") or empty_usage()), dict(data.get("timings") or {}),

@@ -40,6 +40,9 @@ class Delta:
     text: str
     tokens: int = 1
     """Tokens decoded for this text (0 for text held back until the end)."""
+    logprobs: list[dict[str, Any]] | None = None
+    """OpenAI's ``{token, logprob, bytes, top_logprobs}`` of the tokens this text ends, when
+    the request asked for logprobs."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,13 @@ class Result:
 
     text: str
     finished: Finished
+    logprobs: list[dict[str, Any]] | None = None  # every token's, when asked for
 
     def native(self) -> dict[str, Any]:
-        return {"text": self.text, **self.finished.summary()}
+        data = {"text": self.text, **self.finished.summary()}
+        if self.logprobs is not None:
+            data["logprobs"] = self.logprobs
+        return data
 
 
 def failure(event: Failed) -> LlamaHomeError:
@@ -114,7 +121,7 @@ class Generation:
         try:
             async for event in self.stream.events():
                 if isinstance(event, Text):
-                    yield Delta(event.text, event.tokens)
+                    yield Delta(event.text, event.tokens, event.logprobs)
                 elif isinstance(event, Done):
                     yield self._finished(event)
                 elif isinstance(event, Failed):
@@ -125,13 +132,16 @@ class Generation:
     async def result(self) -> Result:
         """Run to the end: the whole text and how it ended; raises the sequence's error."""
         parts: list[str] = []
+        logprobs: list[dict[str, Any]] | None = None
         async for event in self.events():
             if isinstance(event, Delta):
                 parts.append(event.text)
+                if event.logprobs is not None:
+                    logprobs = (logprobs or []) + event.logprobs
             elif isinstance(event, Errored):
                 raise event.error
             else:
-                return Result("".join(parts), event)
+                return Result("".join(parts), event, logprobs)
         raise LlamaHomeError("the sequence ended without a result")
 
     def _finished(self, done: Done) -> Finished:

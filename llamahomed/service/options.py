@@ -26,6 +26,7 @@ MAX_STOP_STRINGS = 8
 DEFAULT_MIN_P = 0.05
 MAX_LOGIT_BIAS = 1024
 MAX_GRAMMAR_CHARS = 256_000
+MAX_TOP_LOGPROBS = 20
 
 
 class GenerationOptions(BaseModel):
@@ -47,6 +48,10 @@ class GenerationOptions(BaseModel):
     logit_bias: dict[str, float] | None = None
     format: str | dict[str, Any] | None = None
     grammar: str | None = Field(None, min_length=1, max_length=MAX_GRAMMAR_CHARS)
+    logprobs: bool = Field(False, description="Each generated token's log probability.")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                     description="With logprobs: this many most likely "
+                                                 "alternatives per token (0 to 20).")
 
     @field_validator("logit_bias")
     @classmethod
@@ -82,6 +87,8 @@ class GenerationOptions(BaseModel):
     def _one_constraint(self) -> GenerationOptions:
         if self.format is not None and self.grammar is not None:
             raise ValueError("give format (JSON) or grammar (GBNF), not both")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
 
     def gbnf(self) -> str:
@@ -133,7 +140,7 @@ class GenerationOptions(BaseModel):
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
-            grammar=self.gbnf())
+            grammar=self.gbnf(), logprobs=self.logprobs, top_logprobs=self.top_logprobs or 0)
 
 
 def _checked(grammar: str) -> str:

@@ -82,6 +82,7 @@ from llamahomed.engine.worker.sampling import (
     prompt_problem,
     resolve_seed,
 )
+from llamahomed.engine.worker.logprobs import LogprobTrail, entry
 from llamahomed.engine.worker.prefill_budget import PrefillBudget
 from llamahomed.engine.worker.speculate import DraftStats, Drafter, verify
 from llamahomed.engine.worker.state_cache import SavedState, StateCache, common_prefix
@@ -109,6 +110,7 @@ class BatchedSequence(SequenceState):
     drafter: Drafter | None = None  # prompt-lookup drafts (``speculate.py``), where enabled
     draft: list[int] = field(default_factory=list)  # drafted tokens in the batch being decoded
     kv_end: int = 0            # positions in the slot's KV, drafts not yet verified included
+    trail: LogprobTrail | None = None  # logprobs of tokens whose text is held back, if asked
 
 
 @dataclass
@@ -258,7 +260,9 @@ class BatchedEngine(Inbox[BatchedSequence]):
 
         def make() -> list[BatchedSequence]:
             group = [BatchedSequence(i, tokens, sibling_params(params, k),
-                                     out=TextOutput(params.stop)) for k, i in enumerate(ids)]
+                                     out=TextOutput(params.stop),
+                                     trail=LogprobTrail() if params.logprobs else None)
+                     for k, i in enumerate(ids)]
             for sibling in group[1:]:
                 sibling.leader = group[0]
             return group
@@ -594,9 +598,14 @@ class BatchedEngine(Inbox[BatchedSequence]):
             return self._end(seq, "stop")
         seq.generated += 1
         seq.history.append(token)
+        if seq.trail is not None and seq.sampler is not None:
+            value, top = seq.sampler.logprob
+            seq.trail.add(entry(self._token_bytes, token, value, top, seq.params.top_logprobs > 0))
         text, stopped = seq.out.feed(self._token_bytes(token))
-        events: list[Event] = [Text(seq.seq_id, text, 1).wire()] if text else []
+        events: list[Event] = [self._text(seq, text, 1)] if text else []
         if stopped:
+            if seq.trail is not None:
+                seq.trail.drop()  # the stop string's tokens
             return events + [self._finish(seq, "stop")]
         room = self.n_ctx_seq - len(seq.tokens) - seq.generated
         if seq.generated >= seq.params.max_tokens or room <= 0:
@@ -615,8 +624,14 @@ class BatchedEngine(Inbox[BatchedSequence]):
     def _end(self, seq: BatchedSequence, reason: str) -> list[Event]:
         """Flush held-back text, then finish."""
         tail = seq.out.flush()
-        events: list[Event] = [Text(seq.seq_id, tail, 0).wire()] if tail else []
+        held = seq.trail is not None and seq.trail.held
+        events: list[Event] = [self._text(seq, tail, 0)] if tail or held else []
         return events + [self._finish(seq, reason)]
+
+    def _text(self, seq: BatchedSequence, text: str, tokens: int) -> Event:
+        """A text event, with the logprobs of the tokens it releases when they are asked for."""
+        logprobs = seq.trail.release() if seq.trail is not None else None
+        return Text(seq.seq_id, text, tokens, logprobs).wire()
 
     def _finish(self, seq: BatchedSequence, reason: str) -> Event:
         self._release(seq, keep_cache=True)

@@ -39,6 +39,7 @@ import numpy as np
 from llamahomed.engine.grammar import GRAMMAR_ROOT, GrammarError, grammar_problem
 from llamahomed.engine.protocol import Failed, Prompt, SamplingParams
 from llamahomed.engine.worker.logit_adjust import LogitAdjust, top_candidates
+from llamahomed.engine.worker.logprobs import row_logprobs
 
 SEED_MASK = 0xFFFFFFFF
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
@@ -82,6 +83,9 @@ class SamplerChain:
         self._n_vocab = n_vocab
         self._grammar: Any = None
         self._adjust = LogitAdjust(params, prompt)
+        self.wants_logprobs = params.logprobs
+        self._top_logprobs = params.top_logprobs
+        self.logprob: tuple[float, list[tuple[int, float]]] = (0.0, [])
         self._greedy = params.temperature <= 0
         self._top_k = int(params.top_k) if 0 < params.top_k < n_vocab else 0
         self._ptr: Any = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
@@ -110,8 +114,15 @@ class SamplerChain:
         self._lib.llama_sampler_chain_add(self._ptr, sampler)
 
     def sample(self, ctx: Any, index: int) -> int:
-        """Sample (and accept) a token from batch output ``index`` of the last decode."""
+        """Sample (and accept) a token from batch output ``index`` of the last decode; with
+        ``params.logprobs`` its log probability and the top ones are left in ``logprob``."""
         row = self._logits(ctx, index)
+        token = self._choose(row)
+        if self.wants_logprobs:
+            self.logprob = row_logprobs(row, token, self._top_logprobs)
+        return token
+
+    def _choose(self, row: Any) -> int:
         if self.greedy:
             return int(row.argmax())
         self._adjust.apply(row)

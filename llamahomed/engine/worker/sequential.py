@@ -100,6 +100,10 @@ class SequentialEngine(Inbox[Sequence]):
         ids = [seq_id, *siblings]
         problem = (params_problem(self._llama_cpp, self._vocab, self.llm.n_vocab(), params)
                    or prompt_problem(prompt, self.llm.n_vocab()))
+        if problem is None and params.logprobs:
+            problem = {"field": "logprobs",
+                       "message": "log probabilities need the batched engine "
+                                  "(system_settings.engine)"}
         if problem is not None:
             self._emit([invalid_params(i, problem) for i in ids])
             return

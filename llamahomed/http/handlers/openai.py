@@ -144,15 +144,20 @@ class _Common(_Strict):
                 "repeat_penalty": self.repeat_penalty, "seed": self.seed, "stop": self.stop,
                 "presence_penalty": self.presence_penalty,
                 "frequency_penalty": self.frequency_penalty, "logit_bias": self.logit_bias,
-                "format": self._format(), "grammar": self.grammar})
+                "format": self._format(), "grammar": self.grammar, **self._logprob_fields()})
         except ValidationError as exc:
             details = validation_details(exc)
             for error in details["errors"]:  # OpenAI's names for the native fields
+                if error["field"] == "top_logprobs" and isinstance(self, CompletionRequest):
+                    error["field"] = "logprobs"
                 if error["field"].startswith("format"):
                     error["field"] = ("json_schema" if self.json_schema is not None
                                       else "response_format")
             raise ValidationFailed(f"invalid field(s): {', '.join(e['field'] for e in details['errors'])}",
                                    details=details) from exc
+
+    def _logprob_fields(self) -> dict[str, Any]:
+        return {}
 
     @property
     def include_usage(self) -> bool:
@@ -197,9 +202,14 @@ class ChatRequest(_Common):
 
     def _unsupported(self) -> list[tuple[str, str]]:
         problems = super()._unsupported()
-        if self.logprobs or self.top_logprobs:
-            problems.append(("logprobs", "not supported"))
+        if self.top_logprobs is not None and not self.logprobs:
+            problems.append(("top_logprobs", "needs logprobs: true (as OpenAI)"))
+        if self.logprobs and self.tools:
+            problems.append(("logprobs", "not available with tools yet"))
         return problems
+
+    def _logprob_fields(self) -> dict[str, Any]:
+        return {"logprobs": bool(self.logprobs), "top_logprobs": self.top_logprobs}
 
 
 class CompletionRequest(_Common):
@@ -211,8 +221,8 @@ class CompletionRequest(_Common):
 
     def _unsupported(self) -> list[tuple[str, str]]:
         problems = super()._unsupported()
-        if self.logprobs:
-            problems.append(("logprobs", "not supported"))
+        if self.logprobs is not None and self.echo:
+            problems.append(("logprobs", "not with echo: prompt logprobs are not computed"))
         if self.suffix:
             problems.append(("suffix", "not supported"))
         if self.best_of not in (None, 1):
@@ -224,6 +234,10 @@ class CompletionRequest(_Common):
         if len(self.prompts) > 64:
             problems.append(("prompt", "at most 64 prompts per request"))
         return problems
+
+    def _logprob_fields(self) -> dict[str, Any]:
+        return ({} if self.logprobs is None
+                else {"logprobs": True, "top_logprobs": self.logprobs})
 
     @property
     def prompts(self) -> list[Prompt]:
@@ -265,13 +279,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             model = generations[0].entry.id
 
             def chunk(text: str | None, finish: str | None, first: bool = False,
-                      index: int = 0) -> dict[str, Any]:
+                      index: int = 0, logprobs: list[dict[str, Any]] | None = None
+                      ) -> dict[str, Any]:
                 delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
                 if text is not None:
                     delta["content"] = text
                 return {"id": reply_id, "object": "chat.completion.chunk", "created": created,
                         "model": model, "system_fingerprint": None,
-                        "choices": [{"index": index, "delta": delta, "logprobs": None,
+                        "choices": [{"index": index, "delta": delta,
+                                     "logprobs": chat_logprobs(logprobs),
                                      "finish_reason": finish}]}
             return await stream_sse(request, generations, chunk, body.include_usage,
                                     opening=True, continuous_usage=body.continuous_usage)
@@ -281,7 +297,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         "id": reply_id, "object": "chat.completion", "created": created,
         "model": generations[0].entry.id, "system_fingerprint": None,
         "choices": [{"index": i, "message": {"role": "assistant", "content": a.text},
-                     "logprobs": None, "finish_reason": finish_reason(a.finished.finish_reason)}
+                     "logprobs": chat_logprobs((a.logprobs or []) if body.logprobs else None),
+                     "finish_reason": finish_reason(a.finished.finish_reason)}
                     for i, a in enumerate(answers)],
         "usage": request_usage(generations, [a.finished.usage for a in answers])})
 
@@ -326,12 +343,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
             model = generations[0].entry.id
             echoed = await echo_text(service, model, body.prompts[0]) if body.echo else ""
 
+            offsets = [len(echoed)] * body.n  # where each choice's next text starts
+
             def chunk(text: str | None, finish: str | None, first: bool = False,
-                      index: int = 0) -> dict[str, Any]:
+                      index: int = 0, logprobs: list[dict[str, Any]] | None = None
+                      ) -> dict[str, Any]:
                 text = echoed if first else text  # the opening chunk echoes the prompt
+                legacy = None
+                if logprobs is not None:
+                    legacy = completion_logprobs(logprobs, offsets[index])
+                    offsets[index] += sum(len(e["token"]) for e in logprobs)
                 return {"id": reply_id, "object": "text_completion", "created": created,
                         "model": model, "system_fingerprint": None,
-                        "choices": [{"index": index, "text": text or "", "logprobs": None,
+                        "choices": [{"index": index, "text": text or "", "logprobs": legacy,
                                      "finish_reason": finish}]}
             return await stream_sse(request, generations, chunk, body.include_usage,
                                     opening=body.echo, continuous_usage=body.continuous_usage)
@@ -353,9 +377,30 @@ async def completions(request: web.Request) -> web.StreamResponse:
         "id": reply_id, "object": "text_completion", "created": created,
         "model": generations[0].entry.id, "system_fingerprint": None,
         "choices": [{"index": i, "text": (prompt + a.text) if body.echo else a.text,
-                     "logprobs": None, "finish_reason": finish_reason(a.finished.finish_reason)}
+                     "logprobs": (None if body.logprobs is None
+                                  else completion_logprobs(a.logprobs or [], len(prompt))),
+                     "finish_reason": finish_reason(a.finished.finish_reason)}
                     for i, (prompt, a) in enumerate(zip(prompts, answers))],
         "usage": request_usage(generations, [a.finished.usage for a in answers])})
+
+
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A chat choice's ``logprobs``: OpenAI's ``{content: [...], refusal: null}``."""
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
+def completion_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists, alternatives as token -> logprob maps,
+    each token's character offset in the choice's text (after ``offset``, an echoed prompt)."""
+    offsets = []
+    for found in entries:
+        offsets.append(offset)
+        offset += len(found["token"])
+    return {"tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}
+                             for e in entries],
+            "text_offset": offsets}
 
 
 async def echo_text(service: InferenceService, model: str, prompt: Prompt) -> str:

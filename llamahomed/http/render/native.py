@@ -31,6 +31,8 @@ class NativeLines:
     def render(self, event: Event) -> dict[str, Any]:
         if isinstance(event, Delta):
             line: dict[str, Any] = {"chunk": event.text, "index": self.index}
+            if event.logprobs is not None:
+                line["logprobs"] = event.logprobs
             self.index += 1
             return line
         if isinstance(event, Errored):

@@ -72,7 +72,8 @@ async def stream_sse(request: web.Request, generation: Generation | Sequence[Gen
         async for index, event in events:
             if isinstance(event, Delta):
                 generated += event.tokens
-                await send(chunk(event.text, None, index=index))
+                extra = {} if event.logprobs is None else {"logprobs": event.logprobs}
+                await send(chunk(event.text, None, index=index, **extra))
             elif isinstance(event, Errored):
                 await send(for_client(event.error, request).openai_envelope())
                 break

@@ -1,6 +1,5 @@
 """OpenAI expectations for ``tools`` / ``tool_choice``, ``logprobs`` / ``top_logprobs`` and
-``n > 1``, which other branches implement: each such case is marked xfail (strict) until the
-branch lands; the lead removes the mark on merging. Cases that hold already are plain tests.
+``n > 1``.
 
 Peers: vLLM (tests/entrypoints/openai: test_completion_with_function_calling,
 test_tool_choice_null, test_chat logprobs cases, test_completion logprobs, n / best_of cases),
@@ -34,7 +33,6 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
 SAMPLE = {"temperature": 1.0, "top_k": 0, "min_p": 0.0, "max_tokens": 200, "seed": 7}
 
-logprobs_branch = pytest.mark.xfail(reason="lands with the logprobs branch", strict=True)
 
 
 def chat(**body: Any) -> dict[str, Any]:
@@ -159,7 +157,6 @@ def check_top(entry: dict[str, Any], k: int) -> None:
     assert values == sorted(values, reverse=True)
 
 
-@logprobs_branch
 @pytest.mark.parametrize("k", [0, 1, 5])
 def test_chat_logprobs_has_one_entry_per_token_with_k_alternatives(http: httpx.Client,
                                                                   k: int) -> None:
@@ -172,7 +169,6 @@ def test_chat_logprobs_has_one_entry_per_token_with_k_alternatives(http: httpx.C
     assert "".join(e["token"] for e in content) == data["choices"][0]["message"]["content"]
 
 
-@logprobs_branch
 def test_greedy_picks_the_most_likely_token(http: httpx.Client) -> None:
     """llama.cpp test_logprobs: at temperature 0 the chosen token tops its alternatives."""
     data = ok(http, CHAT_PATH, chat(logprobs=True, top_logprobs=3, max_tokens=5, temperature=0))
@@ -182,7 +178,6 @@ def test_greedy_picks_the_most_likely_token(http: httpx.Client) -> None:
         assert math.isclose(best["logprob"], entry["logprob"], abs_tol=1e-4)
 
 
-@logprobs_branch
 def test_streamed_chat_chunks_carry_their_logprobs(http: httpx.Client) -> None:
     """llama.cpp test_logprobs_stream: each content chunk has ``logprobs.content``."""
     chunks, _ = sse(http, CHAT_PATH, chat(logprobs=True, top_logprobs=2, max_tokens=5,
@@ -192,7 +187,6 @@ def test_streamed_chat_chunks_carry_their_logprobs(http: httpx.Client) -> None:
     assert len(entries) == 5
 
 
-@logprobs_branch
 def test_completion_logprobs_lists_tokens_offsets_and_alternatives(http: httpx.Client) -> None:
     """vLLM test_completion (logprobs=k), llama.cpp test_n_probs: tokens, token_logprobs,
     top_logprobs (k each) and text_offset, one per generated token."""
@@ -205,14 +199,12 @@ def test_completion_logprobs_lists_tokens_offsets_and_alternatives(http: httpx.C
     assert "".join(logprobs["tokens"]) == data["choices"][0]["text"]
 
 
-@logprobs_branch
 def test_too_many_top_logprobs_is_a_400(http: httpx.Client) -> None:
     """vLLM test_too_many_chat_logprobs: OpenAI allows at most 20 (400 naming top_logprobs)."""
     found = error(http, CHAT_PATH, chat(logprobs=True, top_logprobs=21, max_tokens=2))
     assert found["param"] == "top_logprobs"
 
 
-@logprobs_branch
 def test_the_sdk_reads_logprobs(sdk: openai.OpenAI) -> None:
     """The OpenAI library parses ``choice.logprobs.content``."""
     reply = sdk.chat.completions.create(model=CHAT, messages=MESSAGES,  # type: ignore[arg-type]
