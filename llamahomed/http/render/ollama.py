@@ -3,7 +3,8 @@
 A generation's deltas are ``{"model", "created_at", "response": text, "done": false}``
 (/api/generate) or ``{..., "message": {"role": "assistant", "content": text}}`` (/api/chat);
 the last object has ``done_reason`` and Ollama's counts and durations in nanoseconds, from the
-``Finished`` event. An error after the first byte is a last ``{"error": "message"}`` line.
+``Finished`` event. With ``logprobs`` asked, each object carries the entries of its tokens
+(``{token, logprob, bytes, top_logprobs}``, Ollama's shape). An error after the first byte is a last ``{"error": "message"}`` line.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def line(data: dict[str, Any]) -> bytes:
 async def answer(generation: Generation, name: str, body: Body) -> dict[str, Any]:
     """The whole answer as one object (``stream: false``); raises the sequence's error."""
     result = await generation.result()
-    return {"model": name, "created_at": timestamp(), **body(result.text), "done": True,
-            **statistics(result.finished)}
+    logprobs = {} if result.logprobs is None else {"logprobs": result.logprobs}
+    return {"model": name, "created_at": timestamp(), **body(result.text), **logprobs,
+            "done": True, **statistics(result.finished)}
 
 
 async def stream(request: web.Request, generation: Generation, name: str,
@@ -69,9 +71,10 @@ async def stream(request: web.Request, generation: Generation, name: str,
         await response.prepare(request)
         async for event in generation.events():
             if isinstance(event, Delta):
-                if event.text:
+                if event.text or event.logprobs:
+                    logprobs = {} if event.logprobs is None else {"logprobs": event.logprobs}
                     await response.write(line({"model": name, "created_at": timestamp(),
-                                               **body(event.text), "done": False}))
+                                               **body(event.text), **logprobs, "done": False}))
             elif isinstance(event, Errored):
                 await response.write(line({"error": for_client(event.error, request).message}))
             else:
