@@ -96,13 +96,17 @@ WEATHER = {"type": "function", "function": {
                    "required": ["city"]}}}
 
 
-def _client(daemon: RunningDaemon) -> ollama.Client:
-    return ollama.Client(host=daemon.url, headers={"Authorization": f"Bearer {daemon.token}"})
+@pytest.fixture
+def tool_client(chat_daemon: RunningDaemon) -> Iterator[ollama.Client]:
+    client = ollama.Client(host=chat_daemon.url,
+                           headers={"Authorization": f"Bearer {chat_daemon.token}"})
+    yield client
+    client.close()
 
 
-def test_a_forced_tool_call_comes_back_as_ollama_tool_calls(chat_daemon: RunningDaemon) -> None:
+def test_a_forced_tool_call_comes_back_as_ollama_tool_calls(tool_client: ollama.Client) -> None:
     """``options.tool_choice`` (LlamaHome's extension) forces the call through the grammar."""
-    client = _client(chat_daemon)
+    client = tool_client
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
     reply = client.chat(model="smollm2", messages=ask, tools=[WEATHER], stream=False,
                         options={"temperature": 0, "num_predict": 60,
@@ -120,8 +124,8 @@ def test_a_forced_tool_call_comes_back_as_ollama_tool_calls(chat_daemon: Running
     assert all(isinstance(c.function.arguments["city"], str) for c in streamed)
 
 
-def test_a_tool_round_trip_through_the_history(chat_daemon: RunningDaemon) -> None:
-    client = _client(chat_daemon)
+def test_a_tool_round_trip_through_the_history(tool_client: ollama.Client) -> None:
+    client = tool_client
     history = [{"role": "user", "content": "What is the weather in Paris?"},
                {"role": "assistant", "content": "",
                 "tool_calls": [{"function": {"name": "get_weather",
