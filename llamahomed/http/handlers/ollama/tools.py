@@ -23,10 +23,11 @@ from llamahomed.service.tools import NAME, ToolCall, ToolSet
 
 
 def ollama_tool_set(tools: list[Any] | None, choice: Any) -> ToolSet | None:
-    """The request's tools and (extension) choice; None when it has no tools."""
+    """The request's tools and (extension) choice; None when it has no tools (an empty list
+    is no tools: the official Python client sends ``tools: []`` on every chat)."""
     if isinstance(choice, str) and choice not in ("none", "auto", "required"):
         choice = {"type": "function", "function": {"name": choice}}
-    return tool_set(tools, choice, None)
+    return tool_set(tools or None, choice, None)
 
 
 def history_calls(i: int, calls: list[Any]) -> list[ToolCall]:
