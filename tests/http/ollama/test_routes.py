@@ -138,7 +138,8 @@ async def test_what_is_not_supported_is_a_clear_400(oll: ollama.AsyncClient, api
     cases = [
         (lambda: oll.generate(model="tiny-llama", prompt="x", images=[b"\x89PNG"]), "images"),
         (lambda: oll.chat(model=tiny_chat, messages=user, tools=[{"type": "function", "function": {
-            "name": "f", "description": "d", "parameters": {"type": "object"}}}]), "tools"),
+            "name": "no spaces!", "description": "d", "parameters": {"type": "object"}}}]),
+         "tools[0].function.name"),
         (lambda: oll.generate(model="tiny-llama", prompt="x", suffix="y"), "suffix"),
         (lambda: oll.generate(model="tiny-llama", prompt="x", template="{{ .Prompt }}"), "template"),
         (lambda: oll.generate(model="tiny-llama", prompt="x", options={"temperature": 99}),
