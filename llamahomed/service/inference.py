@@ -419,11 +419,13 @@ class InferenceService:
 
     async def count_tokens(self, model: str | None, messages: list[dict[str, Any]] | None = None,
                            prefill: str = "", *, prompt: str | None = None,
-                           system: str | None = None) -> tuple[ModelEntry, int]:
+                           system: str | None = None,
+                           tools: ToolSet | None = None) -> tuple[ModelEntry, int]:
         """The prompt tokens a generation would take (OpenAI's ``input_tokens``, Anthropic's
         count_tokens): ``messages`` through the model's chat template (then ``prefill``, the
         answer's given start), or a ``prompt`` (after an optional ``system``) as the native API
-        renders it; tokenized in the worker exactly as a submitted prompt is."""
+        renders it; tokenized in the worker exactly as a submitted prompt is. ``tools`` are
+        shown as :meth:`generate` shows them, so they count too."""
         if self.refusing is not None:
             raise self.refusing
         entries, entry, load = await self._prepare(model, chat=messages is not None)
@@ -440,7 +442,8 @@ class InferenceService:
         entry, worker = await self._acquire(entries, entry, load)
         text = prompt or ""
         if messages is not None:
-            text = self.templates.get(entry, worker.info).render(messages) + prefill
+            text = render_prompt(self.templates.get(entry, worker.info), messages,
+                                 tools) + prefill
         answer = await worker.vocab({"op": "tokenize", "content": text, "add_special": True,
                                      "parse_special": messages is not None, "with_pieces": False})
         return entry, len(answer.tokens)

@@ -88,3 +88,75 @@ def test_the_npm_ollama_package_streams_a_chat(chat_daemon: RunningDaemon, tmp_p
     assert result.returncode == 0, output[-6000:]
     counts = {key: int(value) for key, value in re.findall(r"^# (\w+) (\d+)$", output, re.M)}
     assert counts["pass"] == 2 and counts["fail"] == 0, output
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+@pytest.fixture
+def tool_client(chat_daemon: RunningDaemon) -> Iterator[ollama.Client]:
+    client = ollama.Client(host=chat_daemon.url,
+                           headers={"Authorization": f"Bearer {chat_daemon.token}"})
+    yield client
+    client.close()
+
+
+def test_a_forced_tool_call_comes_back_as_ollama_tool_calls(tool_client: ollama.Client) -> None:
+    """``options.tool_choice`` (LlamaHome's extension) forces the call through the grammar."""
+    client = tool_client
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    reply = client.chat(model="smollm2", messages=ask, tools=[WEATHER], stream=False,
+                        options={"temperature": 0, "num_predict": 60,
+                                 "tool_choice": "get_weather"})
+    calls = reply.message.tool_calls or []
+    assert reply.done_reason == "stop" and len(calls) == 1
+    assert calls[0].function.name == "get_weather"
+    assert isinstance(calls[0].function.arguments["city"], str)
+    parts = list(client.chat(model="smollm2", messages=ask, tools=[WEATHER], stream=True,
+                             options={"temperature": 0, "num_predict": 60,
+                                      "tool_choice": "required"}))
+    streamed = [c for p in parts for c in (p.message.tool_calls or [])]
+    assert parts[-1].done and streamed  # required: one call or more, each a whole chunk
+    assert {c.function.name for c in streamed} == {"get_weather"}
+    assert all(isinstance(c.function.arguments["city"], str) for c in streamed)
+
+
+def test_a_tool_round_trip_through_the_history(tool_client: ollama.Client) -> None:
+    client = tool_client
+    history = [{"role": "user", "content": "What is the weather in Paris?"},
+               {"role": "assistant", "content": "",
+                "tool_calls": [{"function": {"name": "get_weather",
+                                             "arguments": {"city": "Paris"}}}]},
+               {"role": "tool", "tool_name": "get_weather", "content": "Sunny, 21 degrees"}]
+    reply = client.chat(model="smollm2", messages=history, tools=[WEATHER], stream=False,
+                        options={"temperature": 0, "num_predict": 30})
+    assert reply.done and (reply.message.content or reply.message.tool_calls)
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model="smollm2", messages=history[:1], stream=False,
+                    tools=[{"type": "function", "function": {"name": "bad name!"}}])
+    assert caught.value.status_code == 400 and "tools[0].function.name" in caught.value.error
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model="smollm2", messages=history[:1], tools=[WEATHER],
+                    options={"tool_choice": "nope"}, stream=False)
+    assert caught.value.status_code == 400 and "tool_choice" in caught.value.error
+
+
+def test_langchain_bind_tools(chat_daemon: RunningDaemon) -> None:
+    langchain = pytest.importorskip("langchain_ollama")
+    messages = pytest.importorskip("langchain_core.messages")
+    llm = langchain.ChatOllama(
+        model=SMOLLM2, base_url=chat_daemon.url, temperature=0, num_predict=60,
+        client_kwargs={"headers": {"Authorization": f"Bearer {chat_daemon.token}"}})
+    bound = llm.bind_tools([WEATHER])
+    forced = bound.invoke("What is the weather in Rome?",
+                          options={"temperature": 0, "num_predict": 60,
+                                   "tool_choice": "get_weather"})
+    assert [c["name"] for c in forced.tool_calls] == ["get_weather"]
+    assert isinstance(forced.tool_calls[0]["args"]["city"], str)
+    answer = bound.invoke([messages.HumanMessage("What is the weather in Rome?"), forced,
+                           messages.ToolMessage("Rainy, 12 degrees",
+                                                tool_call_id=forced.tool_calls[0]["id"])])
+    assert answer.response_metadata["done_reason"] in ("stop", "length")

@@ -154,11 +154,12 @@ async def test_unknown_model_and_invalid_bodies_raise_the_sdks_errors(daemon: An
                                      extra_body={"temperature": 3.0})
     assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "temperature" in bad.value.message
-    with pytest.raises(anthropic.BadRequestError) as tools:
+    with pytest.raises(anthropic.BadRequestError) as tools:  # not an object schema
         await client.messages.create(model=SMOLLM2_ID, messages=QUESTION, max_tokens=2, tools=[
             {"name": "weather", "description": "today's weather",
-             "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}])
-    assert "tools" in tools.value.message
+             "input_schema": {"type": "string"}}])
+    assert "tools.0.input_schema" in tools.value.message
+    assert tools.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     with pytest.raises(anthropic.BadRequestError):
         await client.messages.count_tokens(model=SMOLLM2_ID, messages=[])
 

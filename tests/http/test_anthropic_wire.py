@@ -116,7 +116,7 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("unknown model counted", "/v1/messages/count_tokens", {"extra": {"model": "no-such"}}, 404,
      "not_found_error"),
     ("tools", "/v1/messages", {"extra": {"tools": [{"name": "f", "input_schema": {
-        "type": "object"}}]}}, 400, "invalid_request_error"),
+        "type": "array"}}]}}, 400, "invalid_request_error"),
     ("server tool", "/v1/messages", {"extra": {"tools": [{"type": "web_search_20250305",
                                                           "name": "web_search"}]}}, 400,
      "invalid_request_error"),
@@ -158,7 +158,7 @@ async def test_every_refusal_has_anthropics_shape(api: Any, auth: dict[str, str]
 
 
 SAID = {  # what some refusals must say (the message is all Anthropic's shape carries)
-    "tools": ("tools", "not available"),
+    "tools": ("tools.0.input_schema", "'object'"),
     "unknown block": ("messages.0.content.0:", "'bogus'"),
     "no max_tokens": ("max_tokens: Field required",),
     "temperature over 1": ("temperature:",),

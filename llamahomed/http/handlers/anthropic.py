@@ -16,16 +16,14 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from llamahomed.core.errors import InvalidRequest, ValidationFailed
+from llamahomed.core.errors import ValidationFailed
 from llamahomed.http.access import is_admin, owner
 from llamahomed.http.guard import stream_slot
-from llamahomed.http.handlers.anthropic_schema import (
-    CountTokensRequest,
-    MessagesRequest,
-    tool_request,
-)
+from llamahomed.http.handlers.anthropic_schema import CountTokensRequest, MessagesRequest
+from llamahomed.http.handlers.anthropic_tools import neutral_calls, tool_set
 from llamahomed.http.keys import CLAIMS, INFERENCE, REQUEST_ID
 from llamahomed.http.ratelimit import request_meter
+from llamahomed.http.render import anthropic_tools as render_tools
 from llamahomed.http.render.anthropic import message, stop_reason, stream_message, text_block, usage
 from llamahomed.http.schemas import parse_body
 from llamahomed.service.generation import Generation
@@ -56,11 +54,6 @@ async def _parse(request: web.Request, model: type[Body]) -> Body:
         errors = _readable(exc.details.get("errors", []))
         said = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         raise ValidationFailed(said or exc.message, details={"errors": errors}) from exc
-    if isinstance(body, CountTokensRequest) and tool_request(body) is not None:
-        raise InvalidRequest(
-            "tools: tool use is not available on this server yet (it arrives with the "
-            "tool-calling work); send the request without tools",
-            details={"errors": [{"field": "tools", "message": "not supported yet"}]})
     return body
 
 
@@ -91,13 +84,22 @@ def _headers(request: web.Request) -> dict[str, str]:
 async def messages(request: web.Request) -> web.StreamResponse:
     body = await _parse(request, MessagesRequest)
     options = _options(body)
-    chat = body.template_messages()
+    tools = tool_set(body)
+    chat = neutral_calls(body.template_messages())
     reply_id = f"msg_{uuid.uuid4().hex[:24]}"
 
     async def start() -> Generation:
         return await request.app[INFERENCE].generate(
             options, messages=chat, meter=request_meter(request), may_reload=is_admin(request),
-            owner=owner(request), prefill=body.prefill())
+            owner=owner(request), prefill=body.prefill(), tools=tools)
+
+    if tools is not None and tools.active:
+        if body.stream:
+            with stream_slot(request.app, request.get(CLAIMS)):
+                return await render_tools.stream(request, await start(), reply_id, tools,
+                                                 _headers(request))
+        return web.json_response(await render_tools.whole(await start(), reply_id, tools),
+                                 headers=_headers(request))
 
     if body.stream:
         with stream_slot(request.app, request.get(CLAIMS)):
@@ -112,6 +114,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 async def count_tokens(request: web.Request) -> web.Response:
     body = await _parse(request, CountTokensRequest)
-    _, count = await request.app[INFERENCE].count_tokens(body.model, body.template_messages(),
-                                                         body.prefill())
+    _, count = await request.app[INFERENCE].count_tokens(
+        body.model, neutral_calls(body.template_messages()), body.prefill(), tools=tool_set(body))
     return web.json_response({"input_tokens": count}, headers=_headers(request))

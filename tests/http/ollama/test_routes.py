@@ -138,7 +138,8 @@ async def test_what_is_not_supported_is_a_clear_400(oll: ollama.AsyncClient, api
     cases = [
         (lambda: oll.generate(model="tiny-llama", prompt="x", images=[b"\x89PNG"]), "images"),
         (lambda: oll.chat(model=tiny_chat, messages=user, tools=[{"type": "function", "function": {
-            "name": "f", "description": "d", "parameters": {"type": "object"}}}]), "tools"),
+            "name": "no spaces!", "description": "d", "parameters": {"type": "object"}}}]),
+         "tools[0].function.name"),
         (lambda: oll.generate(model="tiny-llama", prompt="x", suffix="y"), "suffix"),
         (lambda: oll.generate(model="tiny-llama", prompt="x", template="{{ .Prompt }}"), "template"),
         (lambda: oll.generate(model="tiny-llama", prompt="x", options={"temperature": 99}),
@@ -237,3 +238,32 @@ async def test_rate_limits_apply_and_answer_in_ollamas_shape(aiohttp_client: Any
     answer = await server.get("/api/tags", headers={"Authorization": f"Bearer {token}"})
     assert answer.status == 429 and answer.headers["Retry-After"]
     assert set(await answer.json()) == {"error"}
+
+
+PING = {"type": "function", "function": {"name": "ping", "description": "Ping",
+                                         "parameters": {"type": "object", "properties": {}}}}
+
+
+async def test_tool_choice_extension_forces_a_call_and_format_still_works(
+        api: Any, auth: dict[str, str], settings: Any) -> None:
+    """The top-level ``tool_choice`` (LlamaHome's extension) forces a call even on the tiny
+    random model (the grammar writes it); with ``format`` a forced choice is a 400, an auto one
+    keeps the format's grammar."""
+    write_tiny_llama(settings.models_path / "tiny-tools.gguf", name="tiny-tools", n_ctx=1024,
+                     chat_template=DEFAULT_CHAT_TEMPLATE)
+    ask = {"model": "tiny-tools", "messages": [{"role": "user", "content": "x"}], "tools": [PING],
+           "stream": False, "options": {"num_predict": 64, "temperature": 0}}
+    forced = await (await api.post("/api/chat", headers=auth,
+                                   json={**ask, "tool_choice": "ping"})).json()
+    assert "message" in forced, forced
+    assert forced["message"]["tool_calls"][0]["function"] == {"index": 0, "name": "ping",
+                                                               "arguments": {}}
+    assert forced["done_reason"] == "stop" and forced["message"]["content"] == ""
+    both = await api.post("/api/chat", headers=auth,
+                          json={**ask, "tool_choice": "required", "format": "json"})
+    assert both.status == 400 and "tool_choice" in (await both.json())["error"]
+    schema = {"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"]}
+    auto = await (await api.post("/api/chat", headers=auth, json={**ask, "format": schema})).json()
+    assert auto["done"] is True
+    assert auto["message"].get("tool_calls") or auto["done_reason"] == "length" or isinstance(
+        json.loads(auto["message"]["content"])["a"], bool)

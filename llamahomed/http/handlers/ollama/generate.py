@@ -4,7 +4,8 @@ the one ``InferenceService.generate`` / ``embed``, answered by ``http/render/oll
 Streaming is the default (NDJSON); ``stream: false`` answers one object. An empty prompt (or no
 messages) loads the model and answers ``done_reason: "load"``; with ``keep_alive: 0`` it
 unloads it instead (``"unload"``). ``keep_alive`` on any request sets how long the model stays
-loaded once idle, from then on.
+loaded once idle, from then on. /api/chat takes ``tools`` and calls in its history
+(``ollama/tools.py``); its answer's calls are parsed out (``http/render/ollama_tools.py``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from llamahomed.http.handlers.ollama.schemas import (
     GenerationBody,
     keep_alive_seconds,
 )
+from llamahomed.http.handlers.ollama.tools import link_results, ollama_tool_set, with_tool_fields
 from llamahomed.http.keys import CLAIMS, INFERENCE
 from llamahomed.http.ratelimit import request_meter
 from llamahomed.http.render import ollama as render
+from llamahomed.http.render import ollama_tools as render_tools
 from llamahomed.http.render.ollama import NDJSON, Body, line, timestamp
 from llamahomed.http.schemas import parse_body
 from llamahomed.registry.store import ModelEntry
@@ -74,14 +77,22 @@ async def chat(request: web.Request) -> web.StreamResponse:
     options = body.generation_options(ours)
     if not body.messages:
         return await _load_or_unload(request, body, ours, _message, chat=True)
-    messages = [m.for_template() for m in body.messages]
+    tools = ollama_tool_set(body.tools, body.choice)
+    messages = link_results([with_tool_fields(i, m.for_template(), m.tool_calls)
+                             for i, m in enumerate(body.messages)])
     service = request.app[INFERENCE]
 
     async def start() -> Generation:
         return await service.generate(
             options, messages=messages, n_ctx=body.n_ctx, meter=request_meter(request),
-            may_reload=is_admin(request), owner=owner(request), keep_alive=body.keep_alive_s)
+            may_reload=is_admin(request), owner=owner(request), keep_alive=body.keep_alive_s,
+            tools=tools)
 
+    if tools is not None and tools.active:
+        if not body.stream:
+            return web.json_response(await render_tools.answer(await start(), body.model, tools))
+        with stream_slot(request.app, request.get(CLAIMS)):
+            return await render_tools.stream(request, await start(), body.model, tools)
     return await _answer(request, body, start, _message)
 
 

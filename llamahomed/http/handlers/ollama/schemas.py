@@ -1,6 +1,6 @@
 """Ollama's request bodies, and how their fields map onto :class:`GenerationOptions`.
 
-Fields LlamaHome cannot honour are refused with a 400 that names them (``images``, ``tools``,
+Fields LlamaHome cannot honour are refused with a 400 that names them (``images``,
 ``template``, ``context``, ``suffix`` without fill-in-the-middle, ``logprobs``); ``think`` is
 accepted and ignored (no thinking model yet). Ollama's ``options`` map like this:
 
@@ -82,6 +82,8 @@ class Options(BaseModel):
     num_gpu: int | None = None
     num_thread: int | None = None
     num_batch: int | None = None
+    # LlamaHome extension (Ollama has none): force tool calls on /api/chat (handlers/ollama/tools)
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class Message(BaseModel):
@@ -185,18 +187,20 @@ class GenerateRequest(GenerationBody):
 
 class ChatRequest(GenerationBody):
     messages: list[Message] = Field(default_factory=list, max_length=10_000)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    """LlamaHome extension (also read from ``options.tool_choice``): see handlers/ollama/tools."""
+
+    @property
+    def choice(self) -> str | dict[str, Any] | None:
+        if self.tool_choice is not None:
+            return self.tool_choice
+        return self.options.tool_choice if self.options else None
 
     def refused(self) -> list[tuple[str, str]]:
         problems = super().refused()
         if any(m.images for m in self.messages):
             problems.append(("messages.images", "no vision model is served yet"))
-        # tool calling: service/tools/ will parse the model's calls; until it is wired here,
-        # tools and tool_calls are refused rather than silently dropped
-        if self.tools:
-            problems.append(("tools", "tool calling is not supported yet"))
-        if any(m.tool_calls for m in self.messages):
-            problems.append(("messages.tool_calls", "tool calling is not supported yet"))
         return problems
 
 
