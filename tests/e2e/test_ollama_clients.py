@@ -60,6 +60,14 @@ class City(BaseModel):
     country: str
 
 
+def close_chat_ollama(llm: object) -> None:
+    """LangChain's ChatOllama never closes its ollama client's httpx connection pool; close it
+    here, or its socket is collected (a ResourceWarning) in some later test."""
+    inner = getattr(getattr(llm, "_client", None), "_client", None)
+    if inner is not None:
+        inner.close()
+
+
 def test_langchain_chat_ollama_with_structured_output(chat_daemon: RunningDaemon) -> None:
     chat_ollama = pytest.importorskip("langchain_ollama").ChatOllama
     llm = chat_ollama(model=SMOLLM2, base_url=chat_daemon.url, temperature=0, num_predict=60,
@@ -69,6 +77,7 @@ def test_langchain_chat_ollama_with_structured_output(chat_daemon: RunningDaemon
     city = llm.with_structured_output(City, method="json_schema").invoke(
         "Paris is a city in France. Give its name and country as JSON.")
     assert isinstance(city, City) and city.name and city.country
+    close_chat_ollama(llm)
 
 
 @pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are not installed")
@@ -160,3 +169,25 @@ def test_langchain_bind_tools(chat_daemon: RunningDaemon) -> None:
                            messages.ToolMessage("Rainy, 12 degrees",
                                                 tool_call_id=forced.tool_calls[0]["id"])])
     assert answer.response_metadata["done_reason"] in ("stop", "length")
+    close_chat_ollama(llm)
+
+
+def test_logprobs_with_the_python_client(tool_client: ollama.Client) -> None:
+    """``logprobs`` / ``top_logprobs`` on generate and chat, streamed and not, in Ollama's shape
+    (the client's typed ``Logprob`` entries): one per generated token, lined up with the text."""
+    client = tool_client
+    reply = client.generate(model="smollm2", prompt="Name a colour.", logprobs=True,
+                            top_logprobs=3, options={"temperature": 0, "num_predict": 6,
+                                                             "repeat_penalty": 1.0})
+    entries = reply.logprobs or []
+    assert len(entries) == reply.eval_count
+    assert "".join(e.token for e in entries) == reply.response
+    for entry in entries:
+        assert entry.logprob <= 0 and len(entry.top_logprobs or []) == 3
+        assert entry.top_logprobs[0].token == entry.token  # greedy, no penalty: the likeliest
+    parts = list(client.chat(model="smollm2", messages=[{"role": "user", "content": "Hi"}],
+                             stream=True, logprobs=True,
+                             options={"temperature": 0, "num_predict": 5}))
+    streamed = [e for p in parts for e in (p.logprobs or [])]
+    assert len(streamed) == parts[-1].eval_count
+    assert "".join(e.token for e in streamed) == "".join(p.message.content for p in parts)

@@ -152,7 +152,8 @@ async def test_what_is_not_supported_is_a_clear_400(oll: ollama.AsyncClient, api
             await call()
         assert caught.value.status_code == 400, (word, caught.value.error)
         assert word in caught.value.error, caught.value.error
-    for body in ({"model": "tiny-llama", "prompt": "x", "logprobs": True},
+    for body in ({"model": "tiny-llama", "prompt": "x", "top_logprobs": 21, "logprobs": True},
+                 {"model": "tiny-llama", "prompt": "x", "top_logprobs": 3},
                  {"model": "tiny-llama", "prompt": 5}, {"prompt": "x"},
                  {"model": "tiny-llama", "prompt": "x", "format": "yaml"},
                  {"model": "tiny-llama", "prompt": "x", "format": {"type": "nonsense"}}):

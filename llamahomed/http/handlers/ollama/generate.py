@@ -89,6 +89,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
             tools=tools)
 
     if tools is not None and tools.active:
+        if body.logprobs:
+            raise InvalidRequest("logprobs: not available with tools yet",
+                                 details={"errors": [{"field": "logprobs",
+                                                      "message": "not with tools"}]})
         if not body.stream:
             return web.json_response(await render_tools.answer(await start(), body.model, tools))
         with stream_slot(request.app, request.get(CLAIMS)):

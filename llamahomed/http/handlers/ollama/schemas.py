@@ -1,7 +1,7 @@
 """Ollama's request bodies, and how their fields map onto :class:`GenerationOptions`.
 
 Fields LlamaHome cannot honour are refused with a 400 that names them (``images``,
-``template``, ``context``, ``suffix`` without fill-in-the-middle, ``logprobs``); ``think`` is
+``template``, ``context``, ``suffix`` without fill-in-the-middle); ``think`` is
 accepted and ignored (no thinking model yet). Ollama's ``options`` map like this:
 
     num_predict -> max_tokens (-1, -2: the server's default)   num_ctx -> the context to load with
@@ -124,9 +124,7 @@ class GenerationBody(BaseModel):
 
     def refused(self) -> list[tuple[str, str]]:
         """Fields asked for that this daemon cannot honour: (field, why)."""
-        problems = []
-        if self.logprobs or self.top_logprobs:
-            problems.append(("logprobs", "log probabilities are not supported yet"))
+        problems: list[tuple[str, str]] = []
         return problems
 
     def check(self) -> None:
@@ -150,6 +148,7 @@ class GenerationBody(BaseModel):
         fields: dict[str, Any] = {name: getattr(opts, name) for name in _SAMPLING}
         predict = opts.num_predict
         fields.update(model=model, stop=opts.stop, format=self.format,
+                      logprobs=bool(self.logprobs), top_logprobs=self.top_logprobs,
                       max_tokens=predict if predict is not None and predict > 0 else None,
                       seed=opts.seed if opts.seed is not None and opts.seed >= 0 else None)
         try:
