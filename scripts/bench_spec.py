@@ -31,14 +31,18 @@ PASSAGE = ("The old lighthouse stood at the edge of the cliff for more than a ce
            "night its keeper climbed the one hundred and twelve steps, trimmed the wick, wound "
            "the clockwork and watched the beam sweep across the dark water, counting the ships "
            "that passed safely by.")
-WORKLOADS = {
-    "quote": f"Repeat the following text exactly, word for word.\n\nText: {PASSAGE}\n\n"
-             f"Repeated text:",
-    "story": "Write a long story about a dragon who learns to cook.",
+GREEDY = {"temperature": 0.0, "repeat_penalty": 1.0}
+SAMPLED = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "repeat_penalty": 1.1, "seed": 7}
+WORKLOADS = {  # name: (prompt, sampling); "sampled" is the one where drafts rarely hold
+    "quote": (f"Repeat the following text exactly, word for word.\n\nText: {PASSAGE}\n\n"
+              f"Repeated text:", GREEDY),
+    "story": ("Write a long story about a dragon who learns to cook.", GREEDY),
+    "sampled": ("Write a long story about a dragon who learns to cook.", SAMPLED),
 }
 
 
-def run(args: argparse.Namespace, prompt: str, speculative: str) -> tuple[float, int, int]:
+def run(args: argparse.Namespace, prompt: str, sampling: dict[str, Any],
+        speculative: str) -> tuple[float, int, int]:
     """One engine; a warm-up, then ``rounds`` requests; median tok/s, drafted, accepted."""
     from llamahomed.engine.worker.batched import BatchedEngine
 
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace, prompt: str, speculative: str) -> tuple[float,
     try:
         engine.submit(0, "Hello", SamplingParams(max_tokens=4, temperature=0.0))
         emit.wait_done([0], 120)
-        params = SamplingParams(max_tokens=args.tokens, temperature=0.0, repeat_penalty=1.0)
+        params = SamplingParams(max_tokens=args.tokens, **sampling)
         for seq_id in range(1, args.rounds + 1):
             start = time.perf_counter()
             engine.submit(seq_id, prompt, params)
@@ -81,10 +85,10 @@ def main() -> None:
             from llamahomed.registry.default_model import install_default_model
 
             args.model = install_default_model(Path(tmp))
-        for name, prompt in WORKLOADS.items():
+        for name, (prompt, sampling) in WORKLOADS.items():
             for speculative in ("off", "ngram"):
-                rate, drafted, accepted = run(args, prompt, speculative)
-                print(f"{name:5} {speculative:5}: {rate:6.1f} tok/s  drafted {drafted} "
+                rate, drafted, accepted = run(args, prompt, sampling, speculative)
+                print(f"{name:7} {speculative:5}: {rate:6.1f} tok/s  drafted {drafted} "
                       f"accepted {accepted}", flush=True)
 
 

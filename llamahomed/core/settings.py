@@ -195,7 +195,7 @@ class SystemSettings(BaseModel):
     engine: Literal["batched", "sequential"] = Field(
         "batched", description="Worker engine: continuous batching, or one sequence at a time.")
     speculative: Literal["ngram", "off"] = Field(
-        "off", description="Speculative decoding without a draft model: 'ngram' drafts the "
+        "ngram", description="Speculative decoding without a draft model: 'ngram' drafts the "
                            "tokens that followed the sequence's last tokens where they occurred "
                            "before in its prompt or output (quoting, extracting, editing text) "
                            "and verifies them in the same decode step; the output is the same "

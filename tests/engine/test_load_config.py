@@ -70,7 +70,7 @@ def test_speculative_defaults_and_bounds() -> None:
     config = LoadConfig(model_path="/m.gguf", n_ctx=512)
     system = SystemSettings()
     assert (config.speculative, config.draft_max) == (system.speculative, system.draft_max)
-    assert (system.speculative, system.draft_max) == ("off", 8)
+    assert (system.speculative, system.draft_max) == ("ngram", 8)
     for bad in ({"speculative": "eagle"}, {"draft_max": 0}, {"draft_max": 33}):
         with pytest.raises(ValidationError):
             LoadConfig.from_wire({"model_path": "/m.gguf", "n_ctx": 512, **bad})

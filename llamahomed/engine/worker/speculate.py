@@ -1,7 +1,8 @@
 """Prompt-lookup (n-gram) speculative decoding: drafts from a sequence's own history.
 
 No draft model. A sequence's history is its prompt and the tokens it generated so far; where the
-last ``n`` tokens (``n`` = 3, then 2, then 1) occurred before, the tokens that followed them
+last ``n`` tokens (``n`` = 3, then 2; a single token matches too often where nothing repeats)
+occurred before, the tokens that followed them
 there are the draft. Quoting, extracting, editing or repeating text drafts long runs that the
 model then accepts; the batched engine feeds the draft behind the sequence's next token in the
 same ``llama_decode`` (one logits row per position) and verifies it with the sequence's own
@@ -15,10 +16,11 @@ token. The first sampled token that differs from the draft is kept and the rest 
 dropped (its KV cells are removed), so every step yields at least the one token it would have
 yielded anyway.
 
-:class:`Drafter` adapts per sequence: the draft grows by 2 after a step that accepted all of it
-(up to ``draft_max``) and shrinks to one more than what was accepted otherwise; three drafts in
-a row with nothing accepted pause drafting for 8 steps, and each further probe that finds
-nothing doubles the pause (up to 256 steps), so a sequence that never repeats itself pays for
+:class:`Drafter` adapts per sequence: the first draft is 2 tokens, it grows by 2 after a step
+that accepted all of it (up to ``draft_max``) and shrinks to one more than what was accepted
+otherwise (every drafted position costs a logits row, and on a small model the output head is
+most of a token's compute); three drafts in a row with nothing accepted pause drafting for 16
+steps, and each further probe that finds nothing doubles the pause (up to 512 steps), so a sequence that never repeats itself pays for
 one drafted token every few hundred steps. Any accepted token resets the pause.
 """
 
@@ -28,9 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 NGRAM_MAX = 3
-NGRAM_MIN = 1
+NGRAM_MIN = 2  # a one-token match drafts too often where nothing repeats
 MISSES_BEFORE_PAUSE = 3
-PAUSE_MIN, PAUSE_MAX = 8, 256
+PAUSE_MIN, PAUSE_MAX = 16, 512
 
 
 @dataclass
@@ -93,7 +95,7 @@ class Drafter:
         self.draft_max = draft_max
         self.stats = DraftStats()
         self._index = NgramIndex()
-        self._length = draft_max
+        self._length = min(2, draft_max)  # grows with what is accepted
         self._misses = 0
         self._pause = 0
         self._backoff = PAUSE_MIN

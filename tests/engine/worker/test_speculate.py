@@ -49,20 +49,29 @@ def test_lookup_drafts_what_followed_the_longest_earlier_match() -> None:
 def test_drafter_pauses_after_misses_and_backs_off() -> None:
     drafter = Drafter(draft_max=4)
     history = [5, 6, 5, 6, 5]
-    assert drafter.propose(history, 8) == [6, 5, 6, 5][:4]
+    assert drafter.propose(history, 8) == [6, 5]  # a first draft is 2 tokens
+    drafter.record(2, 2)
+    assert drafter.propose(history, 8) == [6, 5, 6, 5]  # all accepted: 2 more, up to 4
     drafter.record(4, 1)
     assert len(drafter.propose(history, 8)) == 2  # one more than was accepted
     for _ in range(3):
         drafter.record(2, 0)
-    assert [drafter.propose(history, 8) for _ in range(8)] == [[]] * 8  # paused 8 steps
+    assert [drafter.propose(history, 8) for _ in range(16)] == [[]] * 16  # paused 16 steps
     assert drafter.propose(history, 8)  # the probe
     drafter.record(1, 0)
-    assert [drafter.propose(history, 8) for _ in range(16)] == [[]] * 16  # twice as long
+    assert [drafter.propose(history, 8) for _ in range(32)] == [[]] * 32  # twice as long
     assert drafter.propose(history, 8)
     drafter.record(1, 1)  # an accepted token resets the pause
     drafter.record(3, 0)
     assert drafter.propose(history, 8)
-    assert drafter.stats.drafted == 4 + 6 + 1 + 1 + 3 and drafter.stats.accepted == 2
+    assert drafter.stats.drafted == 2 + 4 + 6 + 1 + 1 + 3 and drafter.stats.accepted == 4
+
+
+def test_a_single_token_match_drafts_nothing() -> None:
+    index = NgramIndex()
+    tokens = [1, 2, 3, 9, 1]
+    index.extend(tokens)
+    assert index.lookup(tokens, 3) == []  # "1" occurred before, but no 2-gram did
 
 
 def test_verify_stops_at_the_first_difference_and_where_the_sequence_ends() -> None:
