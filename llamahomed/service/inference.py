@@ -45,6 +45,7 @@ from llamahomed.registry.catalog import Catalog
 from llamahomed.registry.store import ModelEntry, ModelRegistry
 from llamahomed.service.chat_template import TemplateCache
 from llamahomed.service.generation import Generation, Meter, failure
+from llamahomed.service.load_options import NO_ASK, LoadOptions
 from llamahomed.service.options import GenerationOptions
 from llamahomed.service.performance import Performance
 from llamahomed.service.scheduler import LoadRequest, Scheduler, view
@@ -73,6 +74,7 @@ class InferenceService:
         self.measurements = measurements
         self.read_machine = machine
         self._planned: dict[int, str] = {}  # worker pid -> the plan request it was loaded for
+        self._asked: dict[int, LoadOptions] = {}  # worker pid -> what its first request asked
         self.metrics = metrics or AdvancedMetrics()
         self.refusing: LlamaHomeError | None = None  # set while shutting down
         self.templates = TemplateCache()
@@ -141,9 +143,10 @@ class InferenceService:
         return defaults.default_chat_model
 
     def plan(self, entries: list[ModelEntry], machine: Machine | None = None,
-             n_ctx: int | None = None) -> Plan:
-        """Plan a load of one of ``entries`` on this machine now (loads nothing)."""
-        request = PlanRequest.from_settings(self.config.settings, n_ctx)
+             ask: LoadOptions = NO_ASK) -> Plan:
+        """Plan a load of one of ``entries`` on this machine now (loads nothing); ``ask``: what
+        the request asks of the load (constraints the planner keeps)."""
+        request = ask.constrain(PlanRequest.from_settings(self.config.settings, ask.n_ctx))
         machine = machine or self.read_machine()
         system = self.config.settings.system_settings
         if system.rpc_servers and system.engine == "batched" and not machine.simulated:
@@ -169,13 +172,13 @@ class InferenceService:
             speculative=system.speculative, draft_max=system.draft_max,
             n_slots=params.n_seq if system.engine == "batched" else 1, engine=system.engine)
 
-    def _loaded(self, entries: list[ModelEntry], n_ctx: int | None,
+    def _loaded(self, entries: list[ModelEntry], ask: LoadOptions,
                 may_reload: bool) -> tuple[ModelEntry, LoadConfig] | None:
         """The running variant and its load, when the request fits it: a loaded model keeps
         its load (re-planning would count its own memory as taken and reload it smaller).
 
         A request that would need a reload (another variant, a larger ``n_ctx`` than the
-        model is loaded with) is refused unless ``may_reload`` (an admin token): reloading
+        model is loaded with, other threads, GPU layers or batch than it loaded with) is refused unless ``may_reload`` (an admin token): reloading
         stops the model under every other user. None: nothing loaded, or a reload is due (the
         config changed since the load, or an admin asked); the pool drains the old worker.
         """
@@ -184,10 +187,10 @@ class InferenceService:
             return None
         entry = next((e for e in entries if str(e.path) == running.config.model_path), None)
         trained = entry.info.context_length if entry is not None else None
-        wanted = min(n_ctx, trained) if n_ctx is not None and trained else n_ctx
-        if entry is None or (wanted is not None and running.config.n_ctx < wanted):
+        unmet = ask.unmet(running.config, trained, self._asked.get(running.pid or 0, NO_ASK))
+        if entry is None or unmet is not None:
             if not may_reload:
-                raise self._reload_refused(running, entries[0], entry, n_ctx)
+                raise self._reload_refused(running, entries[0], entry, unmet)
             return None
         if self._planned.get(running.pid or 0) != repr(PlanRequest.from_settings(self.config.settings)):
             return None
@@ -195,36 +198,45 @@ class InferenceService:
 
     @staticmethod
     def _reload_refused(running: WorkerHandle, asked: ModelEntry, entry: ModelEntry | None,
-                        n_ctx: int | None) -> PermissionDenied:
+                        unmet: tuple[str, int] | None) -> PermissionDenied:
         loaded = {"variant": Path(running.config.model_path).name, "n_ctx": running.config.n_ctx}
-        why = (f"is loaded with n_ctx {running.config.n_ctx}; n_ctx {n_ctx}" if entry is not None
-               else f"is loaded as {loaded['variant']}; another variant")
+        if unmet is not None:
+            field, value = unmet
+            loaded[field] = getattr(running.config, field)
+            why = f"is loaded with {field} {loaded[field]}; {field} {value}"
+        else:
+            why = f"is loaded as {loaded['variant']}; another variant"
+        wanted: dict[str, Any] = {"model": asked.variant_id, "n_ctx": None}
+        if unmet is not None:
+            wanted[unmet[0]] = unmet[1]
         return PermissionDenied(
             f"model {asked.id!r} {why} would mean reloading it under every other user, which "
             "needs a token with the 'admin' scope; ask for what is loaded, or let an admin "
             "change system_settings (the model reloads once its running requests finish)",
             details={"required_scope": "admin", "model": asked.id, "loaded": loaded,
-                     "asked": {"n_ctx": n_ctx, "model": asked.variant_id}})
+                     "asked": wanted})
 
     def select(self, model: str | None, n_ctx: int | None = None, *,
-               may_reload: bool = True, chat: bool = False) -> tuple[ModelEntry, LoadConfig]:
+               may_reload: bool = True, chat: bool = False,
+               load_options: LoadOptions | None = None) -> tuple[ModelEntry, LoadConfig]:
         """The variant and load settings a request gets (``n_ctx``: a larger context asked by
         this request; ``may_reload``: whether the request may reload a loaded model; ``chat``:
         no model named means the default chat model)."""
-        return self._select(model, n_ctx, may_reload=may_reload, chat=chat)[1:]
+        ask = LoadOptions.of(n_ctx, load_options)
+        return self._select(model, ask, may_reload=may_reload, chat=chat)[1:]
 
-    def _select(self, model: str | None, n_ctx: int | None = None, *, may_reload: bool = True,
+    def _select(self, model: str | None, ask: LoadOptions = NO_ASK, *, may_reload: bool = True,
                 chat: bool = False) -> tuple[list[ModelEntry], ModelEntry, LoadConfig]:
         """``select``, with the variants it chose among."""
         entries = self.candidates(model, chat=chat)
-        loaded = self._loaded(entries, n_ctx, may_reload)
+        loaded = self._loaded(entries, ask, may_reload)
         if loaded is not None:
             return (entries, *loaded)
         empty = self._without_loaded()  # the scheduler decides what must make room
-        result = self.plan(entries, empty, n_ctx=n_ctx)
+        result = self.plan(entries, empty, ask)
         if result.choice is None and auto_quantize(self.config.settings, entries, result):
             entries = self.candidates(model, chat=chat)
-            result = self.plan(entries, empty, n_ctx=n_ctx)
+            result = self.plan(entries, empty, ask)
         if result.choice is None:
             raise too_large(entries, result)
         entry = result.choice.candidate.ref
@@ -250,15 +262,16 @@ class InferenceService:
             self.measurements.record(
             Measurements.key(entry.path.name, entry.size, load_params(worker.config).key()), buffers)
 
-    async def _prepare(self, model: str | None, n_ctx: int | None = None, may_reload: bool = False,
+    async def _prepare(self, model: str | None, ask: LoadOptions = NO_ASK,
+                       may_reload: bool = False,
                        chat: bool = False) -> tuple[list[ModelEntry], ModelEntry, LoadConfig]:
         """``select`` off the event loop (it reads the store and the machine): the variants, the
         one a request gets and how it loads, before anything is loaded."""
-        return await asyncio.to_thread(functools.partial(self._select, model, n_ctx,
+        return await asyncio.to_thread(functools.partial(self._select, model, ask,
                                                          may_reload=may_reload, chat=chat))
 
     async def _acquire(self, entries: list[ModelEntry], entry: ModelEntry, load: LoadConfig, *,
-                       n_ctx: int | None = None, may_reload: bool = False,
+                       ask: LoadOptions = NO_ASK, may_reload: bool = False,
                        keep_alive: float | None | bool = False) -> tuple[ModelEntry, WorkerHandle]:
         """The worker for ``_prepare``'s answer, loaded on demand through the scheduler (which
         may evict idle models or wait for busy ones); its allocation recorded. The entry is the
@@ -267,11 +280,11 @@ class InferenceService:
         the setting); False leaves it as it is (tokenize, detokenize)."""
 
         def reuse() -> LoadConfig | None:
-            running = self._loaded(entries, n_ctx, may_reload)
+            running = self._loaded(entries, ask, may_reload)
             return running[1] if running is not None else None
 
         worker, result = await self.scheduler.acquire(LoadRequest(
-            load, plan_on=lambda machine: self.plan(entries, machine, n_ctx),
+            load, plan_on=lambda machine: self.plan(entries, machine, ask),
             read_machine=lambda: self.read_machine(),
             config_for=lambda chosen: self.load_config(self._chosen(chosen), chosen),
             refuse=lambda result: too_large(entries, result), reuse=reuse,
@@ -281,6 +294,7 @@ class InferenceService:
         else:
             entry = next((e for e in entries if str(e.path) == worker.config.model_path), entry)
         self._record_allocation(entry, worker)
+        self._asked.setdefault(worker.pid or 0, ask)
         if keep_alive is not False:
             worker.keep_alive = None if keep_alive is None else float(keep_alive)
         return entry, worker
@@ -304,12 +318,13 @@ class InferenceService:
 
     async def load(self, model: str | None, *, n_ctx: int | None = None,
                    keep_alive: float | None = None, may_reload: bool = False,
-                   chat: bool = False) -> ModelEntry:
+                   chat: bool = False, load_options: LoadOptions | None = None) -> ModelEntry:
         """Load a model without generating (Ollama's empty prompt); the variant loaded."""
         if self.refusing is not None:
             raise self.refusing
-        entries, entry, load = await self._prepare(model, n_ctx, may_reload, chat=chat)
-        entry, _ = await self._acquire(entries, entry, load, n_ctx=n_ctx, may_reload=may_reload,
+        ask = LoadOptions.of(n_ctx, load_options)
+        entries, entry, load = await self._prepare(model, ask, may_reload, chat=chat)
+        entry, _ = await self._acquire(entries, entry, load, ask=ask, may_reload=may_reload,
                                        keep_alive=keep_alive)
         return entry
 
@@ -319,12 +334,13 @@ class InferenceService:
                        raw: bool = True, n_ctx: int | None = None,
                        meter: Meter | None = None, may_reload: bool = False,
                        owner: str = "", keep_alive: float | None = None,
-                       prefill: str = "", tools: ToolSet | None = None) -> Generation:
+                       prefill: str = "", tools: ToolSet | None = None,
+                       load_options: LoadOptions | None = None) -> Generation:
         """One generation: :meth:`generate_many` with ``n=1``."""
         generations = await self.generate_many(
             options, 1, prompt=prompt, messages=messages, system=system, raw=raw, n_ctx=n_ctx,
             meter=meter, may_reload=may_reload, owner=owner, keep_alive=keep_alive,
-            prefill=prefill, tools=tools)
+            prefill=prefill, tools=tools, load_options=load_options)
         return generations[0]
 
     async def generate_many(self, options: GenerationOptions, n: int, *,
@@ -335,7 +351,8 @@ class InferenceService:
                             may_reload: bool = False, owner: str = "",
                             keep_alive: float | None = None,
                             prefill: str = "",
-                            tools: ToolSet | None = None) -> list[Generation]:
+                            tools: ToolSet | None = None,
+                            load_options: LoadOptions | None = None) -> list[Generation]:
         """``n`` generations of one prompt (OpenAI's ``n`` choices), or one (``generate``).
 
         The ``n`` sequences are siblings in the worker: the prompt is decoded once and its KV
@@ -361,7 +378,9 @@ class InferenceService:
         ``prefill``: text the answer starts with, after the rendered ``messages`` (Anthropic's
         final assistant message); the generation continues it.
         ``tools``: the chat request's tools (rendered with the messages; a forced choice adds
-        its grammar).
+        its grammar). ``load_options``: threads, GPU layers or batch this request asks the model
+        to be loaded with (Ollama's ``num_thread``, ``num_gpu``, ``num_batch``); a loaded model
+        that differs reloads for an admin, and refuses anyone else, as a larger ``n_ctx`` does.
         """
         if self.refusing is not None:
             raise self.refusing
@@ -376,7 +395,8 @@ class InferenceService:
         params = options.sampling(self.config.settings.model_settings,
                                   self.config.settings.system_settings)
         trace = self._trace()
-        entries, entry, load = await self._prepare(options.model, n_ctx, may_reload,
+        ask = LoadOptions.of(n_ctx, load_options)
+        entries, entry, load = await self._prepare(options.model, ask, may_reload,
                                                    chat=messages is not None)
         if messages is not None and not entry.info.has_chat_template:
             raise InvalidRequest(
@@ -391,7 +411,7 @@ class InferenceService:
             elif system is not None:
                 prompt = f"{system}\n\n{prompt}"
         with trace.phase("load"):
-            entry, worker = await self._acquire(entries, entry, load, n_ctx=n_ctx,
+            entry, worker = await self._acquire(entries, entry, load, ask=ask,
                                                 may_reload=may_reload, keep_alive=keep_alive)
         if messages is not None:
             prompt = render_prompt(self.templates.get(entry, worker.info), messages,

@@ -64,6 +64,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     async def start() -> Generation:
         return await service.generate(
             options, prompt=body.prompt, system=body.system, raw=body.raw, n_ctx=body.n_ctx,
+            load_options=body.load_options,
             meter=request_meter(request), may_reload=is_admin(request), owner=owner(request),
             keep_alive=body.keep_alive_s)
 
@@ -84,7 +85,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
     async def start() -> Generation:
         return await service.generate(
-            options, messages=messages, n_ctx=body.n_ctx, meter=request_meter(request),
+            options, messages=messages, n_ctx=body.n_ctx, load_options=body.load_options,
+            meter=request_meter(request),
             may_reload=is_admin(request), owner=owner(request), keep_alive=body.keep_alive_s,
             tools=tools)
 
@@ -117,7 +119,8 @@ async def _load_or_unload(request: web.Request, body: GenerationBody, ours: str,
         await service.unload(ours)
         reason = "unload"
     else:
-        await service.load(ours, n_ctx=body.n_ctx, keep_alive=body.keep_alive_s,
+        await service.load(ours, n_ctx=body.n_ctx, load_options=body.load_options,
+                           keep_alive=body.keep_alive_s,
                            may_reload=is_admin(request), chat=chat)
         reason = "load"
     data = {"model": body.model, "created_at": timestamp(), **shape(""), "done": True,

@@ -8,9 +8,11 @@ accepted and ignored (no thinking model yet). Ollama's ``options`` map like this
     temperature, top_k, top_p, min_p, seed, stop, repeat_penalty, presence_penalty,
     frequency_penalty -> the same sampling fields
 
-Other options Ollama knows (``num_gpu``, ``num_thread``, ``num_batch``, ``mirostat``, ...) are
-accepted and left to the planner and the server's settings; unknown ones are ignored, as Ollama
-ignores them.
+    num_thread, num_gpu (layers), num_batch -> constraints for the planner (LoadOptions): a
+    loaded model that differs reloads for an admin token, and refuses other tokens (403)
+
+Other options Ollama knows (``mirostat``, ``tfs_z``, ...) are accepted and not applied; unknown
+ones are ignored, as Ollama ignores them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llamahomed.core.errors import InvalidRequest, ValidationFailed
+from llamahomed.service.load_options import LoadOptions
 from llamahomed.service.options import GenerationOptions, validation_details
 
 FOREVER = -1.0
@@ -78,10 +81,10 @@ class Options(BaseModel):
     repeat_penalty: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    # load-time options the planner decides here (accepted, see the module docstring)
-    num_gpu: int | None = None
-    num_thread: int | None = None
-    num_batch: int | None = None
+    # load-time options: constraints for the planner (0 or negative: the planner decides)
+    num_gpu: int | None = Field(None, le=100_000)
+    num_thread: int | None = Field(None, le=1024)
+    num_batch: int | None = Field(None, le=65_536)
     # LlamaHome extension (Ollama has none): force tool calls on /api/chat (handlers/ollama/tools)
     tool_choice: str | dict[str, Any] | None = None
 
@@ -141,6 +144,15 @@ class GenerationBody(BaseModel):
     @property
     def n_ctx(self) -> int | None:
         return self.options.num_ctx if self.options else None
+
+    @property
+    def load_options(self) -> LoadOptions:
+        """``num_thread``, ``num_gpu`` (layers; negative: the planner's), ``num_batch``."""
+        opts = self.options or Options()
+        return LoadOptions(
+            n_threads=opts.num_thread if opts.num_thread and opts.num_thread > 0 else None,
+            n_gpu_layers=opts.num_gpu if opts.num_gpu is not None and opts.num_gpu >= 0 else None,
+            n_batch=opts.num_batch if opts.num_batch and opts.num_batch > 0 else None)
 
     def generation_options(self, model: str) -> GenerationOptions:
         """The sampling fields, validated by the same rules as every other dialect."""
