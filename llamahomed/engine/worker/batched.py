@@ -83,8 +83,8 @@ from llamahomed.engine.worker.sampling import (
     resolve_seed,
 )
 from llamahomed.engine.worker.logprobs import LogprobTrail, entry
-from llamahomed.engine.worker.prefill_budget import PrefillBudget
-from llamahomed.engine.worker.speculate import DraftStats, Drafter, verify
+from llamahomed.engine.worker.prefill_budget import SHORT_PROMPT, PrefillBudget
+from llamahomed.engine.worker.speculate import DRAFT_WIDTH, DraftStats, Drafter, verify
 from llamahomed.engine.worker.state_cache import SavedState, StateCache, common_prefix
 
 Event = dict[str, Any]
@@ -539,6 +539,7 @@ class BatchedEngine(Inbox[BatchedSequence]):
         outputs: list[tuple[BatchedSequence, int]] = []
         n = 0
         waiting = sum(s.pending is not None for s in self._live)  # decode tokens to place
+        draft = draft and waiting <= DRAFT_WIDTH  # a wide step is compute-bound: no drafts
         for seq in self._live:
             seq.feeding, seq.draft = 0, []
             if seq.pending is not None:
@@ -556,7 +557,9 @@ class BatchedEngine(Inbox[BatchedSequence]):
         decoding, budget = n, self._budget.limit(n)  # prompt tokens this step may carry
         for seq in self._live if prefill else ():
             start = seq.n_past
-            end = min(len(seq.tokens), start + budget - (n - decoding))
+            short = len(seq.tokens) - start <= SHORT_PROMPT  # a chat turn: not held back
+            end = min(len(seq.tokens), start + (self.n_batch - n if short
+                                                else budget - (n - decoding)))
             if seq.pending is not None or end <= start or seq.leader is not None:
                 continue
             k = end - start

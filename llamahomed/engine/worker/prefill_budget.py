@@ -9,12 +9,17 @@ averages of both (measured on the steps themselves, so they follow the machine, 
 the batch width), and never fewer than ``MIN_CHUNK`` (a prompt always makes progress). A step
 with nothing decoding takes the whole ``n_batch``; ``ratio`` 0 turns the cap off.
 
-Until both averages exist the cap is ``FIRST_CHUNK`` tokens.
+Until both averages exist the cap is ``FIRST_CHUNK`` tokens. A prompt with at most
+``SHORT_PROMPT`` tokens left is not held back (the engine adds it whole): many chat turns
+arriving together then start as soon as llama-server would start them, and only long prompts
+are spread over steps. Measured at 32 clients of 30-token prompts (Gemma, 2 cores): TTFT p50
+2945 ms with every prompt capped, 1282 ms with none (llama-server 1668 ms).
 """
 
 from __future__ import annotations
 
 MIN_CHUNK = 16
+SHORT_PROMPT = 64  # what is left of a prompt this short goes in whole: its TTFT is what counts
 FIRST_CHUNK = 64
 WEIGHT = 0.2  # of the newest step in the running averages
 

@@ -22,6 +22,12 @@ otherwise (every drafted position costs a logits row, and on a small model the o
 most of a token's compute); three drafts in a row with nothing accepted pause drafting for 16
 steps, and each further probe that finds nothing doubles the pause (up to 512 steps), so a sequence that never repeats itself pays for
 one drafted token every few hundred steps. Any accepted token resets the pause.
+
+Drafts go into a step only while at most ``DRAFT_WIDTH`` sequences decode in it: a narrow step
+is bound by reading the weights, so extra rows are nearly free, while a wide one is bound by
+compute and every drafted row (a logits row through the output head too) costs what a token
+does. Measured at 32 clients, greedy, Gemma on 2 cores: 122.5 tok/s drafting against 166.3
+without (llama-server 150.1).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+DRAFT_WIDTH = 8  # drafts only while at most this many sequences decode in a step
 NGRAM_MAX = 3
 NGRAM_MIN = 2  # a one-token match drafts too often where nothing repeats
 MISSES_BEFORE_PAUSE = 3
