@@ -601,10 +601,12 @@ class BatchedEngine(Inbox[BatchedSequence]):
             return self._end(seq, "stop")
         seq.generated += 1
         seq.history.append(token)
+        piece = self._token_bytes(token)
         if seq.trail is not None and seq.sampler is not None:
             value, top = seq.sampler.logprob
-            seq.trail.add(entry(self._token_bytes, token, value, top, seq.params.top_logprobs > 0))
-        text, stopped = seq.out.feed(self._token_bytes(token))
+            seq.trail.add(entry(self._token_bytes, token, piece, value, top,
+                                seq.params.top_logprobs > 0))
+        text, stopped = seq.out.feed(piece)
         events: list[Event] = [self._text(seq, text, 1)] if text else []
         if stopped:
             if seq.trail is not None:

@@ -39,15 +39,15 @@ def row_logprobs(row: Any, token: int, top: int) -> tuple[float, list[tuple[int,
     return chosen, [(i, float(row[i]) - total) for i in ranked]
 
 
-def entry(piece: Callable[[int], bytes], token: int, logprob: float,
+def entry(piece: Callable[[int], bytes], token: int, raw: bytes, logprob: float,
           top: list[tuple[int, float]], wants_top: bool) -> Entry:
-    """OpenAI's ``{token, logprob, bytes, top_logprobs}`` for one sampled token."""
-    def one(token_id: int, value: float) -> Entry:
-        raw = piece(token_id)
+    """OpenAI's ``{token, logprob, bytes, top_logprobs}`` for one sampled token, whose piece
+    is ``raw`` (``piece`` gives the alternatives')."""
+    def one(raw: bytes, value: float) -> Entry:
         return {"token": raw.decode("utf-8", "replace"), "logprob": value, "bytes": list(raw)}
 
-    found = one(token, logprob)
-    found["top_logprobs"] = [one(i, v) for i, v in top] if wants_top else []
+    found = one(raw, logprob)
+    found["top_logprobs"] = [one(piece(i), v) for i, v in top] if wants_top else []
     return found
 
 

@@ -96,8 +96,10 @@ def _choice(choice: Any, names: list[str]) -> ToolChoice:
                                 "{'type': 'function', 'function': {'name': ...}}")
 
 
-def history_calls(i: int, calls: list[Any]) -> list[ToolCall]:
-    """An assistant message's ``tool_calls`` (message ``i``) as calls."""
+def history_calls(i: int, calls: list[Any], *, objects: bool = False) -> list[ToolCall]:
+    """An assistant message's ``tool_calls`` (message ``i``) as calls. OpenAI's arguments are
+    a string holding a JSON object; with ``objects`` (Ollama's shape) they may be the object
+    itself, and missing or blank ones are ``{}``."""
     out = []
     for j, call in enumerate(calls):
         where = f"messages[{i}].tool_calls[{j}]"
@@ -107,17 +109,26 @@ def history_calls(i: int, calls: list[Any]) -> list[ToolCall]:
         name = function.get("name")
         if not isinstance(name, str) or not NAME.match(name):
             raise refuse(f"{where}.function.name", "1 to 64 letters, digits, underscores or dashes")
-        arguments = function.get("arguments")
-        try:
-            value = json.loads(arguments) if isinstance(arguments, str) else None
-        except ValueError:
-            value = None
+        value = _arguments(function.get("arguments", {} if objects else None), objects)
         if not isinstance(value, dict):
-            raise refuse(f"{where}.function.arguments", "a string holding a JSON object")
+            raise refuse(f"{where}.function.arguments",
+                         "a JSON object" if objects else "a string holding a JSON object")
         call_id = call.get("id")
         out.append(ToolCall(name, value, call_id) if isinstance(call_id, str) and call_id
                    else ToolCall(name, value))
     return out
+
+
+def _arguments(arguments: Any, objects: bool) -> Any:
+    """The arguments' object, or something that is not a dict when they hold none."""
+    if isinstance(arguments, str):
+        if objects and not arguments.strip():
+            return {}
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return None
+    return arguments if objects else None
 
 
 def with_tool_fields(i: int, message: dict[str, Any], calls: list[Any] | None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llamahomed.http.handlers.openai_tools import refuse, tool_set
+from llamahomed.http.handlers.openai_tools import history_calls, refuse, tool_set
 from llamahomed.service.tools import NAME, ToolCall, ToolSet
 
 
@@ -30,37 +30,12 @@ def ollama_tool_set(tools: list[Any] | None, choice: Any) -> ToolSet | None:
     return tool_set(tools or None, choice, None)
 
 
-def history_calls(i: int, calls: list[Any]) -> list[ToolCall]:
-    """Message ``i``'s ``tool_calls`` in Ollama's shape, as calls."""
-    out = []
-    for j, call in enumerate(calls):
-        where = f"messages[{i}].tool_calls[{j}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise refuse(f"{where}.function", "an object with name and arguments")
-        name = function.get("name")
-        if not isinstance(name, str) or not NAME.match(name):
-            raise refuse(f"{where}.function.name", "1 to 64 letters, digits, underscores or dashes")
-        arguments = function.get("arguments", {})
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except ValueError:
-                arguments = None
-        if not isinstance(arguments, dict):
-            raise refuse(f"{where}.function.arguments", "a JSON object")
-        call_id = call.get("id")
-        out.append(ToolCall(name, arguments, call_id) if isinstance(call_id, str) and call_id
-                   else ToolCall(name, arguments))
-    return out
-
-
 def with_tool_fields(i: int, message: dict[str, Any], calls: list[Any] | None) -> dict[str, Any]:
     """Message ``i`` (``Message.for_template``'s dict) with its calls in the neutral form."""
     if calls:
         if message["role"] != "assistant":
             raise refuse(f"messages[{i}].tool_calls", "only assistant messages carry tool calls")
-        return {**message, "tool_calls": history_calls(i, calls)}
+        return {**message, "tool_calls": history_calls(i, calls, objects=True)}
     return message
 
 
